@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# Build the pinned Kubernetes toolchain from the Go module proxy and cache it outside the repo.
+#
+# Why a script and not `go install` everywhere: k8s.io/kubernetes and etcd carry `replace`
+# directives, which `go install mod@ver` refuses, so they are built in a scratch module that
+# re-declares the replaces against the published staging modules. Every binary lands in
+#   $TOOLS_DIR/<name>-<version>/<name>
+# so changing a version in hack/versions.env builds into a new folder and a second run with
+# the same versions does nothing.
+#
+# Usage: hack/build-tools.sh [tool ...]   (default: every tool; `--print-dir` prints TOOLS_DIR)
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=versions.env
+source "$here/versions.env"
+
+TOOLS_DIR=${SAMPLEDB_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/sampledb-operator/tools}
+WORK_DIR=${SAMPLEDB_TOOLS_WORK:-${XDG_CACHE_HOME:-$HOME/.cache}/sampledb-operator/build}
+export GOFLAGS=-buildvcs=false GOTOOLCHAIN=local
+
+ALL_TOOLS=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm
+           operator-sdk opm olm catalog)
+
+log() { printf '[tools %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+version_of() {
+  case "$1" in
+    etcd) echo "$ETCD_VERSION" ;;
+    kube-apiserver|kube-controller-manager|kube-scheduler|kubectl) echo "$KUBERNETES_VERSION" ;;
+    kwok) echo "$KWOK_VERSION" ;;
+    helm) echo "$HELM_VERSION" ;;
+    operator-sdk) echo "$OPERATOR_SDK_VERSION" ;;
+    opm) echo "$OPM_VERSION" ;;
+    olm|catalog) echo "$OLM_VERSION" ;;
+    *) die "unknown tool '$1' (known: ${ALL_TOOLS[*]})" ;;
+  esac
+}
+
+target_of() { echo "$TOOLS_DIR/$1-$(version_of "$1")/$1"; }
+
+# A fresh scratch module in $WORK_DIR/<name>; prints its path.
+scratch_module() {
+  local dir="$WORK_DIR/$1"
+  rm -rf "$dir" && mkdir -p "$dir"
+  (cd "$dir" && go mod init "local/$1" >/dev/null 2>&1)
+  echo "$dir"
+}
+
+# Path of a module's go.mod in the module cache (downloads it if needed).
+gomod_of() {
+  go mod download -json "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])'
+}
+
+build_kubernetes() {  # $1 = binary name (cmd/<name>)
+  local name=$1 ver=$KUBERNETES_VERSION dir gomod minor
+  minor=${ver#v1.}; minor=${minor%%.*}
+  dir="$WORK_DIR/kubernetes-$ver"
+  if [ ! -f "$dir/.ready" ]; then
+    dir=$(scratch_module "kubernetes-$ver")
+    gomod=$(gomod_of "k8s.io/kubernetes@$ver")
+    # Replace every staging module with its published v0.<minor>.<patch> twin, as listed in
+    # the release's own go.mod (the list changes between releases), and keep its godebug lines.
+    python3 - "$gomod" "$dir/go.mod" "v0.${ver#v1.}" <<'PY'
+import re, sys
+src, dst, staging_version = sys.argv[1:]
+text = open(src).read()
+replaces = re.findall(r"^\s*(k8s\.io/[\w.-]+) => \./staging/src/\S+", text, re.M)
+godebug = re.search(r"^godebug \((.*?)^\)", text, re.M | re.S)
+with open(dst, "a") as out:
+    out.write("\n" + "\n".join(f"replace {m} => {m} {staging_version}" for m in replaces) + "\n")
+    if godebug:
+        out.write("\ngodebug (" + godebug.group(1) + ")\n")
+PY
+    (cd "$dir" && go get "k8s.io/kubernetes@$ver" >/dev/null 2>&1 || go get "k8s.io/kubernetes@$ver")
+    touch "$dir/.ready"
+  fi
+  local date; date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+  local ldflags=""
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldflags+=" -X $pkg.gitVersion=$ver -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+    ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$date"
+  done
+  (cd "$dir" && CGO_ENABLED=0 go build -mod=mod -ldflags "-s -w$ldflags" -o "$2" "k8s.io/kubernetes/cmd/$name")
+}
+
+build_etcd() {
+  local dir; dir=$(scratch_module etcd)
+  (cd "$dir" && go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >/dev/null \
+     && CGO_ENABLED=0 go build -mod=mod -o "$1" go.etcd.io/etcd/server/v3)
+}
+
+build_helm() {
+  local minor=${KUBERNETES_VERSION#v1.}; minor=${minor%%.*}
+  local pkg=helm.sh/helm/v3/internal/version pkg2=helm.sh/helm/v3/pkg/chartutil
+  GOBIN=$(dirname "$1") CGO_ENABLED=0 go install -ldflags "-s -w -X $pkg.version=$HELM_VERSION \
+    -X $pkg2.k8sVersionMajor=1 -X $pkg2.k8sVersionMinor=$minor" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+}
+
+build_operator_sdk() {
+  local pkg=github.com/operator-framework/operator-sdk/internal/version
+  GOBIN=$(dirname "$1") CGO_ENABLED=0 go install -tags containers_image_openpgp \
+    -ldflags "-s -w -X $pkg.Version=$OPERATOR_SDK_VERSION -X $pkg.KubernetesVersion=$KUBERNETES_VERSION" \
+    "github.com/operator-framework/operator-sdk/cmd/operator-sdk@$OPERATOR_SDK_VERSION"
+}
+
+build_opm() {
+  local pkg=github.com/operator-framework/operator-registry/cmd/opm/version
+  GOBIN=$(dirname "$1") CGO_ENABLED=1 go install -tags json1,containers_image_openpgp \
+    -ldflags "-s -w -X $pkg.gitCommit=$OPM_VERSION -X $pkg.opmVersion=$OPM_VERSION" \
+    "github.com/operator-framework/operator-registry/cmd/opm@$OPM_VERSION"
+}
+
+build_olm() {  # olm and catalog share a module
+  GOBIN=$(dirname "$1") CGO_ENABLED=0 go install -ldflags "-s -w" \
+    "github.com/operator-framework/operator-lifecycle-manager/cmd/$2@$OLM_VERSION"
+}
+
+build_one() {
+  local name=$1 target; target=$(target_of "$name")
+  if [ -x "$target" ]; then log "$name $(version_of "$name"): cached"; return 0; fi
+  mkdir -p "$(dirname "$target")"
+  local start=$SECONDS
+  log "$name $(version_of "$name"): building (first build on a fresh machine takes minutes)..."
+  case "$name" in
+    kube-apiserver|kube-controller-manager|kube-scheduler|kubectl) build_kubernetes "$name" "$target" ;;
+    etcd) build_etcd "$target" ;;
+    kwok) GOBIN=$(dirname "$target") CGO_ENABLED=0 go install "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" ;;
+    helm) build_helm "$target" ;;
+    operator-sdk) build_operator_sdk "$target" ;;
+    opm) build_opm "$target" ;;
+    olm|catalog) build_olm "$target" "$name" ;;
+  esac || { rm -f "$target"; die "$name failed to build (see the go output above)"; }
+  [ -x "$target" ] || die "$name: build finished but $target is missing"
+  log "$name: built in $((SECONDS - start)) s -> $target"
+}
+
+command -v go >/dev/null || die "go is not on PATH; install Go (>= 1.24) first"
+if [ "${1:-}" = "--print-dir" ]; then echo "$TOOLS_DIR"; exit 0; fi
+tools=("$@"); [ ${#tools[@]} -gt 0 ] || tools=("${ALL_TOOLS[@]}")
+total_start=$SECONDS
+for t in "${tools[@]}"; do build_one "$t"; done
+log "all requested tools ready in $((SECONDS - total_start)) s (cache: $TOOLS_DIR)"

@@ -1,0 +1,136 @@
+"""A stand-in volume provisioner for the simulated nodes: binds every claim of its StorageClass.
+
+With kwok's simulated nodes no CSI driver runs, so a StatefulSet's PersistentVolumeClaims would
+stay Pending and the scheduler would never place its Pods. This loop plays the external
+provisioner's part of the real protocol: it watches claims of the default StorageClass
+`kwok-standard` and creates a matching PersistentVolume pre-bound to each; the controller
+manager's PV binder then binds them, exactly as with a real provisioner. It also deletes the
+volume of a claim that is gone (reclaim policy Delete), and supports expansion (it grows the PV).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from kubernetes import client, watch
+from kubernetes.client.rest import ApiException
+
+STORAGE_CLASS = "kwok-standard"
+PROVISIONER = "sampledb.io/kwok-fake-provisioner"
+logger = logging.getLogger(__name__)
+
+
+def storage_class() -> dict[str, Any]:
+    """The cluster's default StorageClass, served by this provisioner."""
+    return {
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "StorageClass",
+        "metadata": {
+            "name": STORAGE_CLASS,
+            "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+        },
+        "provisioner": PROVISIONER,
+        "reclaimPolicy": "Delete",
+        "allowVolumeExpansion": True,
+        "volumeBindingMode": "Immediate",
+    }
+
+
+def volume_for(claim: dict[str, Any]) -> dict[str, Any]:
+    """A PersistentVolume pre-bound to `claim`, as large as it asks for."""
+    meta = claim["metadata"]
+    size = claim["spec"]["resources"]["requests"]["storage"]
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": f"pv-{meta['uid']}", "annotations": {"pv.kubernetes.io/provisioned-by": PROVISIONER}},
+        "spec": {
+            "capacity": {"storage": size},
+            "accessModes": claim["spec"].get("accessModes") or ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Delete",
+            "storageClassName": STORAGE_CLASS,
+            "claimRef": {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "namespace": meta["namespace"],
+                "name": meta["name"],
+                "uid": meta["uid"],
+            },
+            "hostPath": {"path": f"/var/lib/kwok-volumes/{meta['uid']}", "type": "DirectoryOrCreate"},
+        },
+    }
+
+
+class FakeProvisioner:
+    """Runs the provisioning loop in a daemon thread until `stop()`."""
+
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self._core = client.CoreV1Api(api_client)
+        self._storage = client.StorageV1Api(api_client)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fake-provisioner", daemon=True)
+
+    def start(self) -> None:
+        """Install the StorageClass (if missing) and start watching claims."""
+        try:
+            self._storage.create_storage_class(storage_class())
+        except ApiException as err:
+            if err.status != 409:
+                raise
+        self._thread.start()
+
+    def stop(self) -> None:  # noqa: D102
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._watch_once()
+            except Exception:  # the API server may be restarting: keep trying until stopped
+                logger.debug("provisioner watch interrupted", exc_info=True)
+                self._stop.wait(1)
+
+    def _watch_once(self) -> None:
+        stream = watch.Watch()
+        for event in stream.stream(
+            self._core.list_persistent_volume_claim_for_all_namespaces, timeout_seconds=30, _request_timeout=40
+        ):
+            if self._stop.is_set():
+                stream.stop()
+                return
+            claim = self._core.api_client.sanitize_for_serialization(event["object"])
+            if event["type"] == "DELETED":
+                self._release(claim)
+            else:
+                self._provision(claim)
+
+    def _provision(self, claim: dict[str, Any]) -> None:
+        if (claim["spec"].get("storageClassName") or STORAGE_CLASS) != STORAGE_CLASS:
+            return
+        if claim["spec"].get("volumeName"):
+            self._grow(claim)
+            return
+        try:
+            self._core.create_persistent_volume(volume_for(claim))
+        except ApiException as err:
+            if err.status != 409:
+                raise
+
+    def _grow(self, claim: dict[str, Any]) -> None:
+        wanted = claim["spec"]["resources"]["requests"]["storage"]
+        if (claim.get("status") or {}).get("capacity", {}).get("storage") == wanted:
+            return
+        self._core.patch_persistent_volume(claim["spec"]["volumeName"], {"spec": {"capacity": {"storage": wanted}}})
+        status = {"status": {"capacity": {"storage": wanted}}}
+        meta = claim["metadata"]
+        self._core.patch_namespaced_persistent_volume_claim_status(meta["name"], meta["namespace"], status)
+
+    def _release(self, claim: dict[str, Any]) -> None:
+        try:
+            self._core.delete_persistent_volume(f"pv-{claim['metadata']['uid']}")
+        except ApiException as err:
+            if err.status != 404:
+                raise

@@ -1,0 +1,104 @@
+"""Entry points: `run` the operator, `generate-crds` from the models.
+
+`python -m sampledb_operator run` (or the `sampledb-operator` console script) is what the
+container image and `make run` start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from sampledb_operator.settings import Settings, SettingsError
+
+logger = logging.getLogger("sampledb_operator")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log collectors."""
+
+    def format(self, record: logging.LogRecord) -> str:  # noqa: D102
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def configure_logging(settings: Settings) -> None:
+    """Plain text by default, JSON lines with SAMPLEDB_JSON_LOGS=true."""
+    handler = logging.StreamHandler(sys.stderr)
+    if settings.json_logs:
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    logging.basicConfig(level=settings.log_level, handlers=[handler], force=True)
+
+
+def run_operator(settings: Settings) -> int:
+    """Start kopf with our handlers; blocks until the operator is stopped."""
+    import kopf
+    from prometheus_client import start_http_server
+
+    import sampledb_operator.handlers  # noqa: F401 - registers the handlers
+
+    configure_logging(settings)
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port)
+    liveness = f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
+    scope = f"namespaces {', '.join(settings.namespaces)}" if settings.namespaces else "all namespaces"
+    logger.info("starting the SampleDB operator, watching %s", scope)
+    asyncio.run(
+        kopf.operator(
+            standalone=True,
+            clusterwide=not settings.namespaces,
+            namespaces=list(settings.namespaces),
+            liveness_endpoint=liveness,
+        )
+    )
+    return 0
+
+
+def generate_crds(out_dir: Path) -> int:
+    """Write crds/*.yaml from the pydantic models."""
+    from sampledb_operator.api import crdgen
+
+    for path in crdgen.write_crds(out_dir):
+        print(f"wrote {path}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the command line and dispatch."""
+    parser = argparse.ArgumentParser(prog="sampledb-operator", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run the operator (settings from SAMPLEDB_* variables)")
+    run.add_argument(
+        "--namespace", "-n", action="append", default=[], help="watch this namespace (repeatable); default: all"
+    )
+    gen = commands.add_parser("generate-crds", help="write the CRDs generated from the models")
+    gen.add_argument("--out", type=Path, default=Path("crds"), help="output folder (default: crds)")
+    args = parser.parse_args(argv)
+    if args.command == "generate-crds":
+        return generate_crds(args.out)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as err:
+        print(f"sampledb-operator: {err}", file=sys.stderr)
+        return 2
+    if args.namespace:
+        settings = settings.model_copy(update={"namespaces": tuple(args.namespace)})
+    return run_operator(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""Types shared by every API version: constrained scalars, conditions and the status block.
+
+The status is identical in `v1beta1` and `v1` so that conversion never has to translate it:
+an object read in either version reports the same state.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SupportedMajor = Literal[15, 16, 17]
+DEFAULT_MAJOR_VERSION: SupportedMajor = 17
+
+# A Kubernetes resource quantity such as `10Gi` or `500M`: the same pattern the API server uses.
+QUANTITY_PATTERN = (
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+# Five-field cron, or one of the @-macros understood by the CronJob controller.
+CRON_PATTERN = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4}\S+)$"
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+SQL_IDENTIFIER_PATTERN = r"^[a-z_][a-z0-9_]{0,62}$"
+
+
+def cel(rule: str, message: str, *, reason: str | None = None, field_path: str | None = None) -> dict[str, str]:
+    """One `x-kubernetes-validations` entry; the message names the field and the fix."""
+    entry = {"rule": rule, "message": message}
+    if reason:
+        entry["reason"] = reason
+    if field_path:
+        entry["fieldPath"] = field_path
+    return entry
+
+
+def k8s_extra(**extra: Any) -> dict[str, Any]:
+    """Schema keywords passed through verbatim to the CRD (x-kubernetes-*, maxProperties...)."""
+    return extra
+
+
+MajorVersion = Annotated[
+    SupportedMajor,
+    Field(
+        description=(
+            "PostgreSQL major version. Upgrades are allowed (they run the major-upgrade procedure); "
+            "downgrades are rejected."
+        ),
+        json_schema_extra=k8s_extra(
+            **{
+                "x-kubernetes-validations": [
+                    cel(
+                        "self >= oldSelf",
+                        "major version downgrades are not supported: set the version back to the current one or higher",
+                        reason="FieldValueForbidden",
+                    )
+                ]
+            },
+        ),
+    ),
+]
+
+Quantity = Annotated[str, Field(pattern=QUANTITY_PATTERN, max_length=64)]
+
+
+class ApiModel(BaseModel):
+    """Base of every API model: camelCase field names as in Kubernetes, unknown fields rejected."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class DeletionPolicy(StrEnum):
+    """What happens to the data when a SampleDB is deleted."""
+
+    SNAPSHOT = "Snapshot"
+    RETAIN = "Retain"
+    DELETE = "Delete"
+
+
+class Phase(StrEnum):
+    """The coarse lifecycle state shown in `kubectl get sampledbs`."""
+
+    PENDING = "Pending"
+    PROVISIONING = "Provisioning"
+    INITIALIZING = "Initializing"
+    READY = "Ready"
+    DEGRADED = "Degraded"
+    DELETING = "Deleting"
+
+
+class Condition(ApiModel):
+    """A standard Kubernetes condition (the shape of metav1.Condition)."""
+
+    type: str = Field(description="Condition type: Ready, Progressing or Degraded.", max_length=316)
+    status: str = Field(description="True, False or Unknown.", json_schema_extra={"enum": ["True", "False", "Unknown"]})
+    reason: str = Field(description="A CamelCase word saying why the condition has this status.", max_length=1024)
+    message: str = Field(
+        "", description="A human-readable explanation, naming the field and the fix.", max_length=32768
+    )
+    lastTransitionTime: str = Field(description="When the status last changed (RFC 3339).")
+    observedGeneration: int = Field(0, description="The metadata.generation this condition was computed from.", ge=0)
+
+
+class InitializationStatus(ApiModel):
+    """Tracks the one-off initial-configuration Job (application database and role)."""
+
+    job: str = Field("", description="Name of the initial-configuration Job.")
+    completed: bool = Field(False, description="True once the Job has succeeded; it is never run again.")
+    completionTime: str | None = Field(None, description="When the Job succeeded (RFC 3339).")
+
+
+class SampleDBStatus(ApiModel):
+    """The observed state of a SampleDB, written only by the operator."""
+
+    phase: Phase | None = Field(None, description="Coarse lifecycle state.")
+    observedGeneration: int | None = Field(None, description="The metadata.generation last acted upon.", ge=0)
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Ready, Progressing and Degraded conditions with reasons.",
+        json_schema_extra=k8s_extra(**{"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]}),
+    )
+    version: int | None = Field(None, description="The PostgreSQL major version currently running.")
+    image: str | None = Field(None, description="The PostgreSQL image currently running.")
+    endpoint: str | None = Field(None, description="host:port of the client Service to connect to.")
+    secretName: str | None = Field(None, description="The Secret holding the connection credentials.")
+    readyInstances: int | None = Field(None, description="How many database Pods are ready.", ge=0)
+    initialization: InitializationStatus | None = Field(None, description="The initial-configuration Job.")

@@ -1,0 +1,176 @@
+"""`sampledb.io/v1`: the structured, stored version of the SampleDB API.
+
+Every field carries a description (shown by `kubectl explain`), and every rule that can be
+checked at admission is expressed here, next to the field, as a schema constraint or a CEL rule.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from sampledb_operator.api.common import (
+    CRON_PATTERN,
+    DEFAULT_MAJOR_VERSION,
+    DNS_LABEL_PATTERN,
+    SQL_IDENTIFIER_PATTERN,
+    ApiModel,
+    DeletionPolicy,
+    MajorVersion,
+    Quantity,
+    SampleDBStatus,
+    cel,
+    k8s_extra,
+)
+
+VERSION = "v1"
+
+
+class PostgresSpec(ApiModel):
+    """The PostgreSQL server: version, image and configuration."""
+
+    version: MajorVersion = DEFAULT_MAJOR_VERSION
+    image: str | None = Field(
+        None,
+        description=(
+            "Container image to run instead of the operator's default for the major version. It must "
+            "have initdb, postgres, pg_isready, psql and pg_dump on PATH; its entrypoint is not used. "
+            "Changing only the tag (a minor version) rolls the StatefulSet."
+        ),
+        min_length=1,
+        max_length=512,
+    )
+    parameters: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            'postgresql.conf settings, e.g. {max_connections: "200"}. Parameters the operator '
+            "manages itself (listen_addresses, port, data_directory, ...) or that could run code "
+            "(archive_command, shared_preload_libraries, ...) are refused with a Degraded condition."
+        ),
+        json_schema_extra=k8s_extra(maxProperties=200),
+    )
+
+
+class StorageSpec(ApiModel):
+    """The data volume of the database."""
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": k8s_extra(
+            **{
+                "x-kubernetes-validations": [
+                    cel(
+                        "has(self.storageClassName) == has(oldSelf.storageClassName) && "
+                        "(!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)",
+                        "storage.storageClassName is immutable: create a new SampleDB (e.g. restored from "
+                        "a backup) to move to another storage class",
+                        reason="FieldValueForbidden",
+                        field_path=".storageClassName",
+                    )
+                ]
+            }
+        )
+    }
+
+    size: Quantity = Field(
+        "10Gi",
+        description=(
+            "Size of the data volume, e.g. 10Gi. It may grow (if the storage class allows expansion) but never shrink."
+        ),
+        json_schema_extra=k8s_extra(
+            **{
+                "x-kubernetes-validations": [
+                    cel(
+                        "quantity(self).compareTo(quantity(oldSelf)) >= 0",
+                        "storage.size may grow but not shrink: set it to the current size or larger",
+                        reason="FieldValueForbidden",
+                    ),
+                    cel("isQuantity(self)", "storage.size must be a quantity such as 10Gi"),
+                ]
+            }
+        ),
+    )
+    storageClassName: str | None = Field(
+        None,
+        description="StorageClass of the data volume; the cluster default when unset. Immutable.",
+        min_length=1,
+        max_length=253,
+    )
+
+
+class BackupSpec(ApiModel):
+    """Scheduled logical backups of the database."""
+
+    schedule: str | None = Field(
+        None,
+        description='Cron schedule of automatic backups, e.g. "0 3 * * *"; no scheduled backups when unset.',
+        pattern=CRON_PATTERN,
+        max_length=128,
+    )
+    retention: int = Field(7, description="How many scheduled backups to keep.", ge=1, le=1000)
+
+
+class ResourceRequirements(ApiModel):
+    """CPU and memory for the database container (the shape of core/v1 ResourceRequirements)."""
+
+    requests: dict[str, Quantity] = Field(
+        default_factory=dict,
+        description="Minimum resources, e.g. {cpu: 500m, memory: 1Gi}. Defaults to 100m CPU and 256Mi memory.",
+        json_schema_extra=k8s_extra(maxProperties=8),
+    )
+    limits: dict[str, Quantity] = Field(
+        default_factory=dict,
+        description="Maximum resources, e.g. {memory: 2Gi}. Defaults to 1Gi memory and no CPU limit.",
+        json_schema_extra=k8s_extra(maxProperties=8),
+    )
+
+
+class DatabaseSpec(ApiModel):
+    """The application database and its owner role, created by the initial-configuration Job."""
+
+    name: str = Field("app", description="Name of the application database.", pattern=SQL_IDENTIFIER_PATTERN)
+    owner: str = Field(
+        "app", description="Name of the role that owns the application database.", pattern=SQL_IDENTIFIER_PATTERN
+    )
+
+
+class CredentialsSpec(ApiModel):
+    """Where the connection credentials come from."""
+
+    secretName: str | None = Field(
+        None,
+        description=(
+            "An existing Secret with keys `username`, `password` and `superuser-password`, used as is and "
+            "never modified. When unset the operator generates `<name>-credentials`."
+        ),
+        pattern=DNS_LABEL_PATTERN,
+        max_length=253,
+    )
+
+
+class SampleDBSpec(ApiModel):
+    """The desired state of one PostgreSQL instance."""
+
+    postgres: PostgresSpec = Field(default_factory=PostgresSpec, description="The PostgreSQL server.")
+    storage: StorageSpec = Field(default_factory=StorageSpec, description="The data volume.")
+    backup: BackupSpec = Field(default_factory=BackupSpec, description="Scheduled backups.")
+    resources: ResourceRequirements = Field(
+        default_factory=ResourceRequirements, description="CPU and memory of the database container."
+    )
+    database: DatabaseSpec = Field(default_factory=DatabaseSpec, description="The application database.")
+    credentials: CredentialsSpec = Field(default_factory=CredentialsSpec, description="Connection credentials.")
+    deletionPolicy: DeletionPolicy = Field(
+        DeletionPolicy.SNAPSHOT,
+        description=(
+            "On deletion: Snapshot takes a final backup to a retained volume and then removes the "
+            "workload and its volumes; Retain removes the workload but keeps the volumes; Delete removes "
+            "everything."
+        ),
+    )
+
+
+class SampleDB(ApiModel):
+    """SampleDB runs one PostgreSQL database instance with its credentials, services and backups."""
+
+    model_config = ApiModel.model_config | {"extra": "ignore"}
+
+    spec: SampleDBSpec = Field(default_factory=SampleDBSpec, description="Desired state of the database.")
+    status: SampleDBStatus = Field(default_factory=SampleDBStatus, description="Observed state, set by the operator.")

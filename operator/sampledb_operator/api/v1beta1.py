@@ -1,0 +1,53 @@
+"""`sampledb.io/v1beta1`: the older flat shape of the SampleDB API, still served but deprecated.
+
+Every field has a home in `v1`, so a `v1beta1` object converts to `v1` without loss; the fields
+`v1` added are kept across a round trip by the conversion webhook (see `conversion/`).
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from sampledb_operator.api.common import (
+    CRON_PATTERN,
+    DEFAULT_MAJOR_VERSION,
+    ApiModel,
+    DeletionPolicy,
+    MajorVersion,
+    Quantity,
+    SampleDBStatus,
+    k8s_extra,
+)
+
+VERSION = "v1beta1"
+DEPRECATION_WARNING = "sampledb.io/v1beta1 SampleDB is deprecated; use sampledb.io/v1"
+
+
+class SampleDBSpec(ApiModel):
+    """The desired state of one PostgreSQL instance (flat v1beta1 shape)."""
+
+    version: MajorVersion = DEFAULT_MAJOR_VERSION
+    image: str | None = Field(
+        None, description="Container image overriding the default for the version.", min_length=1, max_length=512
+    )
+    parameters: dict[str, str] = Field(
+        default_factory=dict, description="postgresql.conf settings.", json_schema_extra=k8s_extra(maxProperties=200)
+    )
+    storageSize: Quantity = Field("10Gi", description="Size of the data volume; may grow, never shrink.")
+    storageClassName: str | None = Field(
+        None, description="StorageClass of the data volume. Immutable.", min_length=1, max_length=253
+    )
+    backupSchedule: str | None = Field(
+        None, description="Cron schedule of automatic backups.", pattern=CRON_PATTERN, max_length=128
+    )
+    backupRetention: int = Field(7, description="How many scheduled backups to keep.", ge=1, le=1000)
+    deletionPolicy: DeletionPolicy = Field(DeletionPolicy.SNAPSHOT, description="Snapshot, Retain or Delete.")
+
+
+class SampleDB(ApiModel):
+    """SampleDB (v1beta1, deprecated) runs one PostgreSQL database instance."""
+
+    model_config = ApiModel.model_config | {"extra": "ignore"}
+
+    spec: SampleDBSpec = Field(default_factory=SampleDBSpec, description="Desired state of the database.")
+    status: SampleDBStatus = Field(default_factory=SampleDBStatus, description="Observed state, set by the operator.")

@@ -1,0 +1,81 @@
+"""kopf handlers, kept thin: they turn watch events into reconcile requests and nothing more.
+
+Raw event handlers (`on.event`) are used on purpose: unlike kopf's change-detecting handlers they
+store no state on the object, so an unchanged SampleDB costs no writes, and the reconcile logic
+stays in `reconcile/`, level-triggered and testable without kopf.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from sampledb_operator import metrics
+from sampledb_operator.api import GROUP, PLURAL, STORAGE_VERSION
+from sampledb_operator.k8s.api import KubeApi, load_client
+from sampledb_operator.reconcile.instance import Reconciler
+from sampledb_operator.resources.instance import INSTANCE_LABEL, MANAGED_BY
+from sampledb_operator.runtime import Key, KeyedRunner
+from sampledb_operator.settings import Settings
+
+logger = logging.getLogger(__name__)
+_MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
+_state: dict[str, Any] = {}
+
+
+def _reconcile(key: Key) -> None:
+    reconciler: Reconciler = _state["reconciler"]
+    writes_before = reconciler.api.write_count
+    with metrics.RECONCILE_SECONDS.time():
+        try:
+            outcome = reconciler.reconcile(*key)
+        except Exception:
+            metrics.RECONCILES.labels("error").inc()
+            raise
+    metrics.WRITES.inc(reconciler.api.write_count - writes_before)
+    metrics.RECONCILES.labels("success").inc()
+    metrics.record_phase("/".join(key), outcome.phase)
+    if outcome.actions:
+        logger.info("%s/%s: %s", *key, "; ".join(outcome.actions))
+
+
+def _runner() -> KeyedRunner:
+    runner: KeyedRunner = _state["runner"]
+    return runner
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    """Our own events and status only: kopf posts nothing and stores nothing on objects."""
+    operator_settings = Settings.from_env()
+    settings.posting.enabled = False
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 60
+    reconciler = Reconciler(KubeApi(load_client()), operator_settings)
+    _state.update(reconciler=reconciler, runner=KeyedRunner(_reconcile))
+
+
+@kopf.on.event(GROUP, STORAGE_VERSION, PLURAL)
+async def sampledb_event(type: str, namespace: str | None, name: str, **_: Any) -> None:
+    """Any change to a SampleDB (or the initial listing) reconciles it."""
+    key = (namespace or "", name)
+    if type == "DELETED":
+        _runner().forget(key)
+        metrics.record_phase("/".join(key), None)
+        return
+    _runner().trigger(key)
+
+
+async def _owner_event(labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
+    """A child changed: reconcile the SampleDB named by its instance label."""
+    owner = labels.get(INSTANCE_LABEL)
+    if owner and namespace:
+        _runner().trigger((namespace, owner))
+
+
+kopf.on.event("apps", "v1", "statefulsets", labels=_MANAGED)(_owner_event)
+kopf.on.event("batch", "v1", "jobs", labels=_MANAGED)(_owner_event)

@@ -1,0 +1,1 @@
+"""Access to the Kubernetes API: `api.KubeApi` is the only code that sends requests."""

@@ -1,0 +1,227 @@
+"""The only code that calls the Kubernetes API.
+
+Objects travel as plain dicts (the builders' output and the server's JSON), through the official
+client's authenticated transport, so the same manifests are built, compared and sent without
+conversion to and from generated model classes. Every write goes through `KubeApi` and is counted,
+which is how tests and benchmarks check that a no-op reconcile writes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client, config
+
+from sampledb_operator.api import GROUP, PLURAL, STORAGE_VERSION
+
+REPORTING_CONTROLLER = f"{GROUP}/operator"
+REPORTING_INSTANCE = os.environ.get("HOSTNAME", "sampledb-operator")
+logger = logging.getLogger(__name__)
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+
+
+@dataclass(frozen=True)
+class Resource:
+    """Where a kind lives in the REST API."""
+
+    prefix: str
+    plural: str
+    namespaced: bool = True
+
+    def path(self, namespace: str | None, name: str | None = None, subresource: str | None = None) -> str:
+        """The URL path of a collection (no name) or of one object."""
+        parts = [self.prefix]
+        if self.namespaced and namespace:
+            parts += ["namespaces", namespace]
+        parts.append(self.plural)
+        if name:
+            parts.append(name)
+        if subresource:
+            parts.append(subresource)
+        return "/".join(parts)
+
+
+RESOURCES: dict[str, Resource] = {
+    "Secret": Resource("/api/v1", "secrets"),
+    "ConfigMap": Resource("/api/v1", "configmaps"),
+    "Service": Resource("/api/v1", "services"),
+    "PersistentVolumeClaim": Resource("/api/v1", "persistentvolumeclaims"),
+    "Pod": Resource("/api/v1", "pods"),
+    "StatefulSet": Resource("/apis/apps/v1", "statefulsets"),
+    "Job": Resource("/apis/batch/v1", "jobs"),
+    "CronJob": Resource("/apis/batch/v1", "cronjobs"),
+    "PodDisruptionBudget": Resource("/apis/policy/v1", "poddisruptionbudgets"),
+    "Event": Resource("/apis/events.k8s.io/v1", "events"),
+    "Lease": Resource("/apis/coordination.k8s.io/v1", "leases"),
+    "SampleDB": Resource(f"/apis/{GROUP}/{STORAGE_VERSION}", PLURAL),
+    "CustomResourceDefinition": Resource(
+        "/apis/apiextensions.k8s.io/v1", "customresourcedefinitions", namespaced=False
+    ),
+}
+
+
+class ApiError(Exception):
+    """A non-2xx answer from the API server, with the server's own message."""
+
+    def __init__(self, status: int, method: str, path: str, message: str) -> None:
+        super().__init__(f"{method} {path}: HTTP {status}: {message}")
+        self.status = status
+        self.message = message
+
+    @property
+    def not_found(self) -> bool:  # noqa: D102
+        return self.status == 404
+
+    @property
+    def namespace_terminating(self) -> bool:
+        """403 because nothing new may be created in a namespace that is being deleted."""
+        return self.status == 403 and "being terminated" in self.message
+
+    @property
+    def conflict(self) -> bool:
+        """409: already exists, or a stale resourceVersion."""
+        return self.status == 409
+
+
+def load_client(kubeconfig: str | None = None) -> client.ApiClient:
+    """An authenticated client: the kubeconfig when given or found, else the in-cluster identity."""
+    configuration = client.Configuration()
+    try:
+        config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    except config.ConfigException:
+        if kubeconfig:
+            raise
+        config.load_incluster_config(client_configuration=configuration)
+    return client.ApiClient(configuration)
+
+
+class KubeApi:
+    """Typed-by-kind access to the API with dict bodies; thread-safe, counts its writes."""
+
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self._client = api_client
+        self._lock = threading.Lock()
+        self.writes: Counter[str] = Counter()
+
+    # -- transport ---------------------------------------------------------------------------
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        query: dict[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        params = self._client.param_serialize(
+            method,
+            path,
+            query_params=list((query or {}).items()),
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        if method != "GET":
+            with self._lock:
+                self.writes[method] += 1
+        response = self._client.call_api(*params, _request_timeout=(10, 60))
+        data = response.read()
+        payload: dict[str, Any] = json.loads(data) if data else {}
+        if response.status >= 400:
+            raise ApiError(response.status, method, path, str(payload.get("message", data[:500])))
+        return payload
+
+    @property
+    def write_count(self) -> int:
+        """How many write requests this client has sent."""
+        with self._lock:
+            return sum(self.writes.values())
+
+    # -- verbs -------------------------------------------------------------------------------
+    def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        """The object, or None when it does not exist."""
+        try:
+            return self._request("GET", RESOURCES[kind].path(namespace, name))
+        except ApiError as err:
+            if err.not_found:
+                return None
+            raise
+
+    def list_objects(
+        self, kind: str, namespace: str | None, *, labels: dict[str, str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Objects of a kind, optionally filtered by labels."""
+        query = {"labelSelector": ",".join(f"{k}={v}" for k, v in labels.items())} if labels else None
+        items: list[dict[str, Any]] = self._request("GET", RESOURCES[kind].path(namespace), query=query).get(
+            "items", []
+        )
+        return items
+
+    def create(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Create an object from a full manifest."""
+        meta = manifest["metadata"]
+        return self._request("POST", RESOURCES[manifest["kind"]].path(meta.get("namespace")), body=manifest)
+
+    def merge_patch(
+        self, kind: str, namespace: str | None, name: str, patch: dict[str, Any], *, status: bool = False
+    ) -> dict[str, Any]:
+        """An RFC 7386 merge patch (maps merge, lists are replaced whole)."""
+        path = RESOURCES[kind].path(namespace, name, "status" if status else None)
+        return self._request("PATCH", path, body=patch, content_type=MERGE_PATCH)
+
+    def json_patch(self, kind: str, namespace: str | None, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
+        """An RFC 6902 JSON patch; `test` operations make it conditional."""
+        return self._request("PATCH", RESOURCES[kind].path(namespace, name), body=ops, content_type=JSON_PATCH)
+
+    def delete(self, kind: str, namespace: str | None, name: str, *, propagation: str = "Background") -> bool:
+        """Delete an object; False when it was already gone."""
+        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation}
+        try:
+            self._request("DELETE", RESOURCES[kind].path(namespace, name), body=body)
+        except ApiError as err:
+            if err.not_found:
+                return False
+            raise
+        return True
+
+    def emit_event(self, regarding: dict[str, Any], *, type_: str, reason: str, note: str, action: str) -> None:
+        """Record a Kubernetes Event about `regarding` (never put a secret in `note`).
+
+        Best effort, as client-go's recorder: a lost event must not fail the reconcile that
+        already did the work it reports.
+        """
+        meta = regarding["metadata"]
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        event = {
+            "apiVersion": "events.k8s.io/v1",
+            "kind": "Event",
+            "metadata": {"name": f"{meta['name']}.{secrets.token_hex(8)}", "namespace": meta["namespace"]},
+            "eventTime": now,
+            "reportingController": REPORTING_CONTROLLER,
+            "reportingInstance": REPORTING_INSTANCE,
+            "action": action,
+            "reason": reason,
+            "note": note[:1024],
+            "type": type_,
+            "regarding": {
+                "apiVersion": regarding.get("apiVersion", f"{GROUP}/{STORAGE_VERSION}"),
+                "kind": regarding.get("kind", "SampleDB"),
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+            },
+        }
+        try:
+            self.create(event)
+        except ApiError as err:
+            logger.warning("could not record event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], err)

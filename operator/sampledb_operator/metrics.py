@@ -1,0 +1,30 @@
+"""Prometheus metrics of the operator (served on /metrics by `prometheus_client`)."""
+
+from __future__ import annotations
+
+import threading
+
+from prometheus_client import Counter, Gauge, Histogram
+
+RECONCILES = Counter("sampledb_reconcile_total", "Reconcile passes, by result.", ["result"])
+RECONCILE_SECONDS = Histogram(
+    "sampledb_reconcile_duration_seconds",
+    "Duration of one reconcile pass.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+WRITES = Counter("sampledb_api_writes_total", "Write requests sent to the API server by reconciles.")
+INSTANCES = Gauge("sampledb_instances", "Managed SampleDB instances, by phase.", ["phase"])
+
+_phases: dict[str, str] = {}
+_lock = threading.Lock()
+
+
+def record_phase(key: str, phase: str | None) -> None:
+    """Remember an instance's phase (None: it is gone) and move it between the per-phase gauges."""
+    with _lock:
+        old = _phases.pop(key, None)
+        if old is not None:
+            INSTANCES.labels(old).dec()
+        if phase is not None:
+            _phases[key] = phase
+            INSTANCES.labels(phase).inc()

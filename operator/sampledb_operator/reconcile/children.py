@@ -1,0 +1,128 @@
+"""Decide, for each child object, whether to create it, update it or leave it alone.
+
+The decision is made by comparing a fingerprint of the desired manifest, stored on the child as
+an annotation when it was last written, with the fingerprint of the manifest built now. That makes
+the no-op case cheap and certain: an unchanged SampleDB produces zero writes. Each decision carries
+a named reason (`ConfigMapMissing`, `StatefulSetOutdated`, ...) that logs and events repeat.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from sampledb_operator.resources import config, pdb, secret, services, statefulset
+from sampledb_operator.resources.instance import Instance
+
+HASH_ANNOTATION = "sampledb.io/desired-hash"
+
+
+class Verb(StrEnum):
+    """What to do with a child."""
+
+    CREATE = "Create"
+    PATCH = "Patch"
+
+
+@dataclass(frozen=True)
+class Action:
+    """One write to make, and why."""
+
+    verb: Verb
+    kind: str
+    name: str
+    reason: str
+    body: dict[str, Any] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class ChildSpec:
+    """How one kind of child is built and which of its fields the operator may update in place."""
+
+    kind: str
+    build: Callable[[Instance], dict[str, Any]]
+    mutable_spec_keys: tuple[str, ...]
+    # Fields that are immutable once created (volumeClaimTemplates) stay out of the fingerprint.
+    unhashed_spec_keys: tuple[str, ...] = ()
+
+
+CHILDREN: tuple[ChildSpec, ...] = (
+    ChildSpec("ConfigMap", config.config_map, mutable_spec_keys=("data",)),
+    ChildSpec("Service", services.headless_service, mutable_spec_keys=("spec",)),
+    ChildSpec("Service", services.client_service, mutable_spec_keys=("spec",)),
+    ChildSpec(
+        "StatefulSet",
+        statefulset.statefulset,
+        mutable_spec_keys=("spec",),
+        unhashed_spec_keys=("volumeClaimTemplates",),
+    ),
+    ChildSpec("PodDisruptionBudget", pdb.pod_disruption_budget, mutable_spec_keys=("spec",)),
+)
+
+
+def fingerprint(manifest: dict[str, Any], *, unhashed_spec_keys: tuple[str, ...] = ()) -> str:
+    """A stable hash of what the operator wants a child to look like."""
+    content = {k: v for k, v in manifest.items() if k != "metadata"}
+    if "spec" in content and unhashed_spec_keys:
+        content["spec"] = {k: v for k, v in content["spec"].items() if k not in unhashed_spec_keys}
+    content["labels"] = manifest["metadata"].get("labels", {})
+    digest = hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode())
+    return digest.hexdigest()[:20]
+
+
+def with_fingerprint(manifest: dict[str, Any], digest: str) -> dict[str, Any]:
+    """The manifest with its fingerprint annotation added."""
+    meta = manifest["metadata"]
+    return {**manifest, "metadata": {**meta, "annotations": {**meta.get("annotations", {}), HASH_ANNOTATION: digest}}}
+
+
+def _update_body(child: ChildSpec, desired: dict[str, Any], digest: str) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "metadata": {"labels": desired["metadata"]["labels"], "annotations": {HASH_ANNOTATION: digest}},
+    }
+    for key in child.mutable_spec_keys:
+        value = desired[key]
+        if key == "spec" and child.unhashed_spec_keys:
+            value = {k: v for k, v in value.items() if k not in child.unhashed_spec_keys}
+        if key == "spec" and child.kind == "Service":
+            value = {k: v for k, v in value.items() if k != "clusterIP"}  # immutable once allocated
+        body[key] = value
+    return body
+
+
+def plan_child(child: ChildSpec, instance: Instance, observed: dict[str, Any] | None) -> Action | None:
+    """The write needed to bring one child to its desired state, or None when it is up to date."""
+    desired = child.build(instance)
+    name = desired["metadata"]["name"]
+    digest = fingerprint(desired, unhashed_spec_keys=child.unhashed_spec_keys)
+    if observed is None:
+        return Action(Verb.CREATE, child.kind, name, f"{child.kind}Missing", with_fingerprint(desired, digest))
+    current = (observed["metadata"].get("annotations") or {}).get(HASH_ANNOTATION)
+    if current == digest:
+        return None
+    return Action(Verb.PATCH, child.kind, name, f"{child.kind}Outdated", _update_body(child, desired, digest))
+
+
+def plan_secret(instance: Instance, observed: dict[str, Any] | None, password: Callable[[], str]) -> Action | None:
+    """Create the generated Secret once; never rewrite it, never touch a user-supplied one."""
+    if observed is not None or not instance.generates_secret:
+        return None
+    manifest = secret.credentials_secret(instance, password=password(), superuser_password=password())
+    return Action(Verb.CREATE, "Secret", instance.credentials_secret, "SecretMissing", manifest)
+
+
+def user_secret_problem(instance: Instance, observed: dict[str, Any] | None) -> str | None:
+    """Why a user-supplied Secret cannot be used (missing, or lacking a key), or None."""
+    if instance.generates_secret:
+        return None
+    field_ref = f"spec.credentials.secretName ({instance.credentials_secret})"
+    if observed is None:
+        return f"{field_ref}: Secret not found; create it or unset the field to have one generated"
+    missing = [k for k in secret.REQUIRED_KEYS if k not in (observed.get("data") or {})]
+    if missing:
+        return f"{field_ref}: Secret lacks the key(s) {', '.join(missing)}; add them"
+    return None

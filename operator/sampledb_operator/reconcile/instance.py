@@ -1,0 +1,202 @@
+"""Converge one SampleDB: observe its children, make the writes the decisions call for, report.
+
+Level-triggered: every call starts from what the API server holds now, so it does not matter
+which event (the SampleDB, a StatefulSet, a Job) or how many caused it. A call that finds
+everything in place makes no write at all.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from sampledb_operator.jobs.initialize import init_job
+from sampledb_operator.k8s.api import ApiError, KubeApi
+from sampledb_operator.reconcile import children, deletion
+from sampledb_operator.reconcile.outcome import Outcome
+from sampledb_operator.reconcile.status import Observation, Problem, compute_status
+from sampledb_operator.resources.config import parameter_problems
+from sampledb_operator.resources.instance import Instance
+from sampledb_operator.resources.secret import generate_password
+from sampledb_operator.settings import Settings
+
+FINALIZER = "sampledb.io/finalizer"
+logger = logging.getLogger(__name__)
+
+
+def utc_now() -> str:
+    """RFC 3339 timestamp with second precision, as Kubernetes writes them."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def spec_problem(err: ValidationError) -> Problem:
+    """A spec the API server accepted but the operator cannot use (e.g. written before a schema change)."""
+    details = "; ".join(f"spec.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()[:5])
+    return Problem("InvalidSpec", f"{details}; fix the field(s) named")
+
+
+class Reconciler:
+    """Drives SampleDBs to their desired state through a `KubeApi`."""
+
+    def __init__(
+        self,
+        api: KubeApi,
+        settings: Settings,
+        *,
+        clock: Callable[[], str] = utc_now,
+        password: Callable[[], str] = generate_password,
+    ) -> None:
+        self.api = api
+        self.settings = settings
+        self.clock = clock
+        self.password = password
+
+    def reconcile(self, namespace: str, name: str) -> Outcome:
+        """Converge the named SampleDB; a missing object is nothing to do."""
+        obj = self.api.get("SampleDB", namespace, name)
+        if obj is None:
+            return Outcome()
+        try:
+            instance = Instance.from_object(obj, self.settings)
+        except ValidationError as err:
+            return self._report_invalid(obj, spec_problem(err))
+        if obj["metadata"].get("deletionTimestamp"):
+            return deletion.DeletionFlow(self.api, instance, obj, clock=self.clock, finalizer=FINALIZER).run()
+        self._ensure_finalizer(obj)
+        return self._converge(obj, instance)
+
+    # -- steps -------------------------------------------------------------------------------
+    def _ensure_finalizer(self, obj: dict[str, Any]) -> None:
+        finalizers = obj["metadata"].get("finalizers") or []
+        if FINALIZER in finalizers:
+            return
+        meta = obj["metadata"]
+        # `test` on resourceVersion makes the patch fail instead of overwriting a concurrent change.
+        ops: list[dict[str, Any]] = [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]}
+        ]
+        ops.append({"op": "add", "path": "/metadata/finalizers", "value": [*finalizers, FINALIZER]})
+        updated = self.api.json_patch("SampleDB", meta["namespace"], meta["name"], ops)
+        obj["metadata"] = updated["metadata"]
+
+    def _problems(self, instance: Instance, secret: dict[str, Any] | None) -> list[Problem]:
+        problems = [Problem("InvalidParameters", str(p)) for p in parameter_problems(instance.spec.postgres.parameters)]
+        secret_problem = children.user_secret_problem(instance, secret)
+        if secret_problem:
+            problems.append(Problem("SecretInvalid", secret_problem))
+        return problems
+
+    def _converge(self, obj: dict[str, Any], instance: Instance) -> Outcome:
+        ns = instance.namespace
+        secret = self.api.get("Secret", ns, instance.credentials_secret)
+        problems = self._problems(instance, secret)
+        # With a bad configuration or unusable credentials, the last good children keep serving.
+        blocked = {"ConfigMap", "StatefulSet"} if problems else set()
+        actions = [a for a in [children.plan_secret(instance, secret, self.password)] if a]
+        observed_sts: dict[str, Any] | None = None
+        for child in children.CHILDREN:
+            observed = self.api.get(child.kind, ns, child.build(instance)["metadata"]["name"])
+            if child.kind == "StatefulSet":
+                observed_sts = observed
+            if child.kind not in blocked:
+                action = children.plan_child(child, instance, observed)
+                if action:
+                    actions.append(action)
+        job = self.api.get("Job", ns, instance.init_job)
+        initialized = bool(((obj.get("status") or {}).get("initialization") or {}).get("completed"))
+        if (
+            job is None
+            and not initialized
+            and not problems
+            and (observed_sts or any(a.kind == "StatefulSet" for a in actions))
+        ):
+            actions.append(
+                children.Action(children.Verb.CREATE, "Job", instance.init_job, "InitJobMissing", init_job(instance))
+            )
+        outcome = Outcome(actions=[f"{a.verb} {a.kind}/{a.name} ({a.reason})" for a in actions])
+        for action in actions:
+            problem = self._apply(instance, action)
+            if problem:
+                problems.append(problem)
+        observation = Observation(statefulset=observed_sts, init_job=job, problems=tuple(problems))
+        outcome.phase = self._write_status(obj, instance, observation)
+        return outcome
+
+    def _apply(self, instance: Instance, action: children.Action) -> Problem | None:
+        logger.info(
+            "%s/%s: %s %s/%s (%s)",
+            instance.namespace,
+            instance.name,
+            action.verb,
+            action.kind,
+            action.name,
+            action.reason,
+        )
+        try:
+            if action.verb is children.Verb.CREATE:
+                self.api.create(action.body)
+            else:
+                self.api.merge_patch(action.kind, instance.namespace, action.name, action.body)
+        except ApiError as err:
+            if err.conflict and action.verb is children.Verb.CREATE:
+                return None  # created meanwhile (by an earlier run whose watch event is still on its way)
+            if err.status == 422:
+                return Problem(
+                    f"{action.kind}Rejected", f"the API server rejected {action.kind} {action.name}: {err.message}"
+                )
+            raise
+        return None
+
+    def _write_status(self, obj: dict[str, Any], instance: Instance, observation: Observation) -> str:
+        previous = obj.get("status") or {}
+        status = compute_status(instance, previous, observation, self.clock())
+        if status != previous:
+            self.api.merge_patch("SampleDB", instance.namespace, instance.name, {"status": status}, status=True)
+            self._emit_transition(obj, previous, status)
+        phase: str = status["phase"]
+        return phase
+
+    def _emit_transition(self, obj: dict[str, Any], previous: dict[str, Any], status: dict[str, Any]) -> None:
+        if previous.get("phase") == status["phase"]:
+            return
+        ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+        degraded = status["phase"] == "Degraded"
+        self.api.emit_event(
+            obj,
+            type_="Warning" if degraded else "Normal",
+            reason=ready["reason"],
+            note=f"phase {previous.get('phase') or 'None'} -> {status['phase']}: {ready['message']}".strip(": "),
+            action="Reconcile",
+        )
+
+    def _report_invalid(self, obj: dict[str, Any], problem: Problem) -> Outcome:
+        meta = obj["metadata"]
+        previous = obj.get("status") or {}
+        degraded = [c for c in previous.get("conditions") or [] if c["type"] == "Degraded"]
+        if previous.get("phase") == "Degraded" and degraded and degraded[0].get("message") == problem.message:
+            return Outcome(phase="Degraded")
+        now = self.clock()
+        conditions = [
+            {
+                "type": t,
+                "status": s,
+                "reason": problem.reason,
+                "message": problem.message if s != "False" or t == "Ready" else "",
+                "lastTransitionTime": now,
+                "observedGeneration": int(meta.get("generation", 1)),
+            }
+            for t, s in (("Ready", "False"), ("Progressing", "False"), ("Degraded", "True"))
+        ]
+        self.api.merge_patch(
+            "SampleDB",
+            meta["namespace"],
+            meta["name"],
+            {"status": {"phase": "Degraded", "conditions": conditions}},
+            status=True,
+        )
+        self.api.emit_event(obj, type_="Warning", reason=problem.reason, note=problem.message, action="Validate")
+        return Outcome(phase="Degraded")

@@ -1,0 +1,13 @@
+"""`Outcome`: what one reconcile pass did, for metrics and logs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Outcome:
+    """The phase reached and the writes made, phrased as `<verb> <kind>/<name> (<reason>)`."""
+
+    phase: str | None = None
+    actions: list[str] = field(default_factory=list)

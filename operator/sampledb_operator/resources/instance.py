@@ -1,0 +1,145 @@
+"""`Instance`: one SampleDB as the builders see it, with every derived name in one place.
+
+Child names are derived here and nowhere else, so that builders, the reconciler and the Job
+logic can never disagree on what an object is called (deterministic names are what keep an
+operator restart from creating duplicates).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sampledb_operator.api import GROUP, KIND, STORAGE_VERSION
+from sampledb_operator.api.v1 import SampleDBSpec
+from sampledb_operator.settings import Settings
+
+APP_NAME = "sampledb"
+MANAGED_BY = "sampledb-operator"
+INSTANCE_LABEL = f"{GROUP}/instance"
+COMPONENT_LABEL = "app.kubernetes.io/component"
+POSTGRES_PORT = 5432
+
+
+@dataclass(frozen=True)
+class Instance:
+    """A SampleDB (v1 spec) with its identity and the operator settings builders depend on."""
+
+    name: str
+    namespace: str
+    uid: str
+    generation: int
+    spec: SampleDBSpec
+    settings: Settings
+
+    @classmethod
+    def from_object(cls, obj: dict[str, Any], settings: Settings) -> Instance:
+        """Parse a v1 SampleDB as returned by the API server (raises pydantic.ValidationError)."""
+        meta = obj["metadata"]
+        return cls(
+            name=meta["name"],
+            namespace=meta["namespace"],
+            uid=meta["uid"],
+            generation=int(meta.get("generation", 1)),
+            spec=SampleDBSpec.model_validate(obj.get("spec") or {}),
+            settings=settings,
+        )
+
+    # -- names -------------------------------------------------------------------------------
+    @property
+    def credentials_secret(self) -> str:
+        """The Secret with credentials: the user's own, or the one the operator generates."""
+        return self.spec.credentials.secretName or f"{self.name}-credentials"
+
+    @property
+    def generates_secret(self) -> bool:
+        """False when the user supplied the Secret: then the operator never writes it."""
+        return self.spec.credentials.secretName is None
+
+    @property
+    def config_map(self) -> str:  # noqa: D102
+        return f"{self.name}-config"
+
+    @property
+    def headless_service(self) -> str:  # noqa: D102
+        return f"{self.name}-hl"
+
+    @property
+    def client_service(self) -> str:  # noqa: D102
+        return self.name
+
+    @property
+    def statefulset(self) -> str:  # noqa: D102
+        return self.name
+
+    @property
+    def pdb(self) -> str:  # noqa: D102
+        return self.name
+
+    @property
+    def init_job(self) -> str:
+        """One initial-configuration Job per instance, whatever happens to the operator."""
+        return f"{self.name}-init"
+
+    @property
+    def snapshot_job(self) -> str:  # noqa: D102
+        return f"{self.name}-final-snapshot"
+
+    @property
+    def snapshot_pvc(self) -> str:
+        """The retained volume that holds the final snapshot after the instance is gone."""
+        return f"{self.name}-final-snapshot"
+
+    @property
+    def data_volume(self) -> str:  # noqa: D102
+        return "data"
+
+    @property
+    def data_pvcs(self) -> list[str]:
+        """PVC names the StatefulSet controller derives from the volumeClaimTemplate."""
+        return [f"{self.data_volume}-{self.statefulset}-0"]
+
+    @property
+    def endpoint(self) -> str:  # noqa: D102
+        return f"{self.client_service}.{self.namespace}.svc:{POSTGRES_PORT}"
+
+    @property
+    def image(self) -> str:
+        """The PostgreSQL image: the user's override, or the default for the major version."""
+        return self.spec.postgres.image or self.settings.images[self.spec.postgres.version]
+
+    @property
+    def job_image(self) -> str:  # noqa: D102
+        return self.settings.job_image or self.image
+
+    # -- metadata ----------------------------------------------------------------------------
+    def selector_labels(self) -> dict[str, str]:
+        """Labels that select this instance's database Pods (immutable once the StatefulSet exists)."""
+        return {"app.kubernetes.io/name": APP_NAME, INSTANCE_LABEL: self.name}
+
+    def labels(self, component: str) -> dict[str, str]:
+        """Labels on every child, so `kubectl get all -l sampledb.io/instance=<name>` finds them."""
+        return {
+            **self.selector_labels(),
+            "app.kubernetes.io/instance": self.name,
+            "app.kubernetes.io/managed-by": MANAGED_BY,
+            COMPONENT_LABEL: component,
+        }
+
+    def owner_reference(self) -> dict[str, Any]:
+        """Makes the SampleDB the controller of a child, so garbage collection cleans it up."""
+        return {
+            "apiVersion": f"{GROUP}/{STORAGE_VERSION}",
+            "kind": KIND,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+    def metadata(self, name: str, component: str, *, owned: bool = True) -> dict[str, Any]:
+        """Standard metadata of a child object."""
+        meta: dict[str, Any] = {"name": name, "namespace": self.namespace, "labels": self.labels(component)}
+        if owned:
+            meta["ownerReferences"] = [self.owner_reference()]
+        return meta

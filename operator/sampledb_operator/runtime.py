@@ -1,0 +1,95 @@
+"""Run reconciles off the event loop: one at a time per SampleDB, bursts coalesced, failures retried.
+
+Many events can arrive for one SampleDB in a short time (its own, its StatefulSet's, its Jobs').
+A level-triggered reconcile only needs to run once after the last of them, so a key that is
+already being reconciled is just marked dirty and reconciled once more afterwards. A failing
+reconcile is retried with exponential backoff; other keys are not held up by it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+logger = logging.getLogger(__name__)
+
+Key = tuple[str, str]  # (namespace, name)
+
+
+@dataclass
+class _KeyState:
+    running: bool = False
+    dirty: bool = False
+    failures: int = 0
+    retry: asyncio.TimerHandle | None = field(default=None, repr=False)
+
+
+class KeyedRunner:
+    """Serialises and coalesces calls of `work(key)` per key, on an executor."""
+
+    def __init__(
+        self,
+        work: Callable[[Key], None],
+        executor: Executor | None = None,
+        *,
+        base_delay: float = 1.0,
+        max_delay: float = 300.0,
+    ) -> None:
+        self._work = work
+        self._executor = executor
+        self._base_delay = base_delay
+        self._max_delay = max_delay
+        self._states: dict[Key, _KeyState] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def trigger(self, key: Key) -> None:
+        """Ask for `key` to be reconciled soon; cheap, never blocks."""
+        state = self._states.setdefault(key, _KeyState())
+        if state.retry is not None:
+            state.retry.cancel()
+            state.retry = None
+        if state.running:
+            state.dirty = True
+            return
+        state.running = True
+        task = asyncio.get_running_loop().create_task(self._drain(key, state))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def forget(self, key: Key) -> None:
+        """Drop the bookkeeping of a key whose object is gone."""
+        state = self._states.get(key)
+        if state and not state.running:
+            if state.retry:
+                state.retry.cancel()
+            del self._states[key]
+
+    async def _drain(self, key: Key, state: _KeyState) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                state.dirty = False
+                started = time.monotonic()
+                try:
+                    await loop.run_in_executor(self._executor, self._work, key)
+                    state.failures = 0
+                except Exception:
+                    state.failures += 1
+                    delay = min(self._max_delay, self._base_delay * 2 ** (state.failures - 1))
+                    logger.exception(
+                        "%s/%s: reconcile failed (attempt %d); retrying in %.0f s", *key, state.failures, delay
+                    )
+                    state.retry = loop.call_later(delay, self.trigger, key)
+                    return
+                finally:
+                    logger.debug("%s/%s: reconciled in %.3f s", *key, time.monotonic() - started)
+                if not state.dirty:
+                    return
+        finally:
+            state.running = False
+            if state.dirty and state.retry is None:
+                self.trigger(key)

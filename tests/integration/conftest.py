@@ -1,0 +1,210 @@
+"""Integration fixtures: the CRDs installed, RBAC for the operator, and the operator as a process.
+
+The operator runs out of cluster exactly as `make run` starts it, with the local cluster's
+operator identity (a client certificate for `system:serviceaccount:sampledb-system:sampledb-operator`),
+so the ClusterRole in config/rbac/role.yaml is what authorises it: a missing permission fails here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import yaml
+
+from sampledb_operator.api import crdgen
+from sampledb_operator.k8s.api import ApiError, KubeApi, load_client
+
+REPO = Path(__file__).resolve().parents[2]
+OPERATOR_SA = ("sampledb-system", "sampledb-operator")
+T = TypeVar("T")
+
+
+def wait_for(probe: Callable[[], T | None], *, timeout: float = 60, what: str = "condition", interval: float = 0.2) -> T:
+    """Poll `probe` until it returns something truthy; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last value: {last!r})")
+
+
+@pytest.fixture(scope="session")
+def admin(kube_config: str) -> KubeApi:
+    """Our own API wrapper with the admin identity (the tests' hands)."""
+    return KubeApi(load_client(kube_config))
+
+
+def apply(api: KubeApi, manifest: dict[str, Any]) -> None:
+    """Create, or replace the content of, a cluster object (for setup only)."""
+    kind, meta = manifest["kind"], manifest["metadata"]
+    try:
+        api.create(manifest)
+    except ApiError as err:
+        if not err.conflict:
+            raise
+        current = api.get(kind, meta.get("namespace"), meta["name"])
+        assert current is not None
+        body = {**manifest, "metadata": {**meta, "resourceVersion": current["metadata"]["resourceVersion"]}}
+        api.merge_patch(kind, meta.get("namespace"), meta["name"], body)
+
+
+def _crd_established(api: KubeApi, name: str) -> bool:
+    crd = api.get("CustomResourceDefinition", None, name) or {}
+    conditions = (crd.get("status") or {}).get("conditions") or []
+    return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
+
+
+@pytest.fixture(scope="session")
+def crds(admin: KubeApi) -> list[str]:
+    """The generated CRDs, installed and established."""
+    names = []
+    for crd in crdgen.all_crds().values():
+        apply(admin, crd)
+        names.append(crd["metadata"]["name"])
+    for name in names:
+        wait_for(lambda n=name: _crd_established(admin, n), what=f"CRD {name} to be established")  # type: ignore[misc]
+    return names
+
+
+@pytest.fixture(scope="session")
+def operator_rbac(request: pytest.FixtureRequest, admin: KubeApi) -> None:
+    """Bind the operator's ClusterRole to its identity on the local cluster."""
+    if request.config.getoption("kubeconfig", default=None) or os.environ.get("KUBECONFIG"):
+        return  # an existing cluster: the operator runs with the given credentials
+    from kubernetes import client
+
+    rbac = client.RbacAuthorizationV1Api(admin._client)  # setup only; the operator never uses this
+    role = yaml.safe_load((REPO / "config/rbac/role.yaml").read_text())
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": "sampledb-operator"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role["metadata"]["name"]},
+        "subjects": [{"kind": "ServiceAccount", "namespace": OPERATOR_SA[0], "name": OPERATOR_SA[1]}],
+    }
+    for create, replace, body in (
+        (rbac.create_cluster_role, rbac.replace_cluster_role, role),
+        (rbac.create_cluster_role_binding, rbac.replace_cluster_role_binding, binding),
+    ):
+        try:
+            create(body)
+        except client.ApiException as err:
+            if err.status != 409:
+                raise
+            replace(body["metadata"]["name"], body)
+
+
+@pytest.fixture(scope="session")
+def volume_provisioner(request: pytest.FixtureRequest, admin: KubeApi) -> Iterator[None]:
+    """On the local cluster, bind PersistentVolumeClaims (no CSI driver runs with simulated nodes)."""
+    if request.config.getoption("kubeconfig", default=None) or os.environ.get("KUBECONFIG"):
+        yield
+        return
+    from sampledb_localcluster.provisioner import FakeProvisioner
+
+    provisioner = FakeProvisioner(admin._client)
+    provisioner.start()
+    yield
+    provisioner.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class OperatorProcess:
+    """The operator running as a subprocess, with its log and metrics at hand."""
+
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    metrics_port: int
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def metrics(self) -> dict[str, float]:
+        """Current values of the operator's own metrics (name{labels} -> value)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:  # noqa: S310
+            text = response.read().decode()
+        values = {}
+        for line in text.splitlines():
+            match = re.match(r"^(sampledb_[^\s]+)\s+([0-9.e+-]+)$", line)
+            if match:
+                values[match.group(1)] = float(match.group(2))
+        return values
+
+
+def _operator_kubeconfig(request: pytest.FixtureRequest, kube_config: str) -> str:
+    external = request.config.getoption("kubeconfig", default=None) or os.environ.get("KUBECONFIG")
+    if external:
+        return kube_config
+    cluster = request.getfixturevalue("local_cluster")
+    return str(cluster.operator_kubeconfig)
+
+
+def _healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:  # noqa: S310
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def operator(
+    request: pytest.FixtureRequest,
+    kube_config: str,
+    crds: list[str],
+    operator_rbac: None,
+    volume_provisioner: None,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[OperatorProcess]:
+    """`python -m sampledb_operator run` against the test cluster, for the whole session."""
+    log_path = tmp_path_factory.mktemp("operator") / "operator.log"
+    metrics_port, health_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "KUBECONFIG": _operator_kubeconfig(request, kube_config),
+        "SAMPLEDB_METRICS_PORT": str(metrics_port),
+        "SAMPLEDB_HEALTH_PORT": str(health_port),
+        "SAMPLEDB_LOG_LEVEL": "DEBUG",
+    }
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "sampledb_operator", "run"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    running = OperatorProcess(process, log_path, metrics_port)
+
+    def started() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"the operator exited with code {process.returncode}:\n{running.log()[-3000:]}")
+        return _healthy(health_port)
+
+    try:
+        wait_for(started, timeout=60, what=f"the operator to report healthy (log: {log_path})")
+        yield running
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        print(f"\noperator log: {log_path}")

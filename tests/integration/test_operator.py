@@ -1,0 +1,336 @@
+"""The operator against a real API server: children, status, events, admission, deletion, writes."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sampledb_operator.k8s.api import ApiError, KubeApi
+from tests.integration.conftest import OperatorProcess, wait_for
+
+pytestmark = pytest.mark.usefixtures("operator")
+
+CHILDREN = [
+    ("Secret", "{name}-credentials"),
+    ("ConfigMap", "{name}-config"),
+    ("Service", "{name}-hl"),
+    ("Service", "{name}"),
+    ("StatefulSet", "{name}"),
+    ("PodDisruptionBudget", "{name}"),
+    ("Job", "{name}-init"),
+]
+
+
+@pytest.fixture(autouse=True)
+def release_instances(admin: KubeApi, namespace: str) -> Any:
+    """After each test, let the namespace go: Snapshot-policy instances would (rightly) hold it."""
+    yield
+    for obj in admin.list_objects("SampleDB", namespace):
+        if obj["spec"].get("deletionPolicy") != "Delete":
+            admin.merge_patch("SampleDB", namespace, obj["metadata"]["name"], {"spec": {"deletionPolicy": "Delete"}})
+
+
+def sampledb(name: str, namespace: str, spec: dict[str, Any] | None = None, version: str = "v1") -> dict[str, Any]:
+    return {
+        "apiVersion": f"sampledb.io/{version}",
+        "kind": "SampleDB",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec if spec is not None else {"storage": {"size": "1Gi"}},
+    }
+
+
+def get_db(admin: KubeApi, namespace: str, name: str) -> dict[str, Any]:
+    obj = admin.get("SampleDB", namespace, name)
+    assert obj is not None, f"SampleDB {namespace}/{name} is gone"
+    return obj
+
+
+def phase_is(admin: KubeApi, namespace: str, name: str, phase: str) -> dict[str, Any] | None:
+    obj = get_db(admin, namespace, name)
+    return obj if (obj.get("status") or {}).get("phase") == phase else None
+
+
+def wait_ready(admin: KubeApi, namespace: str, name: str, timeout: float = 90) -> dict[str, Any]:
+    return wait_for(lambda: phase_is(admin, namespace, name, "Ready"), timeout=timeout, what=f"{name} to be Ready")
+
+
+def condition(obj: dict[str, Any], ctype: str) -> dict[str, Any]:
+    return next(c for c in obj["status"]["conditions"] if c["type"] == ctype)
+
+
+def events_for(admin: KubeApi, namespace: str, name: str) -> list[dict[str, Any]]:
+    return [e for e in admin.list_objects("Event", namespace) if e["regarding"]["name"] == name]
+
+
+def test_create_reconciles_children_and_status(admin: KubeApi, namespace: str) -> None:
+    admin.create(sampledb("pg", namespace))
+    ready = wait_ready(admin, namespace, "pg")
+    owner_uid = ready["metadata"]["uid"]
+    for kind, pattern in CHILDREN:
+        child = admin.get(kind, namespace, pattern.format(name="pg"))
+        assert child is not None, f"{kind} {pattern} missing"
+        assert child["metadata"]["ownerReferences"][0]["uid"] == owner_uid
+    status = ready["status"]
+    assert condition(ready, "Ready")["status"] == "True"
+    assert condition(ready, "Degraded")["status"] == "False"
+    assert status["observedGeneration"] == ready["metadata"]["generation"]
+    assert status["endpoint"] == f"pg.{namespace}.svc:5432"
+    assert status["version"] == 17 and status["initialization"]["completed"] is True
+    assert "sampledb.io/finalizer" in ready["metadata"]["finalizers"]
+    pvc = admin.get("PersistentVolumeClaim", namespace, "data-pg-0")
+    assert pvc is not None and pvc["spec"]["resources"]["requests"]["storage"] == "1Gi"
+    reasons = {e["reason"] for e in events_for(admin, namespace, "pg")}
+    assert "DatabaseReady" in reasons
+
+
+def test_generated_secret_is_kept_and_never_logged(admin: KubeApi, namespace: str, operator: OperatorProcess) -> None:
+    admin.create(sampledb("keep", namespace))
+    wait_ready(admin, namespace, "keep")
+    secret = admin.get("Secret", namespace, "keep-credentials")
+    assert secret is not None
+    import base64
+
+    password = base64.b64decode(secret["data"]["password"]).decode()
+    superuser = base64.b64decode(secret["data"]["superuser-password"]).decode()
+    assert len(password) >= 40 and password != superuser
+    admin.merge_patch("SampleDB", namespace, "keep", {"spec": {"postgres": {"parameters": {"work_mem": "8MB"}}}})
+    wait_for(lambda: "work_mem" in (admin.get("ConfigMap", namespace, "keep-config") or {}).get("data", {}).get("postgresql.conf", ""), what="config update")
+    after = admin.get("Secret", namespace, "keep-credentials")
+    assert after is not None and after["data"] == secret["data"]
+    notes = json.dumps(events_for(admin, namespace, "keep"))
+    for value in (password, superuser):
+        assert value not in operator.log() and value not in notes
+
+
+def test_user_supplied_secret_is_used_as_is(admin: KubeApi, namespace: str) -> None:
+    spec = {"storage": {"size": "1Gi"}, "credentials": {"secretName": "my-creds"}}
+    admin.create(sampledb("byo", namespace, spec))
+    degraded = wait_for(lambda: phase_is(admin, namespace, "byo", "Degraded"), what="missing Secret reported")
+    assert condition(degraded, "Degraded")["reason"] == "SecretInvalid"
+    assert "spec.credentials.secretName (my-creds)" in condition(degraded, "Degraded")["message"]
+    data = {"username": "app", "password": "user-chosen-1", "superuser-password": "user-chosen-2"}
+    admin.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "my-creds", "namespace": namespace}, "stringData": data})
+    admin.merge_patch("SampleDB", namespace, "byo", {"metadata": {"annotations": {"touch": "1"}}})
+    wait_ready(admin, namespace, "byo")
+    secret = admin.get("Secret", namespace, "my-creds")
+    assert secret is not None and "ownerReferences" not in secret["metadata"]
+    assert admin.get("Secret", namespace, "byo-credentials") is None
+
+
+def test_spec_change_rolls_statefulset(admin: KubeApi, namespace: str) -> None:
+    admin.create(sampledb("roll", namespace))
+    wait_ready(admin, namespace, "roll")
+    before = admin.get("StatefulSet", namespace, "roll")
+    assert before is not None
+    admin.merge_patch("SampleDB", namespace, "roll", {"spec": {"postgres": {"image": "registry.local/postgres:17.9"}, "resources": {"limits": {"memory": "2Gi"}}}})
+
+    def rolled() -> dict[str, Any] | None:
+        sts = admin.get("StatefulSet", namespace, "roll") or {}
+        container = sts["spec"]["template"]["spec"]["containers"][0]
+        return sts if container["image"] == "registry.local/postgres:17.9" else None
+
+    sts = wait_for(rolled, what="the StatefulSet to get the new image")
+    assert sts["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"] == "2Gi"
+    ready = wait_for(lambda: (o := phase_is(admin, namespace, "roll", "Ready")) and o["status"].get("image") == "registry.local/postgres:17.9" and o, what="status to follow the new image")
+    assert ready["status"]["observedGeneration"] == ready["metadata"]["generation"]
+
+
+def test_noop_reconcile_makes_zero_writes(admin: KubeApi, namespace: str, operator: OperatorProcess, request: pytest.FixtureRequest) -> None:
+    admin.create(sampledb("quiet", namespace))
+    wait_ready(admin, namespace, "quiet")
+    time.sleep(2)  # let the last child events settle
+    before = operator.metrics()
+    audit = _audit_log(request)
+    audit_offset = audit.stat().st_size if audit else 0
+    # An annotation change is a watch event but changes nothing the operator manages.
+    admin.merge_patch("SampleDB", namespace, "quiet", {"metadata": {"annotations": {"touch": str(time.time())}}})
+    key = 'sampledb_reconcile_total{result="success"}'
+    wait_for(lambda: operator.metrics().get(key, 0) > before.get(key, 0), what="a reconcile after the touch")
+    time.sleep(1)
+    after = operator.metrics()
+    assert after["sampledb_api_writes_total"] == before["sampledb_api_writes_total"]
+    if audit is not None:  # the API server's own record, when the cluster is ours
+        writes = _operator_writes(audit, audit_offset, namespace)
+        assert writes == [], f"the operator wrote on a no-op reconcile: {writes}"
+
+
+def _audit_log(request: pytest.FixtureRequest) -> Path | None:
+    try:
+        cluster = request.getfixturevalue("local_cluster")
+    except pytest.FixtureLookupError:
+        return None
+    path: Path | None = getattr(cluster, "audit_log", None)
+    return path if path is not None and path.exists() else None
+
+
+def _operator_writes(audit: Path, offset: int, namespace: str) -> list[str]:
+    with audit.open() as log:
+        log.seek(offset)
+        entries = [json.loads(line) for line in log if line.strip()]
+    return [
+        f"{e['verb']} {e['requestURI']}"
+        for e in entries
+        if e.get("stage") == "ResponseComplete"
+        and e["user"]["username"] == "system:serviceaccount:sampledb-system:sampledb-operator"
+        and e["verb"] in ("create", "update", "patch", "delete")
+        and f"/namespaces/{namespace}/" in e["requestURI"]
+    ]
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ({"postgres": {"version": 14}}, "spec.postgres.version"),
+        ({"storage": {"size": "lots"}}, "spec.storage.size"),
+        ({"backup": {"schedule": "whenever"}}, "spec.backup.schedule"),
+        ({"deletionPolicy": "Shred"}, "spec.deletionPolicy"),
+        ({"database": {"name": "Bad-Name"}}, "spec.database.name"),
+    ],
+)
+def test_invalid_objects_are_rejected_at_admission(admin: KubeApi, namespace: str, spec: dict[str, Any], expected: str) -> None:
+    with pytest.raises(ApiError) as err:
+        admin.create(sampledb("bad", namespace, spec))
+    assert err.value.status == 422
+    assert expected in err.value.message
+
+
+def test_invalid_name_is_rejected(admin: KubeApi, namespace: str) -> None:
+    with pytest.raises(ApiError) as err:
+        admin.create(sampledb("x" * 41, namespace))
+    assert err.value.status == 422 and "metadata.name must be at most 40 characters" in err.value.message
+
+
+@pytest.mark.parametrize(
+    ("patch", "expected"),
+    [
+        ({"spec": {"postgres": {"version": 15}}}, "major version downgrades are not supported"),
+        ({"spec": {"storage": {"size": "512Mi"}}}, "storage.size may grow but not shrink"),
+        ({"spec": {"storage": {"storageClassName": "other"}}}, "storage.storageClassName is immutable"),
+    ],
+)
+def test_transition_rules_reject_unsafe_updates(admin: KubeApi, namespace: str, patch: dict[str, Any], expected: str) -> None:
+    admin.create(sampledb("upd", namespace, {"postgres": {"version": 16}, "storage": {"size": "1Gi"}}))
+    with pytest.raises(ApiError) as err:
+        admin.merge_patch("SampleDB", namespace, "upd", patch)
+    assert err.value.status == 422 and expected in err.value.message
+
+
+def test_bad_parameters_degrade_one_object_and_others_keep_working(admin: KubeApi, namespace: str) -> None:
+    admin.create(sampledb("bad-params", namespace, {"storage": {"size": "1Gi"}, "postgres": {"parameters": {"archive_command": "curl x", "wrok_mem": "1"}}}))
+    admin.create(sampledb("good", namespace))
+    degraded = wait_for(lambda: phase_is(admin, namespace, "bad-params", "Degraded"), what="bad-params to be Degraded")
+    message = condition(degraded, "Degraded")["message"]
+    assert "spec.postgres.parameters.archive_command" in message and "spec.postgres.parameters.wrok_mem" in message
+    assert condition(degraded, "Ready")["status"] == "False"
+    warning = wait_for(lambda: [e for e in events_for(admin, namespace, "bad-params") if e["type"] == "Warning"], what="a Warning event")
+    assert warning[0]["reason"] == "InvalidParameters"
+    assert admin.get("StatefulSet", namespace, "bad-params") is None  # nothing started with a bad config
+    wait_ready(admin, namespace, "good")
+    # Fixing the spec recovers the object.
+    admin.merge_patch("SampleDB", namespace, "bad-params", {"spec": {"postgres": {"parameters": None}}})
+    wait_ready(admin, namespace, "bad-params")
+
+
+def _delete_and_wait_gone(admin: KubeApi, namespace: str, name: str, timeout: float = 90) -> None:
+    admin.delete("SampleDB", namespace, name)
+    wait_for(lambda: admin.get("SampleDB", namespace, name) is None, timeout=timeout, what=f"{name} to be deleted")
+
+
+def test_delete_policy_removes_everything(admin: KubeApi, namespace: str) -> None:
+    admin.create(sampledb("gone", namespace, {"storage": {"size": "1Gi"}, "deletionPolicy": "Delete"}))
+    wait_ready(admin, namespace, "gone")
+    _delete_and_wait_gone(admin, namespace, "gone")
+    wait_for(lambda: admin.get("StatefulSet", namespace, "gone") is None, what="StatefulSet removal")
+    wait_for(lambda: admin.get("PersistentVolumeClaim", namespace, "data-gone-0") is None, what="PVC removal")
+    assert admin.get("PersistentVolumeClaim", namespace, "gone-final-snapshot") is None
+    wait_for(lambda: admin.get("Service", namespace, "gone") is None, what="garbage collection of the Service")
+
+
+def test_retain_policy_keeps_the_volume(admin: KubeApi, namespace: str) -> None:
+    admin.create(sampledb("kept", namespace, {"storage": {"size": "1Gi"}, "deletionPolicy": "Retain"}))
+    wait_ready(admin, namespace, "kept")
+    _delete_and_wait_gone(admin, namespace, "kept")
+    wait_for(lambda: admin.get("StatefulSet", namespace, "kept") is None, what="StatefulSet removal")
+    time.sleep(2)
+    assert admin.get("PersistentVolumeClaim", namespace, "data-kept-0") is not None
+
+
+def test_snapshot_policy_takes_final_snapshot_first(admin: KubeApi, namespace: str) -> None:
+    admin.create(sampledb("snap", namespace))
+    wait_ready(admin, namespace, "snap")
+    _delete_and_wait_gone(admin, namespace, "snap")
+    snapshot_pvc = admin.get("PersistentVolumeClaim", namespace, "snap-final-snapshot")
+    assert snapshot_pvc is not None and "ownerReferences" not in snapshot_pvc["metadata"]
+    wait_for(lambda: admin.get("PersistentVolumeClaim", namespace, "data-snap-0") is None, what="data PVC removal")
+    reasons = [e["reason"] for e in events_for(admin, namespace, "snap")]
+    assert "TakingFinalSnapshot" in reasons and "Deleted" in reasons
+
+
+def test_failed_snapshot_blocks_deletion(admin: KubeApi, namespace: str) -> None:
+    admin.create(sampledb("stuck", namespace))
+    wait_ready(admin, namespace, "stuck")
+    # A Job that can only fail occupies the snapshot Job's name: the real failure path of the Job
+    # controller (simulated Pods always succeed, so the failure is produced by a failing Job).
+    failing = copy.deepcopy(_failing_job(namespace, "stuck-final-snapshot"))
+    admin.create(failing)
+    wait_for(lambda: _job_failed(admin, namespace, "stuck-final-snapshot"), timeout=90, what="the Job to fail")
+    admin.delete("SampleDB", namespace, "stuck")
+    degraded = wait_for(lambda: _degraded_reason(admin, namespace, "stuck") == "FinalSnapshotFailed" and get_db(admin, namespace, "stuck"), what="FinalSnapshotFailed")
+    assert degraded["status"]["phase"] == "Deleting"
+    assert "the data is kept" in condition(degraded, "Degraded")["message"]
+    time.sleep(2)
+    assert admin.get("PersistentVolumeClaim", namespace, "data-stuck-0") is not None
+    assert admin.get("StatefulSet", namespace, "stuck") is not None
+    # Deleting with Retain instead releases the object.
+    admin.merge_patch("SampleDB", namespace, "stuck", {"spec": {"deletionPolicy": "Retain"}})
+    wait_for(lambda: admin.get("SampleDB", namespace, "stuck") is None, what="deletion after switching to Retain")
+
+
+def _failing_job(namespace: str, name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "namespace": namespace},
+        # activeDeadlineSeconds fails the Job through the Job controller itself.
+        "spec": {
+            "activeDeadlineSeconds": 1,
+            "backoffLimit": 0,
+            "template": {"spec": {"restartPolicy": "Never", "nodeSelector": {"no-such-node": "x"}, "containers": [{"name": "c", "image": "busybox"}]}},
+        },
+    }
+
+
+def _job_failed(admin: KubeApi, namespace: str, name: str) -> bool:
+    job = admin.get("Job", namespace, name) or {}
+    return any(c["type"] == "Failed" and c["status"] == "True" for c in (job.get("status") or {}).get("conditions") or [])
+
+
+def _degraded_reason(admin: KubeApi, namespace: str, name: str) -> str | None:
+    obj = admin.get("SampleDB", namespace, name) or {}
+    for c in (obj.get("status") or {}).get("conditions") or []:
+        if c["type"] == "Degraded" and c["status"] == "True":
+            return str(c["reason"])
+    return None
+
+
+def test_namespace_deletion_is_not_held_forever(admin: KubeApi, namespace: str) -> None:
+    admin.create(sampledb("ns-gone", namespace))
+    wait_ready(admin, namespace, "ns-gone")
+    from kubernetes import client
+
+    core = client.CoreV1Api(admin._client)
+    core.delete_namespace(namespace)
+
+    def namespace_gone() -> bool:
+        try:
+            core.read_namespace(namespace)
+        except client.ApiException as err:
+            return err.status == 404
+        return False
+
+    wait_for(namespace_gone, timeout=120, what=f"namespace {namespace} to be deleted")
