@@ -19,8 +19,11 @@ TOOLS_DIR=${SAMPLEDB_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/sampledb-operato
 WORK_DIR=${SAMPLEDB_TOOLS_WORK:-${XDG_CACHE_HOME:-$HOME/.cache}/sampledb-operator/build}
 export GOFLAGS=-buildvcs=false GOTOOLCHAIN=local
 
-ALL_TOOLS=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm
-           operator-sdk opm olm catalog)
+ALL_TOOLS=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm opm olm catalog)
+# Not in the default set: the module proxy reachable here serves operator-sdk v1.42.0's .info and
+# .zip but refuses its .mod (403), and refuses older releases outright, so the Go client cannot
+# build it. `hack/build-tools.sh operator-sdk` still tries (and says why it fails).
+UNAVAILABLE_TOOLS=(operator-sdk)
 
 log() { printf '[tools %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -85,10 +88,17 @@ PY
   (cd "$dir" && CGO_ENABLED=0 go build -mod=mod -ldflags "-s -w$ldflags" -o "$2" "k8s.io/kubernetes/cmd/$name")
 }
 
+# Build package $3 of module $1@$2 into $4 in a scratch module, with extra `go build` flags after.
+# Used instead of `go install pkg@ver` for every module: that form refuses modules with replace
+# directives, and its lookup of the package path as a module answers 403 on this proxy.
+build_in_scratch() {
+  local module=$1 version=$2 package=$3 out=$4; shift 4
+  local dir; dir=$(scratch_module "$(basename "$out")")
+  (cd "$dir" && go get "$module@$version" >/dev/null && go build -mod=mod "$@" -o "$out" "$package")
+}
+
 build_etcd() {
-  local dir; dir=$(scratch_module etcd)
-  (cd "$dir" && go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >/dev/null \
-     && CGO_ENABLED=0 go build -mod=mod -o "$1" go.etcd.io/etcd/server/v3)
+  CGO_ENABLED=0 build_in_scratch go.etcd.io/etcd/server/v3 "$ETCD_VERSION" go.etcd.io/etcd/server/v3 "$1"
 }
 
 build_helm() {
@@ -99,22 +109,24 @@ build_helm() {
 }
 
 build_operator_sdk() {
-  local pkg=github.com/operator-framework/operator-sdk/internal/version
-  GOBIN=$(dirname "$1") CGO_ENABLED=0 go install -tags containers_image_openpgp \
-    -ldflags "-s -w -X $pkg.Version=$OPERATOR_SDK_VERSION -X $pkg.KubernetesVersion=$KUBERNETES_VERSION" \
-    "github.com/operator-framework/operator-sdk/cmd/operator-sdk@$OPERATOR_SDK_VERSION"
+  local mod=github.com/operator-framework/operator-sdk pkg=github.com/operator-framework/operator-sdk/internal/version
+  # The checksum database reachable here has no entry for any operator-sdk release (404), so this
+  # one module is exempted from it: its hash is taken on first download (trust on first use)
+  # instead of checked against the public log. Every dependency is still verified.
+  GONOSUMDB=$mod CGO_ENABLED=0 build_in_scratch "$mod" "$OPERATOR_SDK_VERSION" "$mod/cmd/operator-sdk" "$1" \
+    -tags containers_image_openpgp \
+    -ldflags "-s -w -X $pkg.Version=$OPERATOR_SDK_VERSION -X $pkg.KubernetesVersion=$KUBERNETES_VERSION"
 }
 
-build_opm() {
-  local pkg=github.com/operator-framework/operator-registry/cmd/opm/version
-  GOBIN=$(dirname "$1") CGO_ENABLED=1 go install -tags json1,containers_image_openpgp \
-    -ldflags "-s -w -X $pkg.gitCommit=$OPM_VERSION -X $pkg.opmVersion=$OPM_VERSION" \
-    "github.com/operator-framework/operator-registry/cmd/opm@$OPM_VERSION"
+build_opm() {  # upstream builds opm with cgo (sqlite)
+  local mod=github.com/operator-framework/operator-registry pkg=github.com/operator-framework/operator-registry/cmd/opm/version
+  CGO_ENABLED=1 build_in_scratch "$mod" "$OPM_VERSION" "$mod/cmd/opm" "$1" \
+    -tags json1,containers_image_openpgp -ldflags "-s -w -X $pkg.gitCommit=$OPM_VERSION -X $pkg.opmVersion=$OPM_VERSION"
 }
 
 build_olm() {  # olm and catalog share a module
-  GOBIN=$(dirname "$1") CGO_ENABLED=0 go install -ldflags "-s -w" \
-    "github.com/operator-framework/operator-lifecycle-manager/cmd/$2@$OLM_VERSION"
+  local mod=github.com/operator-framework/operator-lifecycle-manager
+  CGO_ENABLED=0 build_in_scratch "$mod" "$OLM_VERSION" "$mod/cmd/$2" "$1" -ldflags "-s -w"
 }
 
 build_one() {
@@ -136,9 +148,13 @@ build_one() {
   log "$name: built in $((SECONDS - start)) s -> $target"
 }
 
-command -v go >/dev/null || die "go is not on PATH; install Go (>= 1.24) first"
 if [ "${1:-}" = "--print-dir" ]; then echo "$TOOLS_DIR"; exit 0; fi
-tools=("$@"); [ ${#tools[@]} -gt 0 ] || tools=("${ALL_TOOLS[@]}")
+command -v go >/dev/null || die "go is not on PATH; install Go (>= 1.24) first"
+tools=("$@")
+if [ ${#tools[@]} -eq 0 ]; then
+  tools=("${ALL_TOOLS[@]}")
+  log "not built by default: ${UNAVAILABLE_TOOLS[*]} (the module proxy here refuses its go.mod; see the script)"
+fi
 total_start=$SECONDS
 for t in "${tools[@]}"; do build_one "$t"; done
 log "all requested tools ready in $((SECONDS - total_start)) s (cache: $TOOLS_DIR)"

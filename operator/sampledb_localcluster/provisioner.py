@@ -10,12 +10,16 @@ volume of a claim that is gone (reclaim policy Delete), and supports expansion (
 
 from __future__ import annotations
 
+import argparse
 import logging
+import signal
 import threading
+from collections.abc import Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from kubernetes import client, watch
-from kubernetes.client.rest import ApiException
+from kubernetes import client, config, watch
+from kubernetes.client.exceptions import ApiException
 
 STORAGE_CLASS = "kwok-standard"
 PROVISIONER = "sampledb.io/kwok-fake-provisioner"
@@ -75,7 +79,7 @@ class FakeProvisioner:
     def start(self) -> None:
         """Install the StorageClass (if missing) and start watching claims."""
         try:
-            self._storage.create_storage_class(storage_class())
+            self._storage.create_storage_class(storage_class())  # type: ignore[arg-type]  # dicts are accepted
         except ApiException as err:
             if err.status != 409:
                 raise
@@ -114,7 +118,7 @@ class FakeProvisioner:
             self._grow(claim)
             return
         try:
-            self._core.create_persistent_volume(volume_for(claim))
+            self._core.create_persistent_volume(volume_for(claim))  # type: ignore[arg-type]
         except ApiException as err:
             if err.status != 409:
                 raise
@@ -134,3 +138,40 @@ class FakeProvisioner:
         except ApiException as err:
             if err.status != 404:
                 raise
+
+
+def _serve_health(port: int) -> ThreadingHTTPServer:
+    class Health(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path == "/healthz" else 404)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run as a cluster component: provision until SIGTERM; /healthz once the StorageClass exists."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--kubeconfig", required=True)
+    parser.add_argument("--health-port", type=int, required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    provisioner = FakeProvisioner(config.new_client_from_config(config_file=args.kubeconfig))
+    provisioner.start()
+    server = _serve_health(args.health_port)
+    logger.info("provisioning claims of StorageClass %s", STORAGE_CLASS)
+    done.wait()
+    server.shutdown()
+    provisioner.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -10,10 +10,18 @@ import argparse
 import asyncio
 import json
 import logging
+import os
+import signal
+import socket
 import sys
+import threading
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
+from sampledb_operator.health import HealthState, serve_health
+from sampledb_operator.k8s.api import KubeApi, load_client
+from sampledb_operator.k8s.leader import LeaderElector, hold_leadership
 from sampledb_operator.settings import Settings, SettingsError
 
 logger = logging.getLogger("sampledb_operator")
@@ -44,6 +52,23 @@ def configure_logging(settings: Settings) -> None:
     logging.basicConfig(level=settings.log_level, handlers=[handler], force=True)
 
 
+def _lead(settings: Settings, health: HealthState, stop: threading.Event) -> LeaderElector | None:
+    """With leader election on, block until this replica holds the Lease."""
+    if not settings.leader_election:
+        return None
+    identity = f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
+    elector = LeaderElector(
+        KubeApi(load_client()), name=settings.lease_name, namespace=settings.lease_namespace, identity=identity
+    )
+
+    def on_lost() -> None:
+        health.failed.set()
+        os.kill(os.getpid(), signal.SIGTERM)  # kopf stops gracefully; the Pod restarts as a standby
+
+    hold_leadership(elector, on_lost=on_lost, stop=stop)
+    return elector
+
+
 def run_operator(settings: Settings) -> int:
     """Start kopf with our handlers; blocks until the operator is stopped."""
     import kopf
@@ -52,19 +77,24 @@ def run_operator(settings: Settings) -> int:
     import sampledb_operator.handlers  # noqa: F401 - registers the handlers
 
     configure_logging(settings)
+    health = HealthState()
     if settings.metrics_port:
         start_http_server(settings.metrics_port)
-    liveness = f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
+    if settings.health_port:
+        serve_health(health, settings.health_port)
+    stop = threading.Event()
+    elector = _lead(settings, health, stop)
     scope = f"namespaces {', '.join(settings.namespaces)}" if settings.namespaces else "all namespaces"
     logger.info("starting the SampleDB operator, watching %s", scope)
-    asyncio.run(
-        kopf.operator(
-            standalone=True,
-            clusterwide=not settings.namespaces,
-            namespaces=list(settings.namespaces),
-            liveness_endpoint=liveness,
+    health.ready.set()
+    try:
+        asyncio.run(
+            kopf.operator(standalone=True, clusterwide=not settings.namespaces, namespaces=list(settings.namespaces))
         )
-    )
+    finally:
+        stop.set()
+        if elector is not None:
+            elector.release()
     return 0
 
 

@@ -24,13 +24,16 @@ import yaml
 
 from sampledb_operator.api import crdgen
 from sampledb_operator.k8s.api import ApiError, KubeApi, load_client
+from tests.conftest import external_kubeconfig
 
 REPO = Path(__file__).resolve().parents[2]
 OPERATOR_SA = ("sampledb-system", "sampledb-operator")
 T = TypeVar("T")
 
 
-def wait_for(probe: Callable[[], T | None], *, timeout: float = 60, what: str = "condition", interval: float = 0.2) -> T:
+def wait_for(
+    probe: Callable[[], T | None], *, timeout: float = 60, what: str = "condition", interval: float = 0.2
+) -> T:
     """Poll `probe` until it returns something truthy; fail naming `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     last: T | None = None
@@ -83,7 +86,7 @@ def crds(admin: KubeApi) -> list[str]:
 @pytest.fixture(scope="session")
 def operator_rbac(request: pytest.FixtureRequest, admin: KubeApi) -> None:
     """Bind the operator's ClusterRole to its identity on the local cluster."""
-    if request.config.getoption("kubeconfig", default=None) or os.environ.get("KUBECONFIG"):
+    if external_kubeconfig(request.config):
         return  # an existing cluster: the operator runs with the given credentials
     from kubernetes import client
 
@@ -108,20 +111,6 @@ def operator_rbac(request: pytest.FixtureRequest, admin: KubeApi) -> None:
             replace(body["metadata"]["name"], body)
 
 
-@pytest.fixture(scope="session")
-def volume_provisioner(request: pytest.FixtureRequest, admin: KubeApi) -> Iterator[None]:
-    """On the local cluster, bind PersistentVolumeClaims (no CSI driver runs with simulated nodes)."""
-    if request.config.getoption("kubeconfig", default=None) or os.environ.get("KUBECONFIG"):
-        yield
-        return
-    from sampledb_localcluster.provisioner import FakeProvisioner
-
-    provisioner = FakeProvisioner(admin._client)
-    provisioner.start()
-    yield
-    provisioner.stop()
-
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -142,7 +131,7 @@ class OperatorProcess:
 
     def metrics(self) -> dict[str, float]:
         """Current values of the operator's own metrics (name{labels} -> value)."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:  # noqa: S310
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
             text = response.read().decode()
         values = {}
         for line in text.splitlines():
@@ -153,8 +142,7 @@ class OperatorProcess:
 
 
 def _operator_kubeconfig(request: pytest.FixtureRequest, kube_config: str) -> str:
-    external = request.config.getoption("kubeconfig", default=None) or os.environ.get("KUBECONFIG")
-    if external:
+    if external_kubeconfig(request.config):
         return kube_config
     cluster = request.getfixturevalue("local_cluster")
     return str(cluster.operator_kubeconfig)
@@ -162,7 +150,7 @@ def _operator_kubeconfig(request: pytest.FixtureRequest, kube_config: str) -> st
 
 def _healthy(port: int) -> bool:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:  # noqa: S310
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
             return bool(response.status == 200)
     except OSError:
         return False
@@ -174,7 +162,6 @@ def operator(
     kube_config: str,
     crds: list[str],
     operator_rbac: None,
-    volume_provisioner: None,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[OperatorProcess]:
     """`python -m sampledb_operator run` against the test cluster, for the whole session."""
@@ -186,6 +173,8 @@ def operator(
         "SAMPLEDB_METRICS_PORT": str(metrics_port),
         "SAMPLEDB_HEALTH_PORT": str(health_port),
         "SAMPLEDB_LOG_LEVEL": "DEBUG",
+        # The code under test, whether or not the package is installed in this environment.
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "operator"), os.environ.get("PYTHONPATH")])),
     }
     with log_path.open("wb") as log:
         process = subprocess.Popen(

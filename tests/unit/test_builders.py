@@ -115,7 +115,10 @@ def test_parameter_change_rolls_the_pod() -> None:
     before = statefulset.statefulset(make_instance())
     after = statefulset.statefulset(make_instance({"postgres": {"parameters": {"work_mem": "64MB"}}}))
     key = statefulset.CONFIG_HASH_ANNOTATION
-    assert before["spec"]["template"]["metadata"]["annotations"][key] != after["spec"]["template"]["metadata"]["annotations"][key]
+    assert (
+        before["spec"]["template"]["metadata"]["annotations"][key]
+        != after["spec"]["template"]["metadata"]["annotations"][key]
+    )
 
 
 def test_postgresql_conf_quotes_values() -> None:
@@ -144,7 +147,10 @@ def test_parameter_problems_name_the_field(name: str, value: str, reason: str) -
 
 
 def test_acceptable_parameters() -> None:
-    assert config.parameter_problems({"max_connections": "200", "DateStyle": "ISO", "pg_stat_statements.max": "5000"}) == []
+    assert (
+        config.parameter_problems({"max_connections": "200", "DateStyle": "ISO", "pg_stat_statements.max": "5000"})
+        == []
+    )
 
 
 def test_generated_secret_has_every_key(instance: Instance) -> None:

@@ -92,7 +92,10 @@ def sts(ready: int, *, rolled: bool = True) -> dict[str, Any]:
 
 def job(condition: str | None) -> dict[str, Any]:
     conditions = [{"type": condition, "status": "True", "reason": "BackoffLimitExceeded"}] if condition else []
-    return {"metadata": {"name": "db1-init"}, "status": {"conditions": conditions, "completionTime": "2026-01-01T00:00:00Z"}}
+    return {
+        "metadata": {"name": "db1-init"},
+        "status": {"conditions": conditions, "completionTime": "2026-01-01T00:00:00Z"},
+    }
 
 
 def test_verdict_walks_the_lifecycle() -> None:
