@@ -11,6 +11,7 @@ TOOLS_DIR := $(shell hack/build-tools.sh --print-dir)
 include hack/versions.env
 KUBECTL := $(TOOLS_DIR)/kubectl-$(KUBERNETES_VERSION)/kubectl
 CLUSTER_DIR ?= .local/cluster
+DEMO_DIR ?= .local/demo
 # Test selection, e.g. `make test PYTEST_ARGS="-k deletion -x"`.
 PYTEST_ARGS ?=
 
@@ -90,9 +91,9 @@ run: $(PYTHON) ## Run the operator out of cluster against $KUBECONFIG.
 
 .PHONY: demo
 demo: $(PYTHON) cluster-tools ## The main job: local cluster + operator + a sample SampleDB reconciled to Ready.
-	PYTHON=$(PYTHON) KUBECTL=$(KUBECTL) CLUSTER_DIR=$(CLUSTER_DIR) hack/demo.sh
+	PYTHON=$(PYTHON) KUBECTL=$(KUBECTL) CLUSTER_DIR=$(CLUSTER_DIR) DEMO_DIR=$(DEMO_DIR) hack/demo.sh
 
 .PHONY: demo-down
 demo-down: ## Stop what `make demo` started (the operator, then the local cluster).
-	-@[ -f $(CLUSTER_DIR)/operator.pid ] && kill $$(cat $(CLUSTER_DIR)/operator.pid) 2>/dev/null; rm -f $(CLUSTER_DIR)/operator.pid
+	@if [ -f $(DEMO_DIR)/operator.pid ]; then kill $$(cat $(DEMO_DIR)/operator.pid) 2>/dev/null || true; rm -f $(DEMO_DIR)/operator.pid; fi
 	$(MAKE) cluster-down

@@ -5,7 +5,7 @@
 # Everything started here is stopped by `make demo-down`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-: "${PYTHON:=.venv/bin/python}" "${KUBECTL:=kubectl}" "${CLUSTER_DIR:=.local/cluster}"
+: "${PYTHON:=.venv/bin/python}" "${KUBECTL:=kubectl}" "${CLUSTER_DIR:=.local/cluster}" "${DEMO_DIR:=.local/demo}"
 repo=$(pwd)
 started=$SECONDS
 step() { printf '\n==> [%3ds] %s\n' "$((SECONDS - started))" "$*"; }
@@ -25,20 +25,23 @@ step "installing the CRDs and the operator's RBAC"
 "$KUBECTL" wait --for condition=established --timeout=60s -f crds/
 "$KUBECTL" apply -f config/rbac/role.yaml -f config/rbac/role_binding.yaml
 
-step "starting the operator (log: $CLUSTER_DIR/operator.log)"
-mkdir -p "$CLUSTER_DIR"
-if [ -f "$CLUSTER_DIR/operator.pid" ] && kill -0 "$(cat "$CLUSTER_DIR/operator.pid")" 2>/dev/null; then
-  echo "already running (pid $(cat "$CLUSTER_DIR/operator.pid"))"
+# The operator's files live apart from the cluster's state folder, which the harness manages.
+step "starting the operator (log: $DEMO_DIR/operator.log)"
+mkdir -p "$DEMO_DIR"
+if [ -f "$DEMO_DIR/operator.pid" ] && kill -0 "$(cat "$DEMO_DIR/operator.pid")" 2>/dev/null; then
+  echo "already running (pid $(cat "$DEMO_DIR/operator.pid"))"
 else
-  (cd operator && KUBECONFIG="$operator_kubeconfig" SAMPLEDB_METRICS_PORT=18080 SAMPLEDB_HEALTH_PORT=18081 \
-     nohup "$repo/$PYTHON" -m sampledb_operator run >"$repo/$CLUSTER_DIR/operator.log" 2>&1 </dev/null &
-   echo $! >"$repo/$CLUSTER_DIR/operator.pid")
+  cd operator
+  KUBECONFIG="$operator_kubeconfig" SAMPLEDB_METRICS_PORT=18080 SAMPLEDB_HEALTH_PORT=18081 \
+    nohup "$repo/$PYTHON" -m sampledb_operator run >"$repo/$DEMO_DIR/operator.log" 2>&1 </dev/null &
+  echo $! >"$repo/$DEMO_DIR/operator.pid"
+  cd "$repo"
 fi
 for _ in $(seq 60); do
   curl -fsS http://127.0.0.1:18081/healthz >/dev/null 2>&1 && break
   sleep 1
 done
-curl -fsS http://127.0.0.1:18081/healthz >/dev/null || { tail -30 "$CLUSTER_DIR/operator.log"; exit 1; }
+curl -fsS http://127.0.0.1:18081/healthz >/dev/null || { tail -30 "$DEMO_DIR/operator.log"; exit 1; }
 
 step "applying config/samples/sampledb_v1.yaml"
 "$KUBECTL" apply -f config/samples/sampledb_v1.yaml
