@@ -1,4 +1,4 @@
-"""Entry points: `run` the operator, `generate-crds` from the models.
+"""Entry points: `run` the operator, serve the conversion `webhook`, `generate-crds` from the models.
 
 `python -m sampledb_operator run` (or the `sampledb-operator` console script) is what the
 container image and `make run` start.
@@ -98,6 +98,29 @@ def run_operator(settings: Settings) -> int:
     return 0
 
 
+def run_webhook(args: argparse.Namespace) -> int:
+    """Serve the conversion webhook until SIGTERM."""
+    from sampledb_operator.conversion.webhook import WebhookConfig, serve
+
+    logging.basicConfig(
+        level=os.environ.get("SAMPLEDB_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+    )
+    config = WebhookConfig(
+        cert_file=args.cert,
+        key_file=args.key,
+        host=args.host,
+        port=args.port,
+        drain_seconds=args.drain_seconds,
+        reload_interval=args.reload_seconds,
+    )
+    for path in (config.cert_file, config.key_file):
+        if not path.is_file():
+            print(f"sampledb-operator webhook: {path} does not exist (pass --cert and --key)", file=sys.stderr)
+            return 2
+    asyncio.run(serve(config))
+    return 0
+
+
 def generate_crds(out_dir: Path) -> int:
     """Write crds/*.yaml from the pydantic models."""
     from sampledb_operator.api import crdgen
@@ -117,9 +140,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     gen = commands.add_parser("generate-crds", help="write the CRDs generated from the models")
     gen.add_argument("--out", type=Path, default=Path("crds"), help="output folder (default: crds)")
+    hook = commands.add_parser("webhook", help="serve the v1beta1 <-> v1 conversion webhook (TLS)")
+    hook.add_argument("--cert", type=Path, default=Path("/tls/tls.crt"), help="serving certificate (PEM)")
+    hook.add_argument("--key", type=Path, default=Path("/tls/tls.key"), help="its private key (PEM)")
+    hook.add_argument("--host", default="0.0.0.0", help="address to listen on")  # noqa: S104
+    hook.add_argument("--port", type=int, default=9443)
+    hook.add_argument("--drain-seconds", type=float, default=3.0, help="grace period on SIGTERM")
+    hook.add_argument("--reload-seconds", type=float, default=5.0, help="how often to check the certificate files")
     args = parser.parse_args(argv)
     if args.command == "generate-crds":
         return generate_crds(args.out)
+    if args.command == "webhook":
+        return run_webhook(args)
     try:
         settings = Settings.from_env()
     except SettingsError as err:

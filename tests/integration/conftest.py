@@ -7,6 +7,8 @@ so the ClusterRole in config/rbac/role.yaml is what authorises it: a missing per
 
 from __future__ import annotations
 
+import base64
+import copy
 import os
 import re
 import socket
@@ -25,6 +27,7 @@ import yaml
 from sampledb_operator.api import crdgen
 from sampledb_operator.k8s.api import ApiError, KubeApi, load_client
 from tests.conftest import external_kubeconfig
+from tests.webhook_process import WebhookReplicas, start_webhook
 
 REPO = Path(__file__).resolve().parents[2]
 OPERATOR_SA = ("sampledb-system", "sampledb-operator")
@@ -72,11 +75,40 @@ def _crd_established(api: KubeApi, name: str) -> bool:
 
 
 @pytest.fixture(scope="session")
-def crds(admin: KubeApi) -> list[str]:
-    """The generated CRDs, installed and established."""
+def conversion_webhook(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WebhookReplicas | None]:
+    """Two webhook replicas on one loopback port, with a certificate from the local cluster's CA.
+
+    Pods are simulated on the local cluster, so the API server reaches the webhook at a loopback
+    URL; on an existing cluster the webhook is expected to be installed there (Helm or OLM).
+    """
+    if external_kubeconfig(request.config):
+        yield None
+        return
+    cluster = request.getfixturevalue("local_cluster")
+    hooks = start_webhook(tmp_path_factory.mktemp("webhook"), ca=(cluster.ca_cert, cluster.ca_key), replicas=2)
+    yield hooks
+    hooks.stop()
+
+
+def wired_crd(crd: dict[str, Any], hooks: WebhookReplicas | None) -> dict[str, Any]:
+    """The CRD with its conversion webhook pointed at the test replicas (when we run them)."""
+    if hooks is None or crd["spec"].get("conversion", {}).get("strategy") != "Webhook":
+        return crd
+    wired = copy.deepcopy(crd)
+    ca_bundle = base64.b64encode(hooks.ca_cert.read_bytes()).decode()
+    # `service: None` removes the packaged Service reference when this is a merge patch.
+    wired["spec"]["conversion"]["webhook"]["clientConfig"] = {"url": hooks.url, "caBundle": ca_bundle, "service": None}
+    return wired
+
+
+@pytest.fixture(scope="session")
+def crds(admin: KubeApi, conversion_webhook: WebhookReplicas | None) -> list[str]:
+    """The generated CRDs, installed, wired to the conversion webhook and established."""
     names = []
     for crd in crdgen.all_crds().values():
-        apply(admin, crd)
+        apply(admin, wired_crd(crd, conversion_webhook))
         names.append(crd["metadata"]["name"])
     for name in names:
         wait_for(lambda n=name: _crd_established(admin, n), what=f"CRD {name} to be established")  # type: ignore[misc]

@@ -14,6 +14,7 @@ import os
 import secrets
 import threading
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -166,6 +167,17 @@ class KubeApi:
             "items", []
         )
         return items
+
+    def iterate(self, kind: str, namespace: str | None = None, *, page_size: int = 500) -> Iterator[dict[str, Any]]:
+        """Every object of a kind, fetched in pages so a large collection never arrives in one response."""
+        token = ""
+        while True:
+            query = {"limit": str(page_size), **({"continue": token} if token else {})}
+            page = self._request("GET", RESOURCES[kind].path(namespace), query=query)
+            yield from page.get("items", [])
+            token = (page.get("metadata") or {}).get("continue") or ""
+            if not token:
+                return
 
     def create(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """Create an object from a full manifest."""

@@ -1,0 +1,154 @@
+"""Pure, lossless conversion between `sampledb.io/v1beta1` and `sampledb.io/v1` (the hub).
+
+Objects are converted as the raw dicts the API server sends, never through the pydantic models:
+a model would fill in defaults, and a conversion must return exactly what it was given, moved.
+
+`v1beta1` is flat; each of its spec fields has one place in `v1` (FIELD_MAP). What `v1` has and
+`v1beta1` cannot say (resources, database, credentials, empty parent objects, fields of later
+versions) is kept, as JSON, in the annotation `RESERVED_ANNOTATION` on the `v1beta1` object and put
+back on the way to `v1`; the annotation is only written when it is needed. So both
+`v1 -> v1beta1 -> v1` and `v1beta1 -> v1 -> v1beta1` are identities, status included (the status
+has the same shape in both versions).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+from sampledb_operator.api import GROUP
+
+V1 = f"{GROUP}/v1"
+V1BETA1 = f"{GROUP}/v1beta1"
+RESERVED_ANNOTATION = "conversion.sampledb.io/v1-spec"
+
+# v1beta1 spec field -> its path in the v1 spec.
+FIELD_MAP: dict[str, tuple[str, ...]] = {
+    "version": ("postgres", "version"),
+    "image": ("postgres", "image"),
+    "parameters": ("postgres", "parameters"),
+    "storageSize": ("storage", "size"),
+    "storageClassName": ("storage", "storageClassName"),
+    "backupSchedule": ("backup", "schedule"),
+    "backupRetention": ("backup", "retention"),
+    "deletionPolicy": ("deletionPolicy",),
+}
+
+Obj = dict[str, Any]
+
+
+class ConversionError(ValueError):
+    """An object that cannot be converted; the message names the object and the problem."""
+
+
+def _pop_path(tree: Obj, path: tuple[str, ...]) -> tuple[bool, Any]:
+    """Remove and return the value at `path`, leaving emptied parents in place."""
+    node: Any = tree
+    for key in path[:-1]:
+        node = node.get(key) if isinstance(node, dict) else None
+        if not isinstance(node, dict):
+            return False, None
+    if path[-1] not in node:
+        return False, None
+    return True, node.pop(path[-1])
+
+
+def _set_path(tree: Obj, path: tuple[str, ...], value: Any) -> None:
+    node = tree
+    for key in path[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConversionError(f"spec.{'.'.join(path[:-1])} must be an object")
+        node = child
+    node[path[-1]] = value
+
+
+def _flat_to_nested(flat: Obj, base: Obj) -> Obj:
+    """The v1 spec: `base` (what the annotation kept) with the flat fields put in their places."""
+    nested = copy.deepcopy(base)
+    for field, path in FIELD_MAP.items():
+        if field in flat:
+            _set_path(nested, path, copy.deepcopy(flat[field]))
+    return nested
+
+
+def _annotations(obj: Obj) -> Obj:
+    annotations: Obj = (obj.get("metadata") or {}).get("annotations") or {}
+    return annotations
+
+
+def _with_annotation(metadata: Obj, value: str | None) -> Obj:
+    """Metadata with the reserved annotation set (or removed), dropping an emptied map."""
+    annotations = {k: v for k, v in (metadata.get("annotations") or {}).items() if k != RESERVED_ANNOTATION}
+    if value is not None:
+        annotations[RESERVED_ANNOTATION] = value
+    result = {k: v for k, v in metadata.items() if k != "annotations"}
+    if annotations:
+        result["annotations"] = annotations
+    return result
+
+
+def v1_to_v1beta1(obj: Obj) -> Obj:
+    """Convert a v1 object to v1beta1, keeping in the annotation whatever v1beta1 cannot hold."""
+    spec = obj.get("spec")
+    rest = copy.deepcopy(spec) if isinstance(spec, dict) else {}
+    flat: Obj = {}
+    for field, path in FIELD_MAP.items():
+        found, value = _pop_path(rest, path)
+        if found:
+            flat[field] = value
+    out = {k: copy.deepcopy(v) for k, v in obj.items() if k not in ("spec", "metadata")}
+    out["apiVersion"] = V1BETA1
+    # Keep the remainder only if the way back would not rebuild the same spec without it.
+    needed = isinstance(spec, dict) and _flat_to_nested(flat, {}) != spec
+    out["metadata"] = _with_annotation(obj.get("metadata") or {}, _encode(rest) if needed else None)
+    if "spec" in obj:
+        out["spec"] = flat if isinstance(spec, dict) else copy.deepcopy(spec)
+    return out
+
+
+def v1beta1_to_v1(obj: Obj) -> Obj:
+    """Convert a v1beta1 object to v1, restoring what an earlier conversion kept aside."""
+    spec = obj.get("spec")
+    kept = _decode(obj)
+    out = {k: copy.deepcopy(v) for k, v in obj.items() if k not in ("spec", "metadata")}
+    out["apiVersion"] = V1
+    out["metadata"] = _with_annotation(obj.get("metadata") or {}, None)
+    if "spec" in obj:
+        out["spec"] = _flat_to_nested(spec, kept) if isinstance(spec, dict) else copy.deepcopy(spec)
+    return out
+
+
+def _encode(rest: Obj) -> str:
+    return json.dumps(rest, sort_keys=True, separators=(",", ":"))
+
+
+def _decode(obj: Obj) -> Obj:
+    raw = _annotations(obj).get(RESERVED_ANNOTATION)
+    if raw is None:
+        return {}
+    try:
+        kept = json.loads(raw)
+    except ValueError as err:
+        raise ConversionError(f"annotation {RESERVED_ANNOTATION} is not valid JSON: {err}") from err
+    if not isinstance(kept, dict):
+        raise ConversionError(f"annotation {RESERVED_ANNOTATION} must hold a JSON object")
+    return kept
+
+
+def convert(obj: Obj, desired_api_version: str) -> Obj:
+    """Convert one object to `desired_api_version` (a no-op when it is already there)."""
+    if not isinstance(obj, dict):
+        raise ConversionError("object is not a JSON object")
+    current = obj.get("apiVersion")
+    if obj.get("kind") != "SampleDB":
+        raise ConversionError(f"kind {obj.get('kind')!r} is not SampleDB")
+    known = (V1, V1BETA1)
+    if current not in known:
+        raise ConversionError(f"apiVersion {current!r} is not one of {', '.join(known)}")
+    if desired_api_version not in known:
+        raise ConversionError(f"desiredAPIVersion {desired_api_version!r} is not one of {', '.join(known)}")
+    if current == desired_api_version:
+        return obj
+    return v1beta1_to_v1(obj) if current == V1BETA1 else v1_to_v1beta1(obj)

@@ -1,0 +1,188 @@
+"""The conversion webhook: `POST /convert` answers `apiextensions.k8s.io/v1` ConversionReviews.
+
+It runs as its own process (`python -m sampledb_operator webhook`), separate from the operator,
+so an operator crash never makes SampleDBs unreadable. Design points:
+- TLS only; the certificate and key are re-read when their files change (rotation by cert-manager,
+  OLM or the chart needs no restart): the same SSLContext is reloaded in place, so every new
+  connection gets the new certificate.
+- A bad request never crashes it: it answers a ConversionReview with `result.status: Failure`
+  and a message naming the problem (and the object, for a batch), or HTTP 400 when there is no
+  review to answer. A batch is converted whole or not at all: no object is silently dropped.
+- Graceful restart: on SIGTERM it stops accepting connections (the other replica takes new ones),
+  answers in-flight and keep-alive requests with `Connection: close` for a short drain period,
+  then exits. With two replicas, readers see no failed request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import ssl
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from sampledb_operator.conversion.convert import ConversionError, convert
+
+logger = logging.getLogger(__name__)
+REVIEW_API_VERSION = "apiextensions.k8s.io/v1"
+DRAINING = web.AppKey("draining", asyncio.Event)
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    """Where to listen and which certificate to serve."""
+
+    cert_file: Path
+    key_file: Path
+    host: str = "0.0.0.0"  # noqa: S104 - in a Pod; tests pass 127.0.0.1
+    port: int = 9443
+    drain_seconds: float = 3.0
+    reload_interval: float = 5.0
+
+
+class CertificateReloader:
+    """Keeps one server SSLContext loaded with the newest certificate and key on disk."""
+
+    def __init__(self, cert_file: Path, key_file: Path) -> None:
+        self.cert_file = cert_file
+        self.key_file = key_file
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.minimum_version = ssl.TLSVersion.TLSv1_2
+        self._stamp: tuple[float, float] | None = None
+        self.reload_if_changed()
+
+    def _current_stamp(self) -> tuple[float, float]:
+        return (self.cert_file.stat().st_mtime, self.key_file.stat().st_mtime)
+
+    def reload_if_changed(self) -> bool:
+        """Load the files again if they changed; a half-written pair keeps the old certificate."""
+        stamp = self._current_stamp()
+        if stamp == self._stamp:
+            return False
+        try:
+            self.context.load_cert_chain(self.cert_file, self.key_file)
+        except (ssl.SSLError, OSError) as err:
+            logger.warning("certificate not reloaded (keeping the previous one): %s", err)
+            return False
+        self._stamp = stamp
+        logger.info("serving certificate loaded from %s", self.cert_file)
+        return True
+
+
+def review_response(uid: str, converted: list[Any] | None, failure: str | None) -> dict[str, Any]:
+    """A ConversionReview response: Success with every object, or Failure with a message."""
+    result: dict[str, Any] = {"status": "Success"} if failure is None else {"status": "Failure", "message": failure}
+    response: dict[str, Any] = {"uid": uid, "result": result}
+    if failure is None:
+        response["convertedObjects"] = converted
+    return {"apiVersion": REVIEW_API_VERSION, "kind": "ConversionReview", "response": response}
+
+
+def convert_review(review: Any) -> tuple[dict[str, Any] | None, str | None]:
+    """Answer a parsed review; returns (response, None), or (None, why) when there is no review."""
+    if not isinstance(review, dict) or not isinstance(review.get("request"), dict):
+        return None, "body is not a ConversionReview with a request"
+    request = review["request"]
+    uid = request.get("uid")
+    if not isinstance(uid, str) or not uid:
+        return None, "request.uid is missing"
+    if review.get("apiVersion") != REVIEW_API_VERSION:
+        return review_response(uid, None, f"unsupported ConversionReview apiVersion {review.get('apiVersion')!r}"), None
+    desired = request.get("desiredAPIVersion")
+    objects = request.get("objects")
+    if not isinstance(objects, list):
+        return review_response(uid, None, "request.objects must be a list"), None
+    converted = []
+    for index, obj in enumerate(objects):
+        try:
+            converted.append(convert(obj, str(desired)))
+        except ConversionError as err:
+            name = obj.get("metadata", {}).get("name", "?") if isinstance(obj, dict) else "?"
+            return review_response(uid, None, f"object {index} ({name}): {err}"), None
+    return review_response(uid, converted, None), None
+
+
+async def handle_convert(request: web.Request) -> web.Response:
+    """POST /convert."""
+    try:
+        review = await request.json(loads=json.loads)
+    except ValueError as err:
+        return web.json_response({"error": f"body is not JSON: {err}"}, status=400)
+    started = time.perf_counter()
+    response, problem = convert_review(review)
+    if response is None:
+        return web.json_response({"error": problem}, status=400)
+    result = response["response"]["result"]
+    if result["status"] != "Success":
+        logger.warning("conversion failed: %s", result["message"])
+    logger.debug(
+        "converted %d object(s) in %.2f ms",
+        len(review["request"].get("objects") or []),
+        (time.perf_counter() - started) * 1e3,
+    )
+    reply = web.json_response(response)
+    if request.app[DRAINING].is_set():
+        reply.force_close()
+    return reply
+
+
+async def handle_health(request: web.Request) -> web.Response:
+    """GET /healthz and /readyz: ready until draining starts."""
+    if request.path == "/readyz" and request.app[DRAINING].is_set():
+        return web.Response(status=503, text="draining\n")
+    return web.Response(text="ok\n")
+
+
+def make_app() -> web.Application:
+    """The aiohttp application (also used by tests and benchmarks without TLS)."""
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app[DRAINING] = asyncio.Event()
+    app.router.add_post("/convert", handle_convert)
+    app.router.add_get("/healthz", handle_health)
+    app.router.add_get("/readyz", handle_health)
+    return app
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """SO_REUSEPORT lets a second replica (or the restarted one) share the port on one host."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+async def serve(config: WebhookConfig) -> None:
+    """Run until SIGTERM/SIGINT, then drain and stop."""
+    reloader = CertificateReloader(config.cert_file, config.key_file)
+    app = make_app()
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=config.drain_seconds)
+    await runner.setup()
+    site = web.SockSite(runner, _listening_socket(config.host, config.port), ssl_context=reloader.context)
+    await site.start()
+    logger.info("conversion webhook listening on https://%s:%d/convert (pid %d)", config.host, config.port, os.getpid())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=config.reload_interval)
+        except TimeoutError:
+            reloader.reload_if_changed()
+    logger.info("draining for %.1f s before stopping", config.drain_seconds)
+    app[DRAINING].set()
+    await site.stop()  # no new connections; open ones are answered with Connection: close
+    await asyncio.sleep(config.drain_seconds)
+    await runner.cleanup()
