@@ -52,12 +52,16 @@ lint: $(PYTHON) ## ruff (lint + format check) and mypy --strict.
 
 ##@ Tests
 .PHONY: test
-test: lint cluster-tools ## Everything CI runs: lint, then unit and integration tests in one pytest run.
-	$(PYTHON) -m pytest tests/unit tests/integration $(PYTEST_ARGS)
+test: lint cluster-tools ## Everything CI runs: lint, then unit, PostgreSQL and integration tests in one pytest run.
+	$(PYTHON) -m pytest tests/unit tests/postgres tests/integration $(PYTEST_ARGS)
 
 .PHONY: test-unit
 test-unit: $(PYTHON) ## Unit tests (no cluster).
 	$(PYTHON) -m pytest tests/unit $(PYTEST_ARGS)
+
+.PHONY: test-postgres
+test-postgres: $(PYTHON) ## The operator's scripts against real PostgreSQL (every major under /usr/lib/postgresql).
+	$(PYTHON) -m pytest tests/postgres $(PYTEST_ARGS)
 
 .PHONY: test-integration
 test-integration: $(PYTHON) cluster-tools ## Integration tests on a local control plane started for the run (or $KUBECONFIG).

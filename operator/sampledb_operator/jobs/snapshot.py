@@ -17,8 +17,12 @@ from sampledb_operator.jobs.initialize import WAIT_FOR_SERVER
 from sampledb_operator.resources.instance import Instance
 
 SNAPSHOT_MOUNT = "/snapshot"
-SNAPSHOT_SCRIPT = f"""set -eu
-{WAIT_FOR_SERVER}out={SNAPSHOT_MOUNT}/$(date -u +%Y%m%dT%H%M%SZ)
+
+
+def snapshot_script(mount: str = SNAPSHOT_MOUNT) -> str:
+    """Dump roles and every database into a timestamped folder under `mount`, COMPLETE last."""
+    return f"""set -eu
+{WAIT_FOR_SERVER}out={mount}/$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$out"
 pg_dumpall --globals-only > "$out/globals.sql"
 list_databases="SELECT datname FROM pg_database WHERE NOT datistemplate"
@@ -54,7 +58,7 @@ def snapshot_job(instance: Instance) -> dict[str, Any]:
         instance,
         name=instance.snapshot_job,
         component="final-snapshot",
-        script=SNAPSHOT_SCRIPT,
+        script=snapshot_script(),
         env=superuser_env(instance),
         volumes=[{"name": "snapshot", "persistentVolumeClaim": {"claimName": instance.snapshot_pvc}}],
         mounts=[{"name": "snapshot", "mountPath": SNAPSHOT_MOUNT}],

@@ -30,13 +30,16 @@ CONFIG_HASH_ANNOTATION = "sampledb.io/config-hash"
 DEFAULT_REQUESTS = {"cpu": "100m", "memory": "256Mi"}
 DEFAULT_LIMITS = {"memory": "1Gi"}
 
-START_SCRIPT = f"""set -eu
+
+def start_script(*, config_dir: str = CONFIG_DIR, credentials_dir: str = CREDENTIALS_DIR) -> str:
+    """Initialise the data directory on first start, then exec the server with our configuration."""
+    return f"""set -eu
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
   echo "sampledb: initialising a new database cluster in $PGDATA"
-  initdb --username=postgres --pwfile={CREDENTIALS_DIR}/{SUPERUSER_PASSWORD_KEY} \\
+  initdb --username=postgres --pwfile={credentials_dir}/{SUPERUSER_PASSWORD_KEY} \\
     --auth-local=trust --auth-host=scram-sha-256 --encoding=UTF8 --data-checksums -D "$PGDATA"
 fi
-exec postgres -D "$PGDATA" -c config_file={CONFIG_DIR}/{CONFIG_FILE} -c hba_file={CONFIG_DIR}/{HBA_FILE}
+exec postgres -D "$PGDATA" -c config_file={config_dir}/{CONFIG_FILE} -c hba_file={config_dir}/{HBA_FILE}
 """
 
 
@@ -46,9 +49,14 @@ def resources(instance: Instance) -> dict[str, dict[str, str]]:
     return {"requests": {**DEFAULT_REQUESTS, **spec.requests}, "limits": {**DEFAULT_LIMITS, **spec.limits}}
 
 
+def probe_command(socket_dir: str = SOCKET_DIR) -> list[str]:
+    """The readiness/liveness check: the server accepts connections on its local socket."""
+    return ["pg_isready", "--host", socket_dir, "--port", str(POSTGRES_PORT), "--quiet"]
+
+
 def _probe(*, period: int, failures: int) -> dict[str, Any]:
     return {
-        "exec": {"command": ["pg_isready", "--host", SOCKET_DIR, "--port", str(POSTGRES_PORT), "--quiet"]},
+        "exec": {"command": probe_command()},
         "periodSeconds": period,
         "timeoutSeconds": 5,
         "failureThreshold": failures,
@@ -60,7 +68,7 @@ def _container(instance: Instance) -> dict[str, Any]:
         "name": "postgres",
         "image": instance.image,
         "imagePullPolicy": "IfNotPresent",
-        "command": ["/bin/sh", "-c", START_SCRIPT],
+        "command": ["/bin/sh", "-c", start_script()],
         "env": [{"name": "PGDATA", "value": PGDATA}],
         "ports": [{"name": "postgres", "containerPort": POSTGRES_PORT, "protocol": "TCP"}],
         "resources": resources(instance),
