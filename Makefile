@@ -98,6 +98,8 @@ demo: $(PYTHON) cluster-tools ## The main job: local cluster + operator + a samp
 	PYTHON=$(PYTHON) KUBECTL=$(KUBECTL) CLUSTER_DIR=$(CLUSTER_DIR) DEMO_DIR=$(DEMO_DIR) hack/demo.sh
 
 .PHONY: demo-down
-demo-down: ## Stop what `make demo` started (the operator, then the local cluster).
-	@if [ -f $(DEMO_DIR)/operator.pid ]; then kill $$(cat $(DEMO_DIR)/operator.pid) 2>/dev/null || true; rm -f $(DEMO_DIR)/operator.pid; fi
+demo-down: ## Stop what `make demo` started (operator, webhook, then the local cluster).
+	@for p in operator webhook; do \
+	  if [ -f $(DEMO_DIR)/$$p.pid ]; then kill $$(cat $(DEMO_DIR)/$$p.pid) 2>/dev/null || true; rm -f $(DEMO_DIR)/$$p.pid; fi; \
+	done
 	$(MAKE) cluster-down

@@ -17,12 +17,28 @@ if [ -z "${KUBECONFIG:-}" ]; then
   localcluster up
   eval "$(localcluster env)"
   operator_kubeconfig="$repo/$CLUSTER_DIR/operator.kubeconfig"
+  CLUSTER_STARTED_HERE=1
 fi
 export KUBECONFIG
 
 step "installing the CRDs and the operator's RBAC"
 "$KUBECTL" apply --server-side -f crds/
 "$KUBECTL" wait --for condition=established --timeout=60s -f crds/
+if [ -n "${CLUSTER_STARTED_HERE:-}" ]; then
+  # Pods are simulated here, so the API server calls the conversion webhook on loopback.
+  step "starting the conversion webhook (log: $DEMO_DIR/webhook.log)"
+  mkdir -p "$DEMO_DIR"
+  mapfile -t tls < <(localcluster cert --out "$repo/$DEMO_DIR/tls")
+  if ! { [ -f "$DEMO_DIR/webhook.pid" ] && kill -0 "$(cat "$DEMO_DIR/webhook.pid")" 2>/dev/null; }; then
+    cd operator
+    nohup "$repo/$PYTHON" -m sampledb_operator webhook --cert "${tls[0]}" --key "${tls[1]}" --host 127.0.0.1 \
+      --port 19443 >"$repo/$DEMO_DIR/webhook.log" 2>&1 </dev/null &
+    echo $! >"$repo/$DEMO_DIR/webhook.pid"
+    cd "$repo"
+  fi
+  ca_bundle=$(base64 -w0 "${tls[2]}")
+  "$KUBECTL" patch crd sampledbs.sampledb.io --type=merge -p "{\"spec\":{\"conversion\":{\"webhook\":{\"clientConfig\":{\"service\":null,\"url\":\"https://127.0.0.1:19443/convert\",\"caBundle\":\"$ca_bundle\"}}}}}"
+fi
 "$KUBECTL" apply -f config/rbac/role.yaml -f config/rbac/role_binding.yaml
 
 # The operator's files live apart from the cluster's state folder, which the harness manages.
@@ -51,6 +67,10 @@ step "reconciled"
 "$KUBECTL" get sampledb demo -o wide
 "$KUBECTL" get statefulset,pod,service,pvc,secret,configmap,pdb,job -l sampledb.io/instance=demo
 "$KUBECTL" get events --field-selector involvedObject.name=demo
+if [ -n "${CLUSTER_STARTED_HERE:-}" ]; then
+  step "the same object through the deprecated v1beta1 API (converted by the webhook)"
+  "$KUBECTL" get sampledbs.v1beta1.sampledb.io demo -o jsonpath='{.apiVersion} version={.spec.version} storageSize={.spec.storageSize}{"\n"}'
+fi
 cat <<EOF
 
 The sample database is Ready ($((SECONDS - started)) s). Try:

@@ -20,6 +20,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from sampledb_localcluster import pki
 from sampledb_localcluster.cluster import DEFAULT_STATE_DIR, LocalCluster
 from sampledb_localcluster.errors import ClusterStartError
 from sampledb_localcluster.tools import MissingToolError
@@ -37,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("down", help="stop the cluster started by `up` (safe to repeat)")
     commands.add_parser("env", help="print `export KUBECONFIG=...` lines for eval")
     commands.add_parser("status", help="show which components are running")
+    cert = commands.add_parser("cert", help="issue a serving certificate for 127.0.0.1 from the cluster's CA")
+    cert.add_argument("--out", type=Path, required=True, help="folder for <name>.crt and <name>.key")
+    cert.add_argument("--name", default="webhook", help="file name stem (default webhook)")
     return parser
 
 
@@ -77,6 +81,19 @@ def _env(cluster: LocalCluster) -> int:
     return 0
 
 
+def _cert(cluster: LocalCluster, out: Path, name: str) -> int:
+    """A certificate for a loopback server the API server must call (the conversion webhook)."""
+    if cluster.read_state() is None:
+        print(f"error: no cluster has been started in {cluster.state_dir}; run `up` first", file=sys.stderr)
+        return 1
+    out.mkdir(parents=True, exist_ok=True)
+    cert, key = pki.issue_serving_cert(
+        "sampledb-webhook", ["127.0.0.1"], ["localhost"], out, ca_cert=cluster.ca_cert, ca_key=cluster.ca_key, name=name
+    )
+    print(f"{cert}\n{key}\n{cluster.ca_cert}")
+    return 0
+
+
 def _status(cluster: LocalCluster) -> int:
     components = cluster.status()
     if not components:
@@ -108,6 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _down(cluster)
     if args.command == "env":
         return _env(cluster)
+    if args.command == "cert":
+        return _cert(cluster, args.out, args.name)
     return _status(cluster)
 
 
