@@ -41,6 +41,9 @@ class Settings(BaseModel):
     leader_election: bool = Field(False, description="Hold a Lease so that only one replica acts.")
     lease_name: str = "sampledb-operator"
     lease_namespace: str = "sampledb-system"
+    manage_crds: bool = Field(False, description="Bring this release's CRDs up to date at start-up (Helm).")
+    webhook_service: str | None = Field(None, description="<namespace>/<name> of the conversion webhook Service.")
+    webhook_ca_file: str | None = Field(None, description="CA bundle (PEM) of the webhook's serving certificate.")
     job_deadline_seconds: int = Field(3600, ge=60, description="activeDeadlineSeconds of every Job.")
     job_backoff_limit: int = Field(2, ge=0, le=10)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,8 +16,8 @@ import kopf
 
 from sampledb_operator import metrics
 from sampledb_operator.api import GROUP, PLURAL, STORAGE_VERSION
-from sampledb_operator.conversion.migration import migrate_storage
 from sampledb_operator.k8s.api import KubeApi, load_client
+from sampledb_operator.reconcile.crds import maintain_crds
 from sampledb_operator.reconcile.instance import Reconciler
 from sampledb_operator.resources.instance import INSTANCE_LABEL, MANAGED_BY
 from sampledb_operator.runtime import Key, KeyedRunner
@@ -60,19 +59,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.networking.request_timeout = 60
     reconciler = Reconciler(KubeApi(load_client()), operator_settings)
     _state.update(reconciler=reconciler, runner=KeyedRunner(_reconcile))
-    threading.Thread(target=_migrate_storage, args=(reconciler.api,), name="storage-migration", daemon=True).start()
-
-
-def _migrate_storage(api: KubeApi, *, retry_seconds: float = 60) -> None:
-    """Storage-version migration in the background, retried until it succeeds once."""
-    while True:
-        try:
-            migrate_storage(api)
-        except Exception:
-            logger.exception("storage migration failed; retrying in %.0f s", retry_seconds)
-            time.sleep(retry_seconds)
-        else:
-            return
+    threading.Thread(target=maintain_crds, args=(reconciler.api, operator_settings), name="crds", daemon=True).start()
 
 
 @kopf.on.event(GROUP, STORAGE_VERSION, PLURAL)
