@@ -106,6 +106,13 @@ class BackupSpec(ApiModel):
         max_length=128,
     )
     retention: int = Field(7, description="How many scheduled backups to keep.", ge=1, le=1000)
+    verify: bool = Field(
+        False,
+        description=(
+            "Restore every backup into a scratch database right after taking it; a backup that does not "
+            "restore fails and is removed instead of being kept."
+        ),
+    )
 
 
 class ResourceRequirements(ApiModel):

@@ -11,19 +11,24 @@ from sampledb_operator.resources.secret import SUPERUSER_PASSWORD_KEY
 JOB_TTL_SECONDS = 7 * 24 * 3600
 
 
-def superuser_env(instance: Instance) -> list[dict[str, Any]]:
-    """Libpq variables to reach the instance as the superuser; the password via secretKeyRef."""
+def connection_env(instance: Instance, *, user: str, database: str, password_key: str) -> list[dict[str, Any]]:
+    """The libpq variables to reach the instance as `user`; the password via secretKeyRef."""
     return [
         {"name": "PGHOST", "value": f"{instance.client_service}.{instance.namespace}.svc"},
         {"name": "PGPORT", "value": str(POSTGRES_PORT)},
-        {"name": "PGUSER", "value": "postgres"},
-        {"name": "PGDATABASE", "value": "postgres"},
+        {"name": "PGUSER", "value": user},
+        {"name": "PGDATABASE", "value": database},
         {"name": "PGCONNECT_TIMEOUT", "value": "10"},
         {
             "name": "PGPASSWORD",
-            "valueFrom": {"secretKeyRef": {"name": instance.credentials_secret, "key": SUPERUSER_PASSWORD_KEY}},
+            "valueFrom": {"secretKeyRef": {"name": instance.credentials_secret, "key": password_key}},
         },
     ]
+
+
+def superuser_env(instance: Instance) -> list[dict[str, Any]]:
+    """The libpq variables to reach the instance as the superuser."""
+    return connection_env(instance, user="postgres", database="postgres", password_key=SUPERUSER_PASSWORD_KEY)
 
 
 def job(

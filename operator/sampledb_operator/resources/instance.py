@@ -91,6 +91,15 @@ class Instance:
         return f"{self.name}-final-snapshot"
 
     @property
+    def backup_pvc(self) -> str:
+        """The volume that holds this instance's logical backups."""
+        return f"{self.name}-backups"
+
+    @property
+    def backup_cronjob(self) -> str:  # noqa: D102
+        return f"{self.name}-backup"
+
+    @property
     def data_volume(self) -> str:  # noqa: D102
         return "data"
 

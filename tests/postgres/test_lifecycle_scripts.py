@@ -1,0 +1,168 @@
+"""Backup and schema-migration scripts against real PostgreSQL, as their Jobs run them."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from sampledb_operator.jobs.backup import backup_env, backup_script
+from sampledb_operator.jobs.initialize import init_job
+from sampledb_operator.jobs.migrate import TRACKING_TABLE, migrate_script
+from tests.postgres.conftest import Server, chown_to_postgres
+from tests.postgres.test_scripts import APP_PASSWORD, job_env, secret_data
+from tests.unit.conftest import make_instance
+
+SHOP = {"database": {"name": "shop", "owner": "shopper"}}
+CHECKSUM = "SELECT md5(string_agg(id || ':' || item, ',' ORDER BY id)) FROM orders"
+
+
+def initialised(make_server: Any, pg_major: int, name: str = "srv") -> tuple[Any, Server]:
+    instance = make_instance(SHOP)
+    server = make_server(instance, pg_major, name=name)
+    init = init_job(instance)
+    server.run_script(
+        init["spec"]["template"]["spec"]["containers"][0]["command"][2],
+        job_env(init, server, secret_data(instance, server)),
+    )
+    return instance, server
+
+
+def env_of(instance: Any, server: Server, entries: list[dict[str, Any]]) -> dict[str, str]:
+    fake_job = {"spec": {"template": {"spec": {"containers": [{"env": entries}]}}}}
+    return job_env(fake_job, server, secret_data(instance, server))
+
+
+def folder(root: Path, name: str) -> Path:
+    path = root / name
+    path.mkdir()
+    chown_to_postgres(path)
+    return path
+
+
+def test_backup_verifies_restores_and_keeps_the_newest(make_server: Any, pg_major: int, pg_workdir: Path) -> None:
+    instance, server = initialised(make_server, pg_major)
+    server.psql(
+        "CREATE TABLE orders (id int PRIMARY KEY, item text);"
+        "INSERT INTO orders SELECT g, md5(g::text) FROM generate_series(1, 20000) g",
+        user="shopper",
+        password=APP_PASSWORD,
+        database="shop",
+    )
+    expected = server.psql(CHECKSUM, database="shop")
+    backups, log = folder(pg_workdir, "backups"), pg_workdir / "termination-log"
+    log.touch()
+    chown_to_postgres(log)
+    env = env_of(instance, server, backup_env(instance, label="scheduled", verify=True, retain=2))
+    for _ in range(3):
+        server.run_script(backup_script(mount=str(backups), termination_log=str(log)), env)
+        summary = json.loads(log.read_text())
+        assert summary["verified"] is True
+        assert summary["bytes"] > 1000
+        time.sleep(1.1)  # distinct timestamps
+    dumps = sorted((backups / instance.name).glob("*.dump"))
+    assert len(dumps) == 2  # retention: the newest two scheduled backups
+    assert not list((backups / instance.name).glob("*.partial"))
+    assert server.psql("SELECT count(*) FROM pg_database WHERE datname LIKE 'sampledb_verify_%'") == "0"
+    # The newest dump restores into a brand-new server with identical data.
+    target = make_server(make_instance(), pg_major, name="target")
+    restore_env = {
+        "PGHOST": "127.0.0.1",
+        "PGPORT": str(target.port),
+        "PGUSER": "postgres",
+        "PGPASSWORD": target.superuser_password,
+    }
+    target.run_script("createdb shop", restore_env)
+    target.run_script(f'pg_restore --no-owner --exit-on-error --dbname=shop "{dumps[-1]}"', restore_env)
+    assert target.psql(CHECKSUM, database="shop") == expected
+
+
+def test_backup_that_does_not_restore_is_removed(make_server: Any, pg_major: int, pg_workdir: Path) -> None:
+    instance, server = initialised(make_server, pg_major)
+    server.psql(
+        "CREATE TABLE t (x int); INSERT INTO t VALUES (1)", user="shopper", password=APP_PASSWORD, database="shop"
+    )
+    backups, log = folder(pg_workdir, "backups"), pg_workdir / "termination-log"
+    log.touch()
+    chown_to_postgres(log)
+    env = env_of(instance, server, backup_env(instance, label="manual", verify=True, retain=None))
+    # Break restores: pg_restore into a database where a same-named table already exists fails.
+    server.psql("CREATE TABLE t (y int)", database="template1")
+    result = server.run_script(backup_script(mount=str(backups), termination_log=str(log)), env, check=False)
+    server.psql("DROP TABLE t", database="template1")
+    assert result.returncode != 0
+    assert "does not restore" in json.loads(log.read_text())["error"]
+    assert not list((backups / instance.name).glob("*.dump"))
+
+
+def write_migrations(directory: Path, files: dict[str, str]) -> None:
+    for name, sql in files.items():
+        (directory / name).write_text(sql)
+    chown_to_postgres(directory)
+
+
+def run_migrations(instance: Any, server: Server, directory: Path, log: Path) -> tuple[int, dict[str, Any]]:
+    from sampledb_operator.jobs.migrate import migration_job
+
+    job = migration_job(instance, name="m", config_map="cm")
+    result = server.run_script(
+        migrate_script(mount=str(directory), termination_log=str(log)),
+        job_env(job, server, secret_data(instance, server)),
+        check=False,
+    )
+    return result.returncode, json.loads(log.read_text())
+
+
+def test_migrations_apply_in_order_once_and_fail_cleanly(make_server: Any, pg_major: int, pg_workdir: Path) -> None:
+    instance, server = initialised(make_server, pg_major)
+    migrations, log = folder(pg_workdir, "migrations"), pg_workdir / "termination-log"
+    log.touch()
+    chown_to_postgres(log)
+    write_migrations(
+        migrations,
+        {
+            "001_customers.sql": "CREATE TABLE customers (id serial PRIMARY KEY, name text NOT NULL);",
+            "002_orders.sql": (
+                "CREATE TABLE orders (id serial PRIMARY KEY, customer int REFERENCES customers);\n"
+                "INSERT INTO customers (name) VALUES ('first');"
+            ),
+        },
+    )
+    code, summary = run_migrations(instance, server, migrations, log)
+    assert (code, summary) == (0, {"lastApplied": "002_orders", "appliedNow": 2})
+    shop = {"user": "shopper", "password": APP_PASSWORD, "database": "shop"}
+    assert (
+        server.psql(f"SELECT string_agg(version, ',' ORDER BY version) FROM {TRACKING_TABLE}", **shop)
+        == "001_customers,002_orders"
+    )
+
+    code, summary = run_migrations(instance, server, migrations, log)  # the same set again: a no-op
+    assert (code, summary) == (0, {"lastApplied": "002_orders", "appliedNow": 0})
+    assert server.psql("SELECT count(*) FROM customers", **shop) == "1"
+
+    write_migrations(
+        migrations, {"003_bad.sql": "ALTER TABLE orders ADD COLUMN total numeric;\nINSERT INTO nowhere VALUES (1);"}
+    )
+    code, summary = run_migrations(instance, server, migrations, log)
+    assert code != 0
+    assert summary["failed"] == "003_bad"
+    assert 'relation "nowhere" does not exist' in summary["error"]
+    assert summary["lastApplied"] == "002_orders"
+    # The failing file was rolled back whole: its first statement left no trace.
+    assert (
+        server.psql(
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'orders' AND column_name = 'total'",
+            **shop,
+        )
+        == "0"
+    )
+
+    (migrations / "003_bad.sql").unlink()
+    (migrations / "001_customers.sql").write_text("CREATE TABLE customers (id bigserial PRIMARY KEY);")
+    code, summary = run_migrations(instance, server, migrations, log)
+    assert code != 0
+    assert summary == {
+        "failed": "001_customers",
+        "error": "migration 001_customers was changed after it was applied (checksum differs); add a new file instead",
+    }
