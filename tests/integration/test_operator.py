@@ -387,3 +387,22 @@ def test_namespace_deletion_is_not_held_forever(admin: KubeApi, namespace: str) 
         return False
 
     wait_for(namespace_gone, timeout=120, what=f"namespace {namespace} to be deleted")
+
+
+def test_backup_schedule_creates_and_removes_the_cronjob(admin: KubeApi, namespace: str) -> None:
+    spec = {"storage": {"size": "1Gi"}, "backup": {"schedule": "0 3 * * *", "retention": 4, "verify": True}}
+    admin.create(sampledb("sched", namespace, spec))
+    cronjob = wait_for(lambda: admin.get("CronJob", namespace, "sched-backup"), what="the backup CronJob")
+    assert cronjob["spec"]["schedule"] == "0 3 * * *"
+    assert cronjob["metadata"]["ownerReferences"][0]["name"] == "sched"
+    pod_spec = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod_spec["volumes"][-1]["persistentVolumeClaim"]["claimName"] == "sched-backups"
+    assert admin.get("PersistentVolumeClaim", namespace, "sched-backups") is not None
+    admin.merge_patch("SampleDB", namespace, "sched", {"spec": {"backup": {"schedule": "30 1 * * *"}}})
+    wait_for(
+        lambda: (admin.get("CronJob", namespace, "sched-backup") or {}).get("spec", {}).get("schedule") == "30 1 * * *",
+        what="the new schedule",
+    )
+    admin.merge_patch("SampleDB", namespace, "sched", {"spec": {"backup": {"schedule": None}}})
+    wait_for(lambda: admin.get("CronJob", namespace, "sched-backup") is None, what="the CronJob to be removed")
+    assert admin.get("PersistentVolumeClaim", namespace, "sched-backups") is not None  # the backups stay

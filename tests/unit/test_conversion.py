@@ -114,13 +114,13 @@ def test_v1beta1_to_v1_and_back_is_identity(obj: dict[str, Any]) -> None:
     assert v1_to_v1beta1(there) == original
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(objects(V1BETA1, v1beta1_spec))
 def test_converted_v1beta1_is_a_valid_v1_object(obj: dict[str, Any]) -> None:
     v1.SampleDB.model_validate(v1beta1_to_v1(obj))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(objects(V1, v1_spec))
 def test_converted_v1_is_a_valid_v1beta1_object(obj: dict[str, Any]) -> None:
     v1beta1.SampleDB.model_validate(v1_to_v1beta1(obj))

@@ -26,7 +26,8 @@ def test_missing_child_is_created_with_its_fingerprint(instance: Instance) -> No
     assert children.HASH_ANNOTATION in action.body["metadata"]["annotations"]
 
 
-def test_up_to_date_child_needs_no_write(instance: Instance) -> None:
+def test_up_to_date_child_needs_no_write() -> None:
+    instance = make_instance({"backup": {"schedule": "@daily"}})  # every optional child called for
     for child in children.CHILDREN:
         created = children.plan_child(child, instance, None)
         assert created is not None
@@ -141,3 +142,28 @@ def test_initialization_is_remembered_after_the_job_is_gone() -> None:
     done = compute_status(inst, {}, Observation(sts(1), job("Complete")), "t1")
     later = compute_status(inst, done, Observation(sts(1), None), "t2")
     assert later["phase"] == "Ready" and later["initialization"] == done["initialization"]
+
+
+def test_backup_schedule_brings_a_cronjob_and_a_kept_volume() -> None:
+    cron_child = next(c for c in children.CHILDREN if c.kind == "CronJob")
+    pvc_child = next(c for c in children.CHILDREN if c.kind == "PersistentVolumeClaim")
+    scheduled = make_instance({"backup": {"schedule": "0 3 * * *", "retention": 5, "verify": True}})
+    created = children.plan_child(cron_child, scheduled, None)
+    assert created is not None
+    cronjob = created.body
+    assert cronjob["spec"]["schedule"] == "0 3 * * *"
+    assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+    env = {
+        e["name"]: e.get("value")
+        for e in cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert (env["RETAIN"], env["VERIFY"], env["BACKUP_LABEL"]) == ("5", "true", "scheduled")
+    # Schedule removed: the CronJob goes, the volume with the backups stays.
+    unscheduled = make_instance()
+    removal = children.plan_child(cron_child, unscheduled, as_created(created))
+    assert removal is not None
+    assert (removal.verb, removal.reason) == (children.Verb.DELETE, "CronJobNotNeeded")
+    pvc = children.plan_child(pvc_child, scheduled, None)
+    assert pvc is not None
+    assert children.plan_child(pvc_child, unscheduled, as_created(pvc)) is None
+    assert children.plan_child(cron_child, unscheduled, None) is None

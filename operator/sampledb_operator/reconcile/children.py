@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from sampledb_operator.jobs import backup
 from sampledb_operator.resources import config, pdb, secret, services, statefulset
 from sampledb_operator.resources.instance import Instance
 
@@ -26,6 +27,7 @@ class Verb(StrEnum):
 
     CREATE = "Create"
     PATCH = "Patch"
+    DELETE = "Delete"
 
 
 @dataclass(frozen=True)
@@ -41,26 +43,40 @@ class Action:
 
 @dataclass(frozen=True)
 class ChildSpec:
-    """How one kind of child is built and which of its fields the operator may update in place."""
+    """How one kind of child is named and built, and which of its fields may be updated in place."""
 
     kind: str
-    build: Callable[[Instance], dict[str, Any]]
+    name: Callable[[Instance], str]
+    # The desired manifest; None when the spec does not call for this child (e.g. no schedule).
+    build: Callable[[Instance], dict[str, Any] | None]
     mutable_spec_keys: tuple[str, ...]
     # Fields that are immutable once created (volumeClaimTemplates) stay out of the fingerprint.
     unhashed_spec_keys: tuple[str, ...] = ()
+    # Delete the child when it is no longer called for (never for volumes: they hold data).
+    prune: bool = False
+
+
+def _when_scheduled(build: Callable[[Instance], dict[str, Any] | None]) -> Callable[[Instance], dict[str, Any] | None]:
+    return lambda instance: build(instance) if instance.spec.backup.schedule else None
 
 
 CHILDREN: tuple[ChildSpec, ...] = (
-    ChildSpec("ConfigMap", config.config_map, mutable_spec_keys=("data",)),
-    ChildSpec("Service", services.headless_service, mutable_spec_keys=("spec",)),
-    ChildSpec("Service", services.client_service, mutable_spec_keys=("spec",)),
+    ChildSpec("ConfigMap", lambda i: i.config_map, config.config_map, mutable_spec_keys=("data",)),
+    ChildSpec("Service", lambda i: i.headless_service, services.headless_service, mutable_spec_keys=("spec",)),
+    ChildSpec("Service", lambda i: i.client_service, services.client_service, mutable_spec_keys=("spec",)),
     ChildSpec(
         "StatefulSet",
+        lambda i: i.statefulset,
         statefulset.statefulset,
         mutable_spec_keys=("spec",),
         unhashed_spec_keys=("volumeClaimTemplates",),
     ),
-    ChildSpec("PodDisruptionBudget", pdb.pod_disruption_budget, mutable_spec_keys=("spec",)),
+    ChildSpec("PodDisruptionBudget", lambda i: i.pdb, pdb.pod_disruption_budget, mutable_spec_keys=("spec",)),
+    # Scheduled backups: the volume is created on first need and kept; the CronJob follows the schedule.
+    ChildSpec(
+        "PersistentVolumeClaim", lambda i: i.backup_pvc, _when_scheduled(backup.backup_pvc), mutable_spec_keys=()
+    ),
+    ChildSpec("CronJob", lambda i: i.backup_cronjob, backup.backup_cronjob, mutable_spec_keys=("spec",), prune=True),
 )
 
 
@@ -97,7 +113,11 @@ def _update_body(child: ChildSpec, desired: dict[str, Any], digest: str) -> dict
 def plan_child(child: ChildSpec, instance: Instance, observed: dict[str, Any] | None) -> Action | None:
     """The write needed to bring one child to its desired state, or None when it is up to date."""
     desired = child.build(instance)
-    name = desired["metadata"]["name"]
+    name = child.name(instance)
+    if desired is None:
+        if observed is not None and child.prune:
+            return Action(Verb.DELETE, child.kind, name, f"{child.kind}NotNeeded", {})
+        return None
     digest = fingerprint(desired, unhashed_spec_keys=child.unhashed_spec_keys)
     if observed is None:
         return Action(Verb.CREATE, child.kind, name, f"{child.kind}Missing", with_fingerprint(desired, digest))

@@ -99,7 +99,7 @@ class Reconciler:
         actions = [a for a in [children.plan_secret(instance, secret, self.password)] if a]
         observed_sts: dict[str, Any] | None = None
         for child in children.CHILDREN:
-            observed = self.api.get(child.kind, ns, child.build(instance)["metadata"]["name"])
+            observed = self.api.get(child.kind, ns, child.name(instance))
             if child.kind == "StatefulSet":
                 observed_sts = observed
             if child.kind not in blocked:
@@ -139,6 +139,8 @@ class Reconciler:
         try:
             if action.verb is children.Verb.CREATE:
                 self.api.create(action.body)
+            elif action.verb is children.Verb.DELETE:
+                self.api.delete(action.kind, instance.namespace, action.name)
             else:
                 self.api.merge_patch(action.kind, instance.namespace, action.name, action.body)
         except ApiError as err:
