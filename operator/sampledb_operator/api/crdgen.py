@@ -14,7 +14,18 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from sampledb_operator.api import GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR, STORAGE_VERSION, common, v1, v1beta1
+from sampledb_operator.api import (
+    GROUP,
+    KIND,
+    PLURAL,
+    SHORT_NAMES,
+    SINGULAR,
+    STORAGE_VERSION,
+    backup,
+    common,
+    v1,
+    v1beta1,
+)
 
 # Keywords that a structural schema may carry over from pydantic's output unchanged.
 _KEPT_KEYWORDS = {
@@ -86,7 +97,7 @@ def structural(node: SchemaDict, defs: SchemaDict, *, default_objects: bool) -> 
     return out
 
 
-def version_schema(model: type[BaseModel]) -> SchemaDict:
+def version_schema(model: type[BaseModel], *, spec_default: bool = True) -> SchemaDict:
     """The `openAPIV3Schema` of one version of the kind."""
     raw = model.model_json_schema(mode="validation")
     defs = raw.get("$defs", {})
@@ -101,7 +112,7 @@ def version_schema(model: type[BaseModel]) -> SchemaDict:
             "apiVersion": {"type": "string", "description": "Versioned schema of this object."},
             "kind": {"type": "string", "description": "The REST resource this object represents."},
             "metadata": {"type": "object"},
-            "spec": {**spec, "default": {}},
+            "spec": {**spec, "default": {}} if spec_default else spec,
             "status": status,
         },
         "x-kubernetes-validations": [
@@ -183,10 +194,49 @@ def sampledb_crd() -> SchemaDict:
     }
 
 
+def sampledb_backup_crd() -> SchemaDict:
+    """The SampleDBBackup CRD: one version, no conversion."""
+    schema = version_schema(backup.SampleDBBackup, spec_default=False)
+    schema["required"] = ["spec"]
+    columns = [
+        {"name": "Instance", "type": "string", "jsonPath": ".spec.instance"},
+        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+        {"name": "Bytes", "type": "integer", "jsonPath": ".status.bytes"},
+        {"name": "Verified", "type": "boolean", "jsonPath": ".status.verified"},
+        {"name": "Location", "type": "string", "jsonPath": ".status.location", "priority": 1},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ]
+    version = {
+        "name": backup.VERSION,
+        "served": True,
+        "storage": True,
+        "schema": {"openAPIV3Schema": schema},
+        "subresources": {"status": {}},
+        "additionalPrinterColumns": columns,
+    }
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{backup.PLURAL}.{GROUP}"},
+        "spec": {
+            "group": GROUP,
+            "names": {
+                "kind": backup.KIND,
+                "listKind": f"{backup.KIND}List",
+                "plural": backup.PLURAL,
+                "singular": backup.SINGULAR,
+                "shortNames": backup.SHORT_NAMES,
+                "categories": ["sampledb"],
+            },
+            "scope": "Namespaced",
+            "versions": [version],
+        },
+    }
+
+
 def all_crds() -> dict[str, SchemaDict]:
     """Every CRD this operator owns, keyed by the file name it is written to."""
-    crd = sampledb_crd()
-    return {f"{GROUP}_{PLURAL}.yaml": crd}
+    return {f"{GROUP}_{PLURAL}.yaml": sampledb_crd(), f"{GROUP}_{backup.PLURAL}.yaml": sampledb_backup_crd()}
 
 
 def render(crd: SchemaDict) -> str:

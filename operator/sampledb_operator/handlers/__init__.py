@@ -15,10 +15,11 @@ from typing import Any
 import kopf
 
 from sampledb_operator import metrics
-from sampledb_operator.api import GROUP, PLURAL, STORAGE_VERSION
+from sampledb_operator.api import GROUP, PLURAL, STORAGE_VERSION, backup
 from sampledb_operator.k8s.api import KubeApi, load_client
+from sampledb_operator.reconcile.backup import BACKUP_LABEL, BackupReconciler
 from sampledb_operator.reconcile.crds import maintain_crds
-from sampledb_operator.reconcile.instance import Reconciler
+from sampledb_operator.reconcile.instance import Reconciler, utc_now
 from sampledb_operator.resources.instance import INSTANCE_LABEL, MANAGED_BY
 from sampledb_operator.runtime import Key, KeyedRunner
 from sampledb_operator.settings import Settings
@@ -58,7 +59,12 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
     reconciler = Reconciler(KubeApi(load_client()), operator_settings)
-    _state.update(reconciler=reconciler, runner=KeyedRunner(_reconcile))
+    backups = BackupReconciler(reconciler.api, operator_settings, clock=utc_now)
+    _state.update(
+        reconciler=reconciler,
+        runner=KeyedRunner(_reconcile),
+        backups=KeyedRunner(lambda key: _run_backup(backups, key)),
+    )
     threading.Thread(target=maintain_crds, args=(reconciler.api, operator_settings), name="crds", daemon=True).start()
 
 
@@ -78,6 +84,31 @@ async def _owner_event(labels: Mapping[str, str], namespace: str | None, **_: An
     owner = labels.get(INSTANCE_LABEL)
     if owner and namespace:
         _runner().trigger((namespace, owner))
+
+
+def _run_backup(backups: BackupReconciler, key: Key) -> None:
+    with metrics.RECONCILE_SECONDS.time():
+        outcome = backups.reconcile(*key)
+    logger.debug("%s/%s: backup %s", *key, outcome.phase)
+
+
+@kopf.on.event(GROUP, "v1", backup.PLURAL)
+async def backup_event(type: str, namespace: str | None, name: str, **_: Any) -> None:
+    """A SampleDBBackup was created or changed."""
+    if type != "DELETED" and namespace:
+        _backups().trigger((namespace, name))
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={BACKUP_LABEL: kopf.PRESENT})
+async def backup_job_event(labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
+    """A backup Job progressed: advance the SampleDBBackup that owns it."""
+    if namespace:
+        _backups().trigger((namespace, labels[BACKUP_LABEL]))
+
+
+def _backups() -> KeyedRunner:
+    runner: KeyedRunner = _state["backups"]
+    return runner
 
 
 kopf.on.event("apps", "v1", "statefulsets", labels=_MANAGED)(_owner_event)

@@ -64,6 +64,7 @@ RESOURCES: dict[str, Resource] = {
     "Event": Resource("/apis/events.k8s.io/v1", "events"),
     "Lease": Resource("/apis/coordination.k8s.io/v1", "leases"),
     "SampleDB": Resource(f"/apis/{GROUP}/{STORAGE_VERSION}", PLURAL),
+    "SampleDBBackup": Resource(f"/apis/{GROUP}/v1", "sampledbbackups"),
     "CustomResourceDefinition": Resource(
         "/apis/apiextensions.k8s.io/v1", "customresourcedefinitions", namespaced=False
     ),

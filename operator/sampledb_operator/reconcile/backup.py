@@ -1,0 +1,170 @@
+"""Drive one SampleDBBackup: a single backup Job, its outcome copied into the status.
+
+Steps:
+1. a backup that already Succeeded or Failed is final: nothing more is done;
+2. the SampleDB must exist (else Failed, naming it); its backup volume is created if missing;
+3. the Job, named after the SampleDBBackup and owned by it, is created once (an operator restart
+   finds it again by name, so no backup runs twice);
+4. while it runs the phase is Running; when it ends, the summary the script wrote to the
+   termination log (file, bytes, SHA-256, verified, or the error) becomes the status, with an event.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import ValidationError
+
+from sampledb_operator.api import GROUP, backup
+from sampledb_operator.jobs.backup import BACKUP_MOUNT, backup_job, backup_pvc
+from sampledb_operator.k8s.api import ApiError, KubeApi
+from sampledb_operator.reconcile.outcome import Outcome
+from sampledb_operator.reconcile.status import JobState, job_failure_message, job_state
+from sampledb_operator.resources.instance import Instance
+from sampledb_operator.settings import Settings
+
+BACKUP_LABEL = f"{GROUP}/backup"
+FINAL = {backup.BackupPhase.SUCCEEDED, backup.BackupPhase.FAILED}
+logger = logging.getLogger(__name__)
+
+
+def termination_summary(pods: list[dict[str, Any]]) -> dict[str, Any]:
+    """The JSON the backup script wrote to its termination log, from the newest finished Pod."""
+    for pod in sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp", ""), reverse=True):
+        for container in (pod.get("status") or {}).get("containerStatuses") or []:
+            message = ((container.get("state") or {}).get("terminated") or {}).get("message")
+            if message:
+                try:
+                    summary = json.loads(message)
+                except ValueError:
+                    continue
+                if isinstance(summary, dict):
+                    return summary
+    return {}
+
+
+def outcome_status(instance: Instance, job: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
+    """The status of a finished backup, from its Job and the script's summary (pure)."""
+    job_status = job.get("status") or {}
+    status: dict[str, Any] = {"job": job["metadata"]["name"], "startTime": job_status.get("startTime")}
+    if job_state(job) is JobState.COMPLETE:
+        status.update(phase=backup.BackupPhase.SUCCEEDED.value, completionTime=job_status.get("completionTime"))
+        if "file" in summary:
+            status.update(
+                location=f"{instance.backup_pvc}:{BACKUP_MOUNT}/{summary['file']}",
+                bytes=summary.get("bytes"),
+                sha256=summary.get("sha256"),
+                verified=summary.get("verified"),
+            )
+        else:
+            status["message"] = "the Job succeeded but left no summary (is the termination log readable?)"
+    else:
+        status.update(phase=backup.BackupPhase.FAILED.value, message=summary.get("error") or job_failure_message(job))
+    return {k: v for k, v in status.items() if v is not None}
+
+
+class BackupReconciler:
+    """Runs SampleDBBackups through a `KubeApi`."""
+
+    def __init__(self, api: KubeApi, settings: Settings, *, clock: Callable[[], str]) -> None:
+        self.api = api
+        self.settings = settings
+        self.clock = clock
+
+    def reconcile(self, namespace: str, name: str) -> Outcome:
+        """Advance one backup as far as it can go now."""
+        obj = self.api.get("SampleDBBackup", namespace, name)
+        if obj is None:
+            return Outcome()
+        status = obj.get("status") or {}
+        if status.get("phase") in FINAL:
+            return Outcome(phase=status["phase"])
+        spec = obj.get("spec") or {}
+        db = self.api.get("SampleDB", namespace, spec.get("instance", ""))
+        if db is None:
+            return self._finish(
+                obj,
+                {
+                    "phase": "Failed",
+                    "message": f"spec.instance: SampleDB {spec.get('instance')!r} not found in {namespace}",
+                },
+            )
+        try:
+            instance = Instance.from_object(db, self.settings)
+        except ValidationError as err:
+            return self._finish(
+                obj,
+                {
+                    "phase": "Failed",
+                    "message": f"SampleDB {db['metadata']['name']} has an invalid spec: {err.errors()[0]['msg']}",
+                },
+            )
+        job = self.api.get("Job", namespace, name) or self._start(obj, instance, verify=bool(spec.get("verify")))
+        if job_state(job) is JobState.RUNNING:
+            running = {
+                "phase": "Running",
+                "job": name,
+                "startTime": (job.get("status") or {}).get("startTime") or self.clock(),
+            }
+            if status.get("phase") != "Running":
+                self._write(obj, running)
+            return Outcome(phase="Running")
+        pods = self.api.list_objects("Pod", namespace, labels={"job-name": name})
+        return self._finish(obj, outcome_status(instance, job, termination_summary(pods)))
+
+    def _start(self, obj: dict[str, Any], instance: Instance, *, verify: bool) -> dict[str, Any]:
+        name = obj["metadata"]["name"]
+        for manifest in (backup_pvc(instance), self._owned_job(obj, instance, verify=verify)):
+            try:
+                self.api.create(manifest)
+            except ApiError as err:
+                if not err.conflict:
+                    raise
+        self.api.emit_event(
+            obj,
+            type_="Normal",
+            reason="BackupStarted",
+            note=f"Job {name} is backing up {instance.name}",
+            action="Backup",
+        )
+        job = self.api.get("Job", instance.namespace, name)
+        assert job is not None  # just created
+        return job
+
+    @staticmethod
+    def _owned_job(obj: dict[str, Any], instance: Instance, *, verify: bool) -> dict[str, Any]:
+        """The backup Job, owned by the SampleDBBackup (deleting the record removes the Job)."""
+        meta = obj["metadata"]
+        manifest = backup_job(instance, name=meta["name"], label=meta["name"], verify=verify)
+        manifest["metadata"]["labels"][BACKUP_LABEL] = meta["name"]
+        manifest["metadata"]["ownerReferences"] = [
+            {
+                "apiVersion": obj["apiVersion"],
+                "kind": backup.KIND,
+                "name": meta["name"],
+                "uid": meta["uid"],
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
+        return manifest
+
+    def _finish(self, obj: dict[str, Any], status: dict[str, Any]) -> Outcome:
+        self._write(obj, status)
+        failed = status["phase"] == "Failed"
+        note = status.get("message") if failed else f"backup written to {status.get('location', 'the backup volume')}"
+        self.api.emit_event(
+            obj,
+            type_="Warning" if failed else "Normal",
+            reason=f"Backup{status['phase']}",
+            note=str(note),
+            action="Backup",
+        )
+        return Outcome(phase=status["phase"])
+
+    def _write(self, obj: dict[str, Any], status: dict[str, Any]) -> None:
+        meta = obj["metadata"]
+        self.api.merge_patch("SampleDBBackup", meta["namespace"], meta["name"], {"status": status}, status=True)

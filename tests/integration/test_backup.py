@@ -1,0 +1,64 @@
+"""On-demand backups (SampleDBBackup) on the real API server: one Job each, outcome in status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from sampledb_operator.k8s.api import ApiError, KubeApi
+from tests.integration.conftest import wait_for
+from tests.integration.test_operator import sampledb, wait_ready
+
+pytestmark = pytest.mark.usefixtures("operator")
+
+
+def backup_object(name: str, namespace: str, instance: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "sampledb.io/v1",
+        "kind": "SampleDBBackup",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"instance": instance, **spec},
+    }
+
+
+def phase(admin: KubeApi, namespace: str, name: str) -> str | None:
+    obj = admin.get("SampleDBBackup", namespace, name) or {}
+    return (obj.get("status") or {}).get("phase")
+
+
+def test_backup_runs_one_job_and_reports(admin: KubeApi, namespace: str) -> None:
+    admin.create(sampledb("src", namespace, {"storage": {"size": "1Gi"}, "deletionPolicy": "Delete"}))
+    wait_ready(admin, namespace, "src")
+    admin.create(backup_object("nightly-1", namespace, "src", verify=True))
+    wait_for(lambda: phase(admin, namespace, "nightly-1") == "Succeeded", timeout=90, what="the backup to succeed")
+    job = admin.get("Job", namespace, "nightly-1")
+    assert job is not None
+    assert job["metadata"]["ownerReferences"][0]["kind"] == "SampleDBBackup"
+    env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["VERIFY"] == "true"
+    assert env["APP_DATABASE"] == "app"
+    assert admin.get("PersistentVolumeClaim", namespace, "src-backups") is not None
+    status = admin.get("SampleDBBackup", namespace, "nightly-1")["status"]  # type: ignore[index]
+    assert status["job"] == "nightly-1"
+    assert "completionTime" in status
+    # Simulated Pods write no termination message: the status says so instead of inventing a size.
+    assert "left no summary" in status["message"]
+    reasons = [e["reason"] for e in admin.list_objects("Event", namespace) if e["regarding"]["name"] == "nightly-1"]
+    assert "BackupStarted" in reasons
+    assert "BackupSucceeded" in reasons
+    assert len(admin.list_objects("Job", namespace, labels={"sampledb.io/backup": "nightly-1"})) == 1
+
+
+def test_backup_of_a_missing_instance_fails_clearly(admin: KubeApi, namespace: str) -> None:
+    admin.create(backup_object("orphan", namespace, "nope"))
+    wait_for(lambda: phase(admin, namespace, "orphan") == "Failed", what="the backup to fail")
+    status = admin.get("SampleDBBackup", namespace, "orphan")["status"]  # type: ignore[index]
+    assert status["message"] == f"spec.instance: SampleDB 'nope' not found in {namespace}"
+    assert admin.get("Job", namespace, "orphan") is None
+
+
+def test_backup_spec_is_immutable(admin: KubeApi, namespace: str) -> None:
+    admin.create(backup_object("fixed", namespace, "a"))
+    with pytest.raises(ApiError, match="spec is immutable"):
+        admin.merge_patch("SampleDBBackup", namespace, "fixed", {"spec": {"instance": "b"}})
