@@ -406,3 +406,45 @@ def test_backup_schedule_creates_and_removes_the_cronjob(admin: KubeApi, namespa
     admin.merge_patch("SampleDB", namespace, "sched", {"spec": {"backup": {"schedule": None}}})
     wait_for(lambda: admin.get("CronJob", namespace, "sched-backup") is None, what="the CronJob to be removed")
     assert admin.get("PersistentVolumeClaim", namespace, "sched-backups") is not None  # the backups stay
+
+
+def test_migrations_run_once_per_configmap_content(admin: KubeApi, namespace: str) -> None:
+    admin.create(sampledb("mig", namespace, {"storage": {"size": "1Gi"}, "migrations": {"configMap": "schema"}}))
+    missing = wait_for(
+        lambda: phase_is(admin, namespace, "mig", "Degraded"), what="the missing ConfigMap to be reported"
+    )
+    assert condition(missing, "Degraded")["reason"] == "MigrationsConfigMapMissing"
+    assert admin.get("StatefulSet", namespace, "mig") is not None  # the database itself is not held up
+    admin.create(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "schema", "namespace": namespace},
+            "data": {"001_a.sql": "CREATE TABLE a (x int);"},
+        }
+    )
+    admin.merge_patch("SampleDB", namespace, "mig", {"metadata": {"annotations": {"touch": "1"}}})
+    ready = wait_for(
+        lambda: (
+            (o := phase_is(admin, namespace, "mig", "Ready"))
+            and o["status"].get("migrations", {}).get("phase") == "Succeeded"
+            and o
+        ),
+        timeout=90,
+        what="migrations to succeed",
+    )
+    first_job = ready["status"]["migrations"]["job"]
+    assert admin.get("Job", namespace, first_job) is not None
+    admin.merge_patch("ConfigMap", namespace, "schema", {"data": {"002_b.sql": "CREATE TABLE b (y int);"}})
+    admin.merge_patch("SampleDB", namespace, "mig", {"metadata": {"annotations": {"touch": "2"}}})
+    second = wait_for(
+        lambda: (o := get_db(admin, namespace, "mig"))["status"].get("migrations", {}).get("job") != first_job and o,
+        what="a Job for the new content",
+    )
+    assert second["status"]["migrations"]["job"].startswith("mig-migrate-")
+    jobs = [
+        j["metadata"]["name"]
+        for j in admin.list_objects("Job", namespace)
+        if j["metadata"]["name"].startswith("mig-migrate-")
+    ]
+    assert len(jobs) == 2  # one per content, never a duplicate

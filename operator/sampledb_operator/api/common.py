@@ -109,6 +109,17 @@ class InitializationStatus(ApiModel):
     completionTime: str | None = Field(None, description="When the Job succeeded (RFC 3339).")
 
 
+class MigrationStatus(ApiModel):
+    """The last migration run."""
+
+    configMap: str | None = Field(None, description="The ConfigMap the migrations came from.")
+    job: str | None = Field(None, description="The migration Job for the current ConfigMap content.")
+    phase: str | None = Field(None, description="Running, Succeeded or Failed.")
+    lastApplied: str | None = Field(None, description="The newest migration recorded in the database.")
+    failed: str | None = Field(None, description="The migration file that failed (rolled back).")
+    error: str | None = Field(None, description="PostgreSQL's error message for the failed file.")
+
+
 class SampleDBStatus(ApiModel):
     """The observed state of a SampleDB, written only by the operator."""
 
@@ -125,3 +136,4 @@ class SampleDBStatus(ApiModel):
     secretName: str | None = Field(None, description="The Secret holding the connection credentials.")
     readyInstances: int | None = Field(None, description="How many database Pods are ready.", ge=0)
     initialization: InitializationStatus | None = Field(None, description="The initial-configuration Job.")
+    migrations: MigrationStatus | None = Field(None, description="Schema migrations, when spec.migrations is set.")

@@ -153,6 +153,20 @@ class CredentialsSpec(ApiModel):
     )
 
 
+class MigrationsSpec(ApiModel):
+    """Schema migrations the operator applies to the application database."""
+
+    configMap: str = Field(
+        description=(
+            "ConfigMap whose keys are SQL files (e.g. 001_init.sql, 002_orders.sql), applied in name order, each "
+            "once and in its own transaction, as the database owner. Changing an applied file is refused: add a "
+            "new one."
+        ),
+        pattern=DNS_LABEL_PATTERN,
+        max_length=253,
+    )
+
+
 class SampleDBSpec(ApiModel):
     """The desired state of one PostgreSQL instance."""
 
@@ -164,6 +178,7 @@ class SampleDBSpec(ApiModel):
     )
     database: DatabaseSpec = Field(default_factory=DatabaseSpec, description="The application database.")
     credentials: CredentialsSpec = Field(default_factory=CredentialsSpec, description="Connection credentials.")
+    migrations: MigrationsSpec | None = Field(None, description="Schema migrations to apply; none when unset.")
     deletionPolicy: DeletionPolicy = Field(
         DeletionPolicy.SNAPSHOT,
         description=(

@@ -11,7 +11,6 @@ Steps:
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -22,28 +21,13 @@ from sampledb_operator.api import GROUP, backup
 from sampledb_operator.jobs.backup import BACKUP_MOUNT, backup_job, backup_pvc
 from sampledb_operator.k8s.api import ApiError, KubeApi
 from sampledb_operator.reconcile.outcome import Outcome
-from sampledb_operator.reconcile.status import JobState, job_failure_message, job_state
+from sampledb_operator.reconcile.status import JobState, job_failure_message, job_state, termination_summary
 from sampledb_operator.resources.instance import Instance
 from sampledb_operator.settings import Settings
 
 BACKUP_LABEL = f"{GROUP}/backup"
 FINAL = {backup.BackupPhase.SUCCEEDED, backup.BackupPhase.FAILED}
 logger = logging.getLogger(__name__)
-
-
-def termination_summary(pods: list[dict[str, Any]]) -> dict[str, Any]:
-    """The JSON the backup script wrote to its termination log, from the newest finished Pod."""
-    for pod in sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp", ""), reverse=True):
-        for container in (pod.get("status") or {}).get("containerStatuses") or []:
-            message = ((container.get("state") or {}).get("terminated") or {}).get("message")
-            if message:
-                try:
-                    summary = json.loads(message)
-                except ValueError:
-                    continue
-                if isinstance(summary, dict):
-                    return summary
-    return {}
 
 
 def outcome_status(instance: Instance, job: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:

@@ -17,8 +17,9 @@ from pydantic import ValidationError
 from sampledb_operator.jobs.initialize import init_job
 from sampledb_operator.k8s.api import ApiError, KubeApi
 from sampledb_operator.reconcile import children, deletion
+from sampledb_operator.reconcile.migrations import MigrationPlan, job_name, plan_migrations
 from sampledb_operator.reconcile.outcome import Outcome
-from sampledb_operator.reconcile.status import Observation, Problem, compute_status
+from sampledb_operator.reconcile.status import JobState, Observation, Problem, compute_status, job_state
 from sampledb_operator.resources.config import parameter_problems
 from sampledb_operator.resources.instance import Instance
 from sampledb_operator.resources.secret import generate_password
@@ -117,14 +118,43 @@ class Reconciler:
             actions.append(
                 children.Action(children.Verb.CREATE, "Job", instance.init_job, "InitJobMissing", init_job(instance))
             )
+        migrations = self._plan_migrations(obj, instance, observed_sts, job)
+        if migrations is not None and migrations.action is not None:
+            actions.append(migrations.action)
+        if migrations is not None and migrations.problem is not None:
+            problems.append(migrations.problem)
         outcome = Outcome(actions=[f"{a.verb} {a.kind}/{a.name} ({a.reason})" for a in actions])
         for action in actions:
             problem = self._apply(instance, action)
             if problem:
                 problems.append(problem)
-        observation = Observation(statefulset=observed_sts, init_job=job, problems=tuple(problems))
+        observation = Observation(
+            statefulset=observed_sts,
+            init_job=job,
+            problems=tuple(problems),
+            migrations=migrations.status if migrations else None,
+        )
         outcome.phase = self._write_status(obj, instance, observation)
         return outcome
+
+    def _plan_migrations(
+        self, obj: dict[str, Any], instance: Instance, sts: dict[str, Any] | None, init: dict[str, Any] | None
+    ) -> MigrationPlan | None:
+        """Observe what spec.migrations needs (ConfigMap, Job, its Pods) and decide."""
+        if instance.spec.migrations is None:
+            return None
+        ns = instance.namespace
+        config_map = self.api.get("ConfigMap", ns, instance.spec.migrations.configMap)
+        job = self.api.get("Job", ns, job_name(instance, config_map)) if config_map else None
+        finished = job is not None and job_state(job) is not JobState.RUNNING
+        pods = (
+            self.api.list_objects("Pod", ns, labels={"job-name": job["metadata"]["name"]}) if finished and job else []
+        )
+        initialized = bool(((obj.get("status") or {}).get("initialization") or {}).get("completed"))
+        ready = (initialized or job_state(init) is JobState.COMPLETE) and int(
+            ((sts or {}).get("status") or {}).get("readyReplicas") or 0
+        ) > 0
+        return plan_migrations(instance, config_map, job, pods, database_ready=ready)
 
     def _apply(self, instance: Instance, action: children.Action) -> Problem | None:
         logger.info(

@@ -7,6 +7,7 @@ identical dict, so the reconciler writes the status only when something really c
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -43,6 +44,21 @@ def job_failure_message(job: dict[str, Any]) -> str:
     return "failed"
 
 
+def termination_summary(pods: list[dict[str, Any]]) -> dict[str, Any]:
+    """The JSON the backup script wrote to its termination log, from the newest finished Pod."""
+    for pod in sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp", ""), reverse=True):
+        for container in (pod.get("status") or {}).get("containerStatuses") or []:
+            message = ((container.get("state") or {}).get("terminated") or {}).get("message")
+            if message:
+                try:
+                    summary = json.loads(message)
+                except ValueError:
+                    continue
+                if isinstance(summary, dict):
+                    return summary
+    return {}
+
+
 @dataclass(frozen=True)
 class Problem:
     """Something only detectable at reconcile time that keeps the instance from being healthy."""
@@ -58,6 +74,7 @@ class Observation:
     statefulset: dict[str, Any] | None
     init_job: dict[str, Any] | None
     problems: tuple[Problem, ...] = ()
+    migrations: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -155,6 +172,7 @@ def compute_status(
         "secretName": instance.credentials_secret,
         "readyInstances": _ready_replicas(observation.statefulset),
         "initialization": _initialization(instance, previous_status, observation),
+        "migrations": observation.migrations,
     }
     running = _running_image(observation.statefulset)
     if running is not None:
