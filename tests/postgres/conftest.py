@@ -66,18 +66,7 @@ class Server:
         """Run a script as the postgres user with exactly `env` (plus PATH), as a Job container would."""
         full_env = {**self.base_env(), **env}
         return subprocess.run(
-            [
-                "runuser",
-                "-u",
-                "postgres",
-                "--",
-                "env",
-                "-i",
-                *[f"{k}={v}" for k, v in full_env.items()],
-                "/bin/sh",
-                "-c",
-                script,
-            ],
+            as_postgres(script, full_env),
             capture_output=True,
             text=True,
             check=check,
@@ -113,6 +102,22 @@ class Server:
         return result.stdout.strip()
 
 
+def as_postgres(script: str, env: dict[str, str]) -> list[str]:
+    """argv running `script` as the postgres user with exactly `env`, as a container would."""
+    return [
+        "runuser",
+        "-u",
+        "postgres",
+        "--",
+        "env",
+        "-i",
+        *[f"{k}={v}" for k, v in env.items()],
+        "/bin/sh",
+        "-c",
+        script,
+    ]
+
+
 def write_instance_files(instance: Instance, server: Server) -> tuple[Path, Path]:
     """The ConfigMap and Secret contents as the Pod would see them mounted (port and socket moved)."""
     config_dir, credentials_dir = server.root / "config", server.root / "credentials"
@@ -143,18 +148,7 @@ def start_server(instance: Instance, major: int, root: Path, password: str) -> S
     env = {**server.base_env(), "PGDATA": str(root / "data" / "pgdata")}
     log = (root / "server.log").open("wb")
     server.process = subprocess.Popen(
-        [
-            "runuser",
-            "-u",
-            "postgres",
-            "--",
-            "env",
-            "-i",
-            *[f"{k}={v}" for k, v in env.items()],
-            "/bin/sh",
-            "-c",
-            script,
-        ],
+        as_postgres(script, env),
         stdout=log,
         stderr=subprocess.STDOUT,
     )

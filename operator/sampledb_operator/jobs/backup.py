@@ -18,6 +18,7 @@ from typing import Any
 from sampledb_operator.jobs.common import job, superuser_env
 from sampledb_operator.jobs.initialize import WAIT_FOR_SERVER
 from sampledb_operator.resources.instance import Instance
+from sampledb_operator.resources.volumes import claim
 
 BACKUP_MOUNT = "/backups"
 TERMINATION_LOG = "/dev/termination-log"
@@ -62,19 +63,8 @@ echo "sampledb: backup written: $summary"
 
 
 def backup_pvc(instance: Instance) -> dict[str, Any]:
-    """The instance's backup volume (owned: it goes with the instance unless retained)."""
-    spec: dict[str, Any] = {
-        "accessModes": ["ReadWriteOnce"],
-        "resources": {"requests": {"storage": instance.spec.storage.size}},
-    }
-    if instance.spec.storage.storageClassName:
-        spec["storageClassName"] = instance.spec.storage.storageClassName
-    return {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": instance.metadata(instance.backup_pvc, "backups"),
-        "spec": spec,
-    }
+    """The instance's backup volume (owned: it goes with the instance)."""
+    return claim(instance, instance.backup_pvc, "backups", owned=True)
 
 
 def backup_env(instance: Instance, *, label: str, verify: bool, retain: int | None) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ from typing import Any
 from sampledb_operator.jobs.common import job, superuser_env
 from sampledb_operator.jobs.initialize import WAIT_FOR_SERVER
 from sampledb_operator.resources.instance import Instance
+from sampledb_operator.resources.volumes import claim
 
 SNAPSHOT_MOUNT = "/snapshot"
 
@@ -38,18 +39,7 @@ echo "sampledb: final snapshot written to $out"
 
 def snapshot_pvc(instance: Instance) -> dict[str, Any]:
     """A volume as large as the data volume, kept after the instance is deleted."""
-    spec: dict[str, Any] = {
-        "accessModes": ["ReadWriteOnce"],
-        "resources": {"requests": {"storage": instance.spec.storage.size}},
-    }
-    if instance.spec.storage.storageClassName:
-        spec["storageClassName"] = instance.spec.storage.storageClassName
-    return {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": instance.metadata(instance.snapshot_pvc, "final-snapshot", owned=False),
-        "spec": spec,
-    }
+    return claim(instance, instance.snapshot_pvc, "final-snapshot", owned=False)
 
 
 def snapshot_job(instance: Instance) -> dict[str, Any]:

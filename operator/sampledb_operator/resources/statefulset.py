@@ -22,6 +22,7 @@ from sampledb_operator.resources.config import (
 )
 from sampledb_operator.resources.instance import POSTGRES_PORT, Instance
 from sampledb_operator.resources.secret import SUPERUSER_PASSWORD_KEY
+from sampledb_operator.resources.volumes import claim_spec
 
 DATA_MOUNT = "/var/lib/postgresql/data"
 PGDATA = f"{DATA_MOUNT}/pgdata"  # a subdirectory: a fresh volume's root may hold lost+found
@@ -94,14 +95,7 @@ def config_hash(instance: Instance) -> str:
 
 
 def _volume_claim_template(instance: Instance) -> dict[str, Any]:
-    storage = instance.spec.storage
-    spec: dict[str, Any] = {
-        "accessModes": ["ReadWriteOnce"],
-        "resources": {"requests": {"storage": storage.size}},
-    }
-    if storage.storageClassName:
-        spec["storageClassName"] = storage.storageClassName
-    return {"metadata": {"name": instance.data_volume, "labels": instance.labels("data")}, "spec": spec}
+    return {"metadata": {"name": instance.data_volume, "labels": instance.labels("data")}, "spec": claim_spec(instance)}
 
 
 def statefulset(instance: Instance) -> dict[str, Any]:
