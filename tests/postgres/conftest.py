@@ -2,12 +2,16 @@
 the initial-configuration Job and the final snapshot, run exactly as the builders emit them.
 
 Servers listen on 127.0.0.1 and a private socket folder, run as the `postgres` user (initdb
-refuses root), and are stopped after each test. Every PostgreSQL installed under
-/usr/lib/postgresql is used, so a machine with two majors tests both.
+refuses root), and are stopped after each test. Each test runs on every PostgreSQL at hand: the
+majors installed under /usr/lib/postgresql, and the images `localhost/sampledb-postgres:<major>`
+(built by `make base-images`) for the other majors, run with podman on the host network exactly
+as a Job's container would run the script. SAMPLEDB_REQUIRE_PG_MAJORS (e.g. "15,17", set by
+`make test`) turns a missing major into a failure instead of a smaller matrix.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import pwd
 import shutil
@@ -15,7 +19,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,96 +30,157 @@ from sampledb_operator.resources.instance import POSTGRES_PORT, Instance
 from tests.webhook_process import free_port
 
 PG_ROOT = Path("/usr/lib/postgresql")
+IMAGE = "localhost/sampledb-postgres:{major}"
+PODMAN_RUN = ["podman", "run", "--rm", "--runtime", "runc", "--network", "host",
+              "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=4000:4000"]  # fmt: skip
 
 
 def installed_majors() -> list[int]:
     return sorted(int(p.name) for p in PG_ROOT.glob("*") if (p / "bin" / "initdb").exists()) if PG_ROOT.is_dir() else []
 
 
+def image_majors(candidates: tuple[int, ...] = (15, 16, 17)) -> list[int]:
+    if shutil.which("podman") is None:
+        return []
+    exists = lambda m: subprocess.run(["podman", "image", "exists", IMAGE.format(major=m)], check=False).returncode == 0  # noqa: E731
+    return [m for m in candidates if exists(m)]
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where a PostgreSQL major comes from: this machine's packages, or a container image."""
+
+    major: int
+    image: str | None = None
+
+    @property
+    def id(self) -> str:
+        return f"pg{self.major}" + ("-container" if self.image else "")
+
+    @functools.cached_property
+    def owner(self) -> tuple[int, int]:
+        """uid and gid of `postgres` where the scripts run (the image's may differ from the host's)."""
+        if self.image is None:
+            entry = pwd.getpwnam("postgres")
+            return entry.pw_uid, entry.pw_gid
+        out = subprocess.run(
+            [*PODMAN_RUN, self.image, "sh", "-c", "id -u postgres; id -g postgres"],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        uid, gid = out.stdout.split()
+        return int(uid), int(gid)
+
+    def base_env(self, home: Path) -> dict[str, str]:
+        env = {"LC_ALL": "C.UTF-8", "HOME": str(home)}
+        if self.image is None:
+            env["PATH"] = f"{PG_ROOT / str(self.major) / 'bin'}:/usr/bin:/bin"
+        return env
+
+    def command(self, script: str, env: dict[str, str], *, share: Path) -> list[str]:
+        """argv running `script` as postgres with exactly `env` (plus the runtime's PATH); `share` is visible."""
+        if self.image is None:
+            return [
+                "runuser",
+                "-u",
+                "postgres",
+                "--",
+                "env",
+                "-i",
+                *[f"{k}={v}" for k, v in env.items()],
+                "/bin/sh",
+                "-c",
+                script,
+            ]
+        uid, gid = self.owner
+        env_args = [arg for k, v in env.items() for arg in ("-e", f"{k}={v}")]
+        return [
+            *PODMAN_RUN,
+            "--user",
+            f"{uid}:{gid}",
+            "-v",
+            f"{share}:{share}",
+            *env_args,
+            self.image,
+            "/bin/sh",
+            "-c",
+            script,
+        ]
+
+
+def runtimes() -> list[Runtime]:
+    local = installed_majors()
+    found = [Runtime(m) for m in local] + [Runtime(m, IMAGE.format(major=m)) for m in image_majors() if m not in local]
+    required = {int(m) for m in os.environ.get("SAMPLEDB_REQUIRE_PG_MAJORS", "").split(",") if m.strip()}
+    missing = required - {r.major for r in found}
+    if missing or not found:
+        pytest.fail(
+            f"PostgreSQL {sorted(missing) or 'any'} not available: .ci/run installs postgresql-15 and "
+            "`make base-images` builds localhost/sampledb-postgres:17"
+        )
+    return found
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "pg_major" in metafunc.fixturenames:
-        majors = installed_majors()
-        if not majors:
-            pytest.fail("no PostgreSQL under /usr/lib/postgresql: .ci/run installs postgresql-15")
-        metafunc.parametrize("pg_major", majors, ids=[f"pg{m}" for m in majors])
+    if "pg" in metafunc.fixturenames:
+        found = runtimes()
+        metafunc.parametrize("pg", found, ids=[r.id for r in found])
+    if "pg_upgrade_pair" in metafunc.fixturenames:
+        found = runtimes()
+        pairs = [(old, new) for old in found for new in found if old.major < new.major]
+        metafunc.parametrize("pg_upgrade_pair", pairs, ids=[f"{o.id}-to-{n.id}" for o, n in pairs])
+
+
+def client_bin() -> Path:
+    """A local PostgreSQL client (psql, pg_isready) for the tests' own checks, of any major."""
+    majors = installed_majors()
+    if not majors:
+        pytest.fail("the tests need a local PostgreSQL client: .ci/run installs postgresql-client-15")
+    return PG_ROOT / str(majors[-1]) / "bin"
 
 
 @dataclass
 class Server:
     """A server started by the StatefulSet's own start script."""
 
-    major: int
+    runtime: Runtime
     root: Path
     port: int
     superuser_password: str
+    share: Path
     process: subprocess.Popen[bytes] | None = None
-    env: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def bin_dir(self) -> Path:
-        return PG_ROOT / str(self.major) / "bin"
 
     @property
     def socket_dir(self) -> Path:
         return self.root / "run"
 
     def base_env(self) -> dict[str, str]:
-        return {"PATH": f"{self.bin_dir}:/usr/bin:/bin", "LC_ALL": "C.UTF-8", "HOME": str(self.root)}
+        return self.runtime.base_env(self.root)
+
+    def command(self, script: str, env: dict[str, str]) -> list[str]:
+        return self.runtime.command(script, {**self.base_env(), **env}, share=self.share)
 
     def run_script(self, script: str, env: dict[str, str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run a script as the postgres user with exactly `env` (plus PATH), as a Job container would."""
-        full_env = {**self.base_env(), **env}
-        return subprocess.run(
-            as_postgres(script, full_env),
-            capture_output=True,
-            text=True,
-            check=check,
-            timeout=120,
-        )
+        return subprocess.run(self.command(script, env), capture_output=True, text=True, check=check, timeout=180)
 
     def psql(self, sql: str, *, user: str = "postgres", password: str | None = None, database: str = "postgres") -> str:
+        """The tests' own check, over TCP with a local client."""
         env = {**os.environ, "PGPASSWORD": password or self.superuser_password, "PGCONNECT_TIMEOUT": "5"}
+        argv = [str(client_bin() / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", user, "-d", database]
         result = subprocess.run(
-            [
-                str(self.bin_dir / "psql"),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "-U",
-                user,
-                "-d",
-                database,
-                "-At",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-c",
-                sql,
-            ],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=60,
+            [*argv, "-At", "-v", "ON_ERROR_STOP=1", "-c", sql], capture_output=True, text=True, env=env, timeout=60
         )
         if result.returncode != 0:
             raise RuntimeError(result.stderr)
         return result.stdout.strip()
 
-
-def as_postgres(script: str, env: dict[str, str]) -> list[str]:
-    """argv running `script` as the postgres user with exactly `env`, as a container would."""
-    return [
-        "runuser",
-        "-u",
-        "postgres",
-        "--",
-        "env",
-        "-i",
-        *[f"{k}={v}" for k, v in env.items()],
-        "/bin/sh",
-        "-c",
-        script,
-    ]
+    def chown(self, path: Path) -> None:
+        """Make `path` (recursively) the postgres user's, as the runtime numbers it."""
+        uid, gid = self.runtime.owner
+        for item in [path, *path.rglob("*")]:
+            os.chown(item, uid, gid)
 
 
 def write_instance_files(instance: Instance, server: Server) -> tuple[Path, Path]:
@@ -133,39 +198,34 @@ def write_instance_files(instance: Instance, server: Server) -> tuple[Path, Path
     return config_dir, credentials_dir
 
 
-def chown_to_postgres(path: Path) -> None:
-    entry = pwd.getpwnam("postgres")
-    for item in [path, *path.rglob("*")]:
-        os.chown(item, entry.pw_uid, entry.pw_gid)
+def _ready(server: Server) -> bool:
+    """The Pod's own readiness probe, at this server's socket and port (run with a local client)."""
+    swaps = {"pg_isready": str(client_bin() / "pg_isready"), str(POSTGRES_PORT): str(server.port)}
+    probe = [swaps.get(arg, arg) for arg in statefulset.probe_command(str(server.socket_dir))]
+    return subprocess.run(probe, check=False).returncode == 0
 
 
-def start_server(instance: Instance, major: int, root: Path, password: str) -> Server:
-    server = Server(major, root, free_port(), password)
+def start_server(instance: Instance, runtime: Runtime, root: Path, password: str, share: Path) -> Server:
+    server = Server(runtime, root, free_port(), password, share)
     server.socket_dir.mkdir(parents=True)
     config_dir, credentials_dir = write_instance_files(instance, server)
-    chown_to_postgres(root)
+    server.chown(root)
     script = statefulset.start_script(config_dir=str(config_dir), credentials_dir=str(credentials_dir))
-    env = {**server.base_env(), "PGDATA": str(root / "data" / "pgdata")}
-    log = (root / "server.log").open("wb")
-    server.process = subprocess.Popen(
-        as_postgres(script, env),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    # The Pod's own readiness probe, pointed at this server's binary, socket and port.
-    swaps = {"pg_isready": str(server.bin_dir / "pg_isready"), str(POSTGRES_PORT): str(server.port)}
-    probe = [swaps.get(arg, arg) for arg in statefulset.probe_command(str(server.socket_dir))]
-    deadline = time.monotonic() + 60
-    while subprocess.run(probe, check=False).returncode != 0:
+    with (root / "server.log").open("wb") as log:
+        server.process = subprocess.Popen(
+            server.command(script, {"PGDATA": str(root / "data" / "pgdata")}), stdout=log, stderr=subprocess.STDOUT
+        )
+    deadline = time.monotonic() + 90
+    while not _ready(server):
         if server.process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"PostgreSQL {major} did not start:\n{(root / 'server.log').read_text()[-3000:]}")
+            raise RuntimeError(f"PostgreSQL {runtime.id} did not start:\n{(root / 'server.log').read_text()[-3000:]}")
         time.sleep(0.2)
     return server
 
 
 def stop_server(server: Server) -> None:
     if server.process and server.process.poll() is None:
-        server.process.terminate()  # SIGTERM: PostgreSQL's smart shutdown
+        server.process.terminate()  # SIGTERM (podman forwards it): PostgreSQL's smart shutdown
         try:
             server.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
@@ -186,10 +246,12 @@ def make_server(pg_workdir: Path) -> Iterator[Any]:
     """Start servers with the StatefulSet's start script; all are stopped after the test."""
     servers: list[Server] = []
 
-    def make(instance: Instance, major: int, *, password: str = "superuser-secret-Pw1", name: str = "srv") -> Server:
+    def make(
+        instance: Instance, runtime: Runtime, *, password: str = "superuser-secret-Pw1", name: str = "srv"
+    ) -> Server:
         root = pg_workdir / name
         root.mkdir()
-        server = start_server(instance, major, root, password)
+        server = start_server(instance, runtime, root, password, pg_workdir)
         servers.append(server)
         return server
 

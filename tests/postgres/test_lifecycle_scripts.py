@@ -10,7 +10,7 @@ from typing import Any
 from sampledb_operator.jobs.backup import backup_env, backup_script
 from sampledb_operator.jobs.initialize import init_job
 from sampledb_operator.jobs.migrate import TRACKING_TABLE, migrate_script
-from tests.postgres.conftest import Server, chown_to_postgres
+from tests.postgres.conftest import Runtime, Server
 from tests.postgres.test_scripts import APP_PASSWORD, job_env, secret_data
 from tests.unit.conftest import make_instance
 
@@ -18,9 +18,9 @@ SHOP = {"database": {"name": "shop", "owner": "shopper"}}
 CHECKSUM = "SELECT md5(string_agg(id || ':' || item, ',' ORDER BY id)) FROM orders"
 
 
-def initialised(make_server: Any, pg_major: int, name: str = "srv") -> tuple[Any, Server]:
+def initialised(make_server: Any, pg: Runtime, name: str = "srv") -> tuple[Any, Server]:
     instance = make_instance(SHOP)
-    server = make_server(instance, pg_major, name=name)
+    server = make_server(instance, pg, name=name)
     init = init_job(instance)
     server.run_script(
         init["spec"]["template"]["spec"]["containers"][0]["command"][2],
@@ -34,15 +34,22 @@ def env_of(instance: Any, server: Server, entries: list[dict[str, Any]]) -> dict
     return job_env(fake_job, server, secret_data(instance, server))
 
 
-def folder(root: Path, name: str) -> Path:
+def folder(server: Server, root: Path, name: str) -> Path:
     path = root / name
     path.mkdir()
-    chown_to_postgres(path)
+    server.chown(path)
     return path
 
 
-def test_backup_verifies_restores_and_keeps_the_newest(make_server: Any, pg_major: int, pg_workdir: Path) -> None:
-    instance, server = initialised(make_server, pg_major)
+def termination_log(server: Server, root: Path) -> Path:
+    log = root / "termination-log"
+    log.touch()
+    server.chown(log)
+    return log
+
+
+def test_backup_verifies_restores_and_keeps_the_newest(make_server: Any, pg: Runtime, pg_workdir: Path) -> None:
+    instance, server = initialised(make_server, pg)
     server.psql(
         "CREATE TABLE orders (id int PRIMARY KEY, item text);"
         "INSERT INTO orders SELECT g, md5(g::text) FROM generate_series(1, 20000) g",
@@ -51,9 +58,7 @@ def test_backup_verifies_restores_and_keeps_the_newest(make_server: Any, pg_majo
         database="shop",
     )
     expected = server.psql(CHECKSUM, database="shop")
-    backups, log = folder(pg_workdir, "backups"), pg_workdir / "termination-log"
-    log.touch()
-    chown_to_postgres(log)
+    backups, log = folder(server, pg_workdir, "backups"), termination_log(server, pg_workdir)
     env = env_of(instance, server, backup_env(instance, label="scheduled", verify=True, retain=2))
     for _ in range(3):
         server.run_script(backup_script(mount=str(backups), termination_log=str(log)), env)
@@ -66,7 +71,7 @@ def test_backup_verifies_restores_and_keeps_the_newest(make_server: Any, pg_majo
     assert not list((backups / instance.name).glob("*.partial"))
     assert server.psql("SELECT count(*) FROM pg_database WHERE datname LIKE 'sampledb_verify_%'") == "0"
     # The newest dump restores into a brand-new server with identical data.
-    target = make_server(make_instance(), pg_major, name="target")
+    target = make_server(make_instance(), pg, name="target")
     restore_env = {
         "PGHOST": "127.0.0.1",
         "PGPORT": str(target.port),
@@ -78,14 +83,12 @@ def test_backup_verifies_restores_and_keeps_the_newest(make_server: Any, pg_majo
     assert target.psql(CHECKSUM, database="shop") == expected
 
 
-def test_backup_that_does_not_restore_is_removed(make_server: Any, pg_major: int, pg_workdir: Path) -> None:
-    instance, server = initialised(make_server, pg_major)
+def test_backup_that_does_not_restore_is_removed(make_server: Any, pg: Runtime, pg_workdir: Path) -> None:
+    instance, server = initialised(make_server, pg)
     server.psql(
         "CREATE TABLE t (x int); INSERT INTO t VALUES (1)", user="shopper", password=APP_PASSWORD, database="shop"
     )
-    backups, log = folder(pg_workdir, "backups"), pg_workdir / "termination-log"
-    log.touch()
-    chown_to_postgres(log)
+    backups, log = folder(server, pg_workdir, "backups"), termination_log(server, pg_workdir)
     env = env_of(instance, server, backup_env(instance, label="manual", verify=True, retain=None))
     # Break restores: pg_restore into a database where a same-named table already exists fails.
     server.psql("CREATE TABLE t (y int)", database="template1")
@@ -96,10 +99,10 @@ def test_backup_that_does_not_restore_is_removed(make_server: Any, pg_major: int
     assert not list((backups / instance.name).glob("*.dump"))
 
 
-def write_migrations(directory: Path, files: dict[str, str]) -> None:
+def write_migrations(server: Server, directory: Path, files: dict[str, str]) -> None:
     for name, sql in files.items():
         (directory / name).write_text(sql)
-    chown_to_postgres(directory)
+    server.chown(directory)
 
 
 def run_migrations(instance: Any, server: Server, directory: Path, log: Path) -> tuple[int, dict[str, Any]]:
@@ -114,12 +117,11 @@ def run_migrations(instance: Any, server: Server, directory: Path, log: Path) ->
     return result.returncode, json.loads(log.read_text())
 
 
-def test_migrations_apply_in_order_once_and_fail_cleanly(make_server: Any, pg_major: int, pg_workdir: Path) -> None:
-    instance, server = initialised(make_server, pg_major)
-    migrations, log = folder(pg_workdir, "migrations"), pg_workdir / "termination-log"
-    log.touch()
-    chown_to_postgres(log)
+def test_migrations_apply_in_order_once_and_fail_cleanly(make_server: Any, pg: Runtime, pg_workdir: Path) -> None:
+    instance, server = initialised(make_server, pg)
+    migrations, log = folder(server, pg_workdir, "migrations"), termination_log(server, pg_workdir)
     write_migrations(
+        server,
         migrations,
         {
             "001_customers.sql": "CREATE TABLE customers (id serial PRIMARY KEY, name text NOT NULL);",
@@ -142,7 +144,9 @@ def test_migrations_apply_in_order_once_and_fail_cleanly(make_server: Any, pg_ma
     assert server.psql("SELECT count(*) FROM customers", **shop) == "1"
 
     write_migrations(
-        migrations, {"003_bad.sql": "ALTER TABLE orders ADD COLUMN total numeric;\nINSERT INTO nowhere VALUES (1);"}
+        server,
+        migrations,
+        {"003_bad.sql": "ALTER TABLE orders ADD COLUMN total numeric;\nINSERT INTO nowhere VALUES (1);"},
     )
     code, summary = run_migrations(instance, server, migrations, log)
     assert code != 0
@@ -166,3 +170,35 @@ def test_migrations_apply_in_order_once_and_fail_cleanly(make_server: Any, pg_ma
         "failed": "001_customers",
         "error": "migration 001_customers was changed after it was applied (checksum differs); add a new file instead",
     }
+
+
+def test_logical_upgrade_path_keeps_every_row(
+    make_server: Any, pg_upgrade_pair: tuple[Runtime, Runtime], pg_workdir: Path
+) -> None:
+    """The major-upgrade path: our backup on the old major, restored into a new major's server."""
+    old_runtime, new_runtime = pg_upgrade_pair
+    instance, old = initialised(make_server, old_runtime, name="old")
+    load = (
+        "CREATE TABLE orders (id int PRIMARY KEY, item text, placed timestamptz DEFAULT now(), total numeric(12,2));"
+        "INSERT INTO orders (id, item, total) SELECT g, md5(g::text), g * 1.25 FROM generate_series(1, 50000) g;"
+        "CREATE INDEX ON orders (item); CREATE VIEW big_orders AS SELECT * FROM orders WHERE total > 1000"
+    )
+    old.psql(load, user="shopper", password=APP_PASSWORD, database="shop")
+    checksum = "SELECT count(*) || ':' || md5(string_agg(id || item || total, ',' ORDER BY id)) FROM orders"
+    expected = old.psql(checksum, database="shop")
+    backups, log = folder(old, pg_workdir, "backups"), termination_log(old, pg_workdir)
+    old.run_script(
+        backup_script(mount=str(backups), termination_log=str(log)),
+        env_of(instance, old, backup_env(instance, label="pre-upgrade", verify=True, retain=None)),
+    )
+    dump = pg_workdir / "backups" / json.loads(log.read_text())["file"]
+
+    new = make_server(make_instance(SHOP), new_runtime, name="new")
+    assert new.psql("SELECT current_setting('server_version_num')::int / 10000") == str(new_runtime.major)
+    env = {"PGHOST": "127.0.0.1", "PGPORT": str(new.port), "PGUSER": "postgres", "PGPASSWORD": new.superuser_password}
+    new.run_script("psql -q -c 'CREATE ROLE shopper LOGIN' && createdb -O shopper shop", env)
+    new.run_script(f'pg_restore --exit-on-error --dbname=shop "{dump}"', env)
+    assert new.psql(checksum, database="shop") == expected
+    assert new.psql("SELECT count(*) FROM big_orders", database="shop") == old.psql(
+        "SELECT count(*) FROM big_orders", database="shop"
+    )

@@ -11,7 +11,7 @@ from sampledb_operator.jobs.common import superuser_env
 from sampledb_operator.jobs.initialize import init_job
 from sampledb_operator.jobs.snapshot import snapshot_script
 from sampledb_operator.resources import secret
-from tests.postgres.conftest import Server, chown_to_postgres
+from tests.postgres.conftest import Runtime, Server
 from tests.unit.conftest import make_instance
 
 APP_PASSWORD = "app-secret-Pw2"
@@ -36,25 +36,25 @@ def secret_data(instance: Any, server: Server) -> dict[str, str]:
     return data
 
 
-def test_start_script_initialises_and_serves_with_our_configuration(make_server: Any, pg_major: int) -> None:
+def test_start_script_initialises_and_serves_with_our_configuration(make_server: Any, pg: Runtime) -> None:
     instance = make_instance({"postgres": {"parameters": {"work_mem": "12MB", "log_line_prefix": "it's ours "}}})
-    server = make_server(instance, pg_major)
+    server = make_server(instance, pg)
     assert server.psql("SHOW work_mem") == "12MB"
     assert server.psql("SHOW log_line_prefix") == "it's ours"
     assert server.psql("SHOW password_encryption") == "scram-sha-256"
     assert server.psql("SHOW data_checksums") == "on"
-    assert server.psql("SELECT current_setting('server_version_num')::int / 10000") == str(pg_major)
+    assert server.psql("SELECT current_setting('server_version_num')::int / 10000") == str(pg.major)
 
 
-def test_tcp_connections_need_the_password(make_server: Any, pg_major: int) -> None:
-    server = make_server(make_instance(), pg_major)
+def test_tcp_connections_need_the_password(make_server: Any, pg: Runtime) -> None:
+    server = make_server(make_instance(), pg)
     with pytest.raises(RuntimeError, match="password authentication failed"):
         server.psql("SELECT 1", password="wrong")
 
 
-def test_init_job_creates_role_and_database_idempotently(make_server: Any, pg_major: int) -> None:
+def test_init_job_creates_role_and_database_idempotently(make_server: Any, pg: Runtime) -> None:
     instance = make_instance({"database": {"name": "shop", "owner": "shopper"}})
-    server = make_server(instance, pg_major)
+    server = make_server(instance, pg)
     job = init_job(instance)
     script = job["spec"]["template"]["spec"]["containers"][0]["command"][2]
     env = job_env(job, server, secret_data(instance, server))
@@ -67,9 +67,9 @@ def test_init_job_creates_role_and_database_idempotently(make_server: Any, pg_ma
     assert APP_PASSWORD not in first.stdout + first.stderr + second.stdout + second.stderr
 
 
-def test_snapshot_dumps_every_database_restorably(make_server: Any, pg_major: int, pg_workdir: Path) -> None:
+def test_snapshot_dumps_every_database_restorably(make_server: Any, pg: Runtime, pg_workdir: Path) -> None:
     instance = make_instance({"database": {"name": "shop", "owner": "shopper"}})
-    server = make_server(instance, pg_major, name="source")
+    server = make_server(instance, pg, name="source")
     init = init_job(instance)
     server.run_script(
         init["spec"]["template"]["spec"]["containers"][0]["command"][2],
@@ -87,7 +87,7 @@ def test_snapshot_dumps_every_database_restorably(make_server: Any, pg_major: in
 
     mount = pg_workdir / "snapshot"
     mount.mkdir()
-    chown_to_postgres(mount)
+    server.chown(mount)
     env = {e["name"]: e.get("value", "") for e in superuser_env(instance)}
     env.update(PGHOST="127.0.0.1", PGPORT=str(server.port), PGPASSWORD=server.superuser_password)
     result = server.run_script(snapshot_script(str(mount)), env)
@@ -97,7 +97,7 @@ def test_snapshot_dumps_every_database_restorably(make_server: Any, pg_major: in
     assert server.superuser_password not in result.stdout + result.stderr
 
     # Restore into a brand-new server: the data is all there.
-    target = make_server(make_instance(), pg_major, name="target")
+    target = make_server(make_instance(), pg, name="target")
     restore_env = {
         "PGHOST": "127.0.0.1",
         "PGPORT": str(target.port),
@@ -109,11 +109,11 @@ def test_snapshot_dumps_every_database_restorably(make_server: Any, pg_major: in
     assert target.psql(checksum, database="shop") == expected
 
 
-def test_failing_snapshot_leaves_no_complete_marker(make_server: Any, pg_major: int, pg_workdir: Path) -> None:
-    server = make_server(make_instance(), pg_major)
+def test_failing_snapshot_leaves_no_complete_marker(make_server: Any, pg: Runtime, pg_workdir: Path) -> None:
+    server = make_server(make_instance(), pg)
     mount = pg_workdir / "snapshot"
     mount.mkdir()
-    chown_to_postgres(mount)
+    server.chown(mount)
     env = {
         "PGHOST": "127.0.0.1",
         "PGPORT": str(server.port),
