@@ -47,8 +47,9 @@ cluster-tools: ## Build only what the local cluster needs (etcd, kube-*, kwok, k
 	hack/build-tools.sh etcd kube-apiserver kube-controller-manager kube-scheduler kwok kubectl
 
 .PHONY: generate
-generate: $(PYTHON) ## Regenerate crds/ from the pydantic models.
+generate: $(PYTHON) ## Regenerate every generated file: crds/ from the pydantic models, then the chart's copies.
 	cd operator && $(PY) -m sampledb_operator generate-crds --out ../crds
+	$(MAKE) --no-print-directory chart-sync
 
 .PHONY: chart-sync
 chart-sync: ## Copy crds/ and the rules of config/rbac/role.yaml into the Helm chart (the chart never hand-copies them).

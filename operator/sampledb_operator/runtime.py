@@ -3,7 +3,9 @@
 Many events can arrive for one SampleDB in a short time (its own, its StatefulSet's, its Jobs').
 A level-triggered reconcile only needs to run once after the last of them, so a key that is
 already being reconciled is just marked dirty and reconciled once more afterwards. A failing
-reconcile is retried with exponential backoff; other keys are not held up by it.
+reconcile is retried with exponential backoff; other keys are not held up by it. A reconcile that
+waits for something sending no event (a backup another object names) returns a delay and is
+looked at again then.
 """
 
 from __future__ import annotations
@@ -29,11 +31,14 @@ class _KeyState:
 
 
 class KeyedRunner:
-    """Serialises and coalesces calls of `work(key)` per key, on an executor."""
+    """Serialises and coalesces calls of `work(key)` per key, on an executor.
+
+    `work` returns None, or the number of seconds after which the key should be reconciled again.
+    """
 
     def __init__(
         self,
-        work: Callable[[Key], None],
+        work: Callable[[Key], float | None],
         executor: Executor | None = None,
         *,
         base_delay: float = 1.0,
@@ -75,7 +80,7 @@ class KeyedRunner:
                 state.dirty = False
                 started = time.monotonic()
                 try:
-                    await loop.run_in_executor(self._executor, self._work, key)
+                    again = await loop.run_in_executor(self._executor, self._work, key)
                     state.failures = 0
                 except Exception:
                     state.failures += 1
@@ -87,6 +92,8 @@ class KeyedRunner:
                     return
                 finally:
                     logger.debug("%s/%s: reconciled in %.3f s", *key, time.monotonic() - started)
+                if again is not None and not state.dirty:
+                    state.retry = loop.call_later(again, self.trigger, key)
                 if not state.dirty:
                     return
         finally:

@@ -448,3 +448,52 @@ def test_migrations_run_once_per_configmap_content(admin: KubeApi, namespace: st
         if j["metadata"]["name"].startswith("mig-migrate-")
     ]
     assert len(jobs) == 2  # one per content, never a duplicate
+
+
+def test_restore_from_a_claim_and_file_goes_through_the_init_job(admin: KubeApi, namespace: str) -> None:
+    spec = {"storage": {"size": "1Gi"}, "restore": {"persistentVolumeClaim": "old-backups", "file": "old/x.dump"}}
+    admin.create(sampledb("restored", namespace, spec))
+    held = wait_for(lambda: phase_is(admin, namespace, "restored", "Degraded"), what="the missing claim to be reported")
+    assert (
+        "spec.restore.persistentVolumeClaim (old-backups): PersistentVolumeClaim not found"
+        in condition(held, "Degraded")["message"]
+    )
+    claim = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}
+    admin.create(
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "old-backups", "namespace": namespace},
+            "spec": claim,
+        }
+    )
+    wait_ready(admin, namespace, "restored", timeout=120)  # rechecked by itself: the claim sends it no event
+    job = admin.get("Job", namespace, "restored-init")
+    assert job is not None
+    pod = job["spec"]["template"]["spec"]
+    assert {"name": "restore", "persistentVolumeClaim": {"claimName": "old-backups", "readOnly": True}} in pod[
+        "volumes"
+    ]
+    with pytest.raises(ApiError, match="restore is immutable"):
+        admin.merge_patch("SampleDB", namespace, "restored", {"spec": {"restore": {"file": "old/y.dump"}}})
+
+
+def test_restore_waits_for_a_named_backup(admin: KubeApi, namespace: str) -> None:
+    admin.create(sampledb("waiting", namespace, {"storage": {"size": "1Gi"}, "restore": {"backup": "nightly"}}))
+    held = wait_for(lambda: phase_is(admin, namespace, "waiting", "Degraded"), what="the missing backup to be reported")
+    assert (
+        condition(held, "Degraded")["message"]
+        == f"spec.restore.backup (nightly): SampleDBBackup not found in {namespace}"
+    )
+    assert admin.get("StatefulSet", namespace, "waiting") is None  # no empty database in its place
+
+
+def test_restore_needs_exactly_one_source(admin: KubeApi, namespace: str) -> None:
+    with pytest.raises(ApiError, match="restore needs either backup, or persistentVolumeClaim and file"):
+        admin.create(
+            sampledb("both", namespace, {"restore": {"backup": "b", "persistentVolumeClaim": "c", "file": "f"}})
+        )
+    with pytest.raises(ApiError, match=r"no '\.\.'"):
+        admin.create(
+            sampledb("escape", namespace, {"restore": {"persistentVolumeClaim": "c", "file": "a/../../etc/passwd"}})
+        )

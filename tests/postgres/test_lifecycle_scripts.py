@@ -202,3 +202,34 @@ def test_logical_upgrade_path_keeps_every_row(
     assert new.psql("SELECT count(*) FROM big_orders", database="shop") == old.psql(
         "SELECT count(*) FROM big_orders", database="shop"
     )
+
+
+def test_init_job_restores_a_backup_once_owned_by_the_app_role(make_server: Any, pg: Runtime, pg_workdir: Path) -> None:
+    instance, source = initialised(make_server, pg, name="source")
+    source.psql(
+        "CREATE TABLE orders (id int PRIMARY KEY, item text);"
+        "INSERT INTO orders SELECT g, md5(g::text) FROM generate_series(1, 3000) g",
+        user="shopper",
+        password=APP_PASSWORD,
+        database="shop",
+    )
+    expected = source.psql(CHECKSUM, database="shop")
+    backups, log = folder(source, pg_workdir, "backups"), termination_log(source, pg_workdir)
+    source.run_script(
+        backup_script(mount=str(backups), termination_log=str(log)),
+        env_of(instance, source, backup_env(instance, label="b", verify=False, retain=None)),
+    )
+    dump = json.loads(log.read_text())["file"]
+
+    target = make_server(make_instance(SHOP), pg, name="target")
+    job = init_job(make_instance(SHOP), ("src-backups", dump))
+    env = job_env(job, target, secret_data(instance, target))
+    env["RESTORE_FILE"] = str(backups / dump)  # where the claim is mounted in this test
+    script = job["spec"]["template"]["spec"]["containers"][0]["command"][2]
+    first = target.run_script(script, env)
+    assert "restoring" in first.stdout
+    assert target.psql(CHECKSUM, database="shop") == expected
+    assert target.psql("SELECT tableowner FROM pg_tables WHERE tablename = 'orders'", database="shop") == "shopper"
+    again = target.run_script(script, env)  # a retried Pod: no second restore, no error
+    assert "not restoring again" in again.stdout
+    assert target.psql("SELECT count(*) FROM orders", database="shop") == "3000"

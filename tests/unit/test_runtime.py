@@ -51,3 +51,18 @@ def test_failures_are_retried_with_backoff() -> None:
     asyncio.run(scenario())
     assert len(attempts) == 3
     assert attempts[2] - attempts[1] > attempts[1] - attempts[0]  # the delay doubles
+
+
+def test_a_returned_delay_reconciles_again_later() -> None:
+    calls: list[float] = []
+
+    def work(key: Key) -> float | None:
+        calls.append(time.monotonic())
+        return 0.05 if len(calls) < 3 else None  # waiting for something twice, then done
+
+    async def scenario() -> None:
+        KeyedRunner(work).trigger(("ns", "a"))
+        await asyncio.sleep(0.5)
+
+    asyncio.run(scenario())
+    assert len(calls) == 3

@@ -73,9 +73,9 @@ def _resolve(node: SchemaDict, defs: SchemaDict) -> SchemaDict:
 def structural(node: SchemaDict, defs: SchemaDict, *, default_objects: bool) -> SchemaDict:
     """Translate one pydantic JSON Schema node into a structural OpenAPI v3 node.
 
-    With `default_objects`, optional nested objects without required fields get `default: {}` so
-    that the API server applies their fields' defaults even when the user leaves the whole object
-    out (spec only: the status must stay empty until the operator writes it).
+    With `default_objects`, optional nested objects that have defaulted fields and no required
+    ones get `default: {}`, so that the API server applies those defaults even when the user leaves
+    the whole object out (spec only: the status must stay empty until the operator writes it).
     """
     node = _resolve(node, defs)
     out: SchemaDict = {k: v for k, v in node.items() if k in _KEPT_KEYWORDS or k.startswith("x-kubernetes-")}
@@ -88,7 +88,8 @@ def structural(node: SchemaDict, defs: SchemaDict, *, default_objects: bool) -> 
         for name, prop in node["properties"].items():
             child = structural(prop, defs, default_objects=default_objects)
             optional_object = name not in required and "properties" in child and not child.get("required")
-            if default_objects and optional_object and "default" not in child:
+            fills_something = any("default" in prop for prop in child.get("properties", {}).values())
+            if default_objects and optional_object and fills_something and "default" not in child:
                 child["default"] = {}
             out["properties"][name] = child
     if isinstance(node.get("additionalProperties"), dict):

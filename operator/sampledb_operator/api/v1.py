@@ -167,6 +167,50 @@ class MigrationsSpec(ApiModel):
     )
 
 
+class RestoreSpec(ApiModel):
+    """Where a new instance takes its initial data from (instead of an empty database)."""
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": k8s_extra(
+            **{
+                "x-kubernetes-validations": [
+                    cel(
+                        "has(self.backup) != (has(self.persistentVolumeClaim) && has(self.file))",
+                        "restore needs either backup, or persistentVolumeClaim and file (not both)",
+                    ),
+                    cel("self == oldSelf", "restore is immutable: it only applies when the instance is created"),
+                ]
+            }
+        )
+    }
+
+    backup: str | None = Field(
+        None,
+        description="A SampleDBBackup in this namespace, which must have succeeded.",
+        pattern=DNS_LABEL_PATTERN,
+        max_length=63,
+    )
+    persistentVolumeClaim: str | None = Field(
+        None,
+        description="A claim in this namespace holding a pg_dump custom-format file.",
+        pattern=DNS_LABEL_PATTERN,
+        max_length=253,
+    )
+    file: str | None = Field(
+        None,
+        description="Path of the dump inside persistentVolumeClaim, e.g. db1/20260101T000000Z-nightly.dump.",
+        pattern=r"^[^/.]",
+        max_length=1024,
+        json_schema_extra=k8s_extra(
+            **{
+                "x-kubernetes-validations": [
+                    cel("!self.contains('..')", "restore.file must stay inside the volume (no '..')")
+                ]
+            }
+        ),
+    )
+
+
 class SampleDBSpec(ApiModel):
     """The desired state of one PostgreSQL instance."""
 
@@ -179,6 +223,9 @@ class SampleDBSpec(ApiModel):
     database: DatabaseSpec = Field(default_factory=DatabaseSpec, description="The application database.")
     credentials: CredentialsSpec = Field(default_factory=CredentialsSpec, description="Connection credentials.")
     migrations: MigrationsSpec | None = Field(None, description="Schema migrations to apply; none when unset.")
+    restore: RestoreSpec | None = Field(
+        None, description="Bootstrap the database from a backup instead of empty; applies at creation only."
+    )
     deletionPolicy: DeletionPolicy = Field(
         DeletionPolicy.SNAPSHOT,
         description=(

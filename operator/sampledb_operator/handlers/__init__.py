@@ -29,7 +29,7 @@ _MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
 _state: dict[str, Any] = {}
 
 
-def _reconcile(key: Key) -> None:
+def _reconcile(key: Key) -> float | None:
     reconciler: Reconciler = _state["reconciler"]
     writes_before = reconciler.api.write_count
     with metrics.RECONCILE_SECONDS.time():
@@ -43,6 +43,7 @@ def _reconcile(key: Key) -> None:
     metrics.record_phase("/".join(key), outcome.phase)
     if outcome.actions:
         logger.info("%s/%s: %s", *key, "; ".join(outcome.actions))
+    return outcome.requeue_after
 
 
 def _runner() -> KeyedRunner:
@@ -86,10 +87,11 @@ async def _owner_event(labels: Mapping[str, str], namespace: str | None, **_: An
         _runner().trigger((namespace, owner))
 
 
-def _run_backup(backups: BackupReconciler, key: Key) -> None:
+def _run_backup(backups: BackupReconciler, key: Key) -> float | None:
     with metrics.RECONCILE_SECONDS.time():
         outcome = backups.reconcile(*key)
     logger.debug("%s/%s: backup %s", *key, outcome.phase)
+    return outcome.requeue_after
 
 
 @kopf.on.event(GROUP, "v1", backup.PLURAL)

@@ -19,6 +19,7 @@ from sampledb_operator.k8s.api import ApiError, KubeApi
 from sampledb_operator.reconcile import children, deletion
 from sampledb_operator.reconcile.migrations import MigrationPlan, job_name, plan_migrations
 from sampledb_operator.reconcile.outcome import Outcome
+from sampledb_operator.reconcile.restore import RECHECK_SECONDS, RestorePlan, plan_restore
 from sampledb_operator.reconcile.status import JobState, Observation, Problem, compute_status, job_state
 from sampledb_operator.resources.config import parameter_problems
 from sampledb_operator.resources.instance import Instance
@@ -95,6 +96,9 @@ class Reconciler:
         ns = instance.namespace
         secret = self.api.get("Secret", ns, instance.credentials_secret)
         problems = self._problems(instance, secret)
+        restore = self._plan_restore(obj, instance)
+        if restore is not None and restore.problem is not None:
+            problems.append(restore.problem)
         # With a bad configuration or unusable credentials, the last good children keep serving.
         blocked = {"ConfigMap", "StatefulSet"} if problems else set()
         actions = [a for a in [children.plan_secret(instance, secret, self.password)] if a]
@@ -115,9 +119,8 @@ class Reconciler:
             and not problems
             and (observed_sts or any(a.kind == "StatefulSet" for a in actions))
         ):
-            actions.append(
-                children.Action(children.Verb.CREATE, "Job", instance.init_job, "InitJobMissing", init_job(instance))
-            )
+            body = init_job(instance, restore.source if restore else None)
+            actions.append(children.Action(children.Verb.CREATE, "Job", instance.init_job, "InitJobMissing", body))
         migrations = self._plan_migrations(obj, instance, observed_sts, job)
         if migrations is not None and migrations.action is not None:
             actions.append(migrations.action)
@@ -135,7 +138,23 @@ class Reconciler:
             migrations=migrations.status if migrations else None,
         )
         outcome.phase = self._write_status(obj, instance, observation)
+        if restore is not None and restore.wait:
+            outcome.requeue_after = RECHECK_SECONDS
         return outcome
+
+    def _plan_restore(self, obj: dict[str, Any], instance: Instance) -> RestorePlan | None:
+        """Only for an instance not yet initialised: later, spec.restore has done its work."""
+        restore = instance.spec.restore
+        if restore is None or ((obj.get("status") or {}).get("initialization") or {}).get("completed"):
+            return None
+        ns = instance.namespace
+        backup = self.api.get("SampleDBBackup", ns, restore.backup) if restore.backup else None
+        claim = (
+            self.api.get("PersistentVolumeClaim", ns, restore.persistentVolumeClaim)
+            if restore.persistentVolumeClaim
+            else None
+        )
+        return plan_restore(instance, backup, claim)
 
     def _plan_migrations(
         self, obj: dict[str, Any], instance: Instance, sts: dict[str, Any] | None, init: dict[str, Any] | None

@@ -11,3 +11,5 @@ class Outcome:
 
     phase: str | None = None
     actions: list[str] = field(default_factory=list)
+    # Look again after this many seconds: something this object waits for sends no event to it.
+    requeue_after: float | None = None
