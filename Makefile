@@ -46,10 +46,14 @@ tools: ## Build the pinned Kubernetes toolchain into ~/.cache/sampledb-operator/
 cluster-tools: ## Build only what the local cluster needs (etcd, kube-*, kwok, kubectl).
 	hack/build-tools.sh etcd kube-apiserver kube-controller-manager kube-scheduler kwok kubectl
 
+.PHONY: test-tools
+test-tools: cluster-tools ## Build what the tests need besides the cluster: helm, opm, OLM (olm, catalog).
+	hack/build-tools.sh helm opm olm catalog
+
 .PHONY: generate
-generate: $(PYTHON) ## Regenerate every generated file: crds/ from the pydantic models, then the chart's copies.
+generate: $(PYTHON) ## Regenerate every generated file: crds/ from the models, then the chart's copies, the bundle, the catalog.
 	cd operator && $(PY) -m sampledb_operator generate-crds --out ../crds
-	$(MAKE) --no-print-directory chart-sync
+	$(MAKE) --no-print-directory chart-sync bundle catalog
 
 .PHONY: chart-sync
 chart-sync: ## Copy crds/ and the rules of config/rbac/role.yaml into the Helm chart (the chart never hand-copies them).
@@ -62,13 +66,13 @@ chart-sync: ## Copy crds/ and the rules of config/rbac/role.yaml into the Helm c
 
 .PHONY: lint
 lint: $(PYTHON) ## ruff (lint + format check) and mypy --strict.
-	cd operator && $(PY) -m ruff check sampledb_operator sampledb_localcluster ../tests
+	cd operator && $(PY) -m ruff check sampledb_operator sampledb_localcluster ../tests ../hack ../benchmarks
 	cd operator && $(PY) -m ruff format --check sampledb_operator sampledb_localcluster
 	cd operator && $(PY) -m mypy sampledb_operator sampledb_localcluster
 
 ##@ Tests
 .PHONY: test
-test: lint cluster-tools $(HELM) base-images ## Everything CI runs: lint; unit, PostgreSQL 15+17 and integration tests; then the e2e tests.
+test: lint test-tools base-images ## Everything CI runs: lint; unit, PostgreSQL 15+17 and integration tests; then the e2e tests.
 	SAMPLEDB_REQUIRE_PG_MAJORS=15,17 $(PYTHON) -m pytest tests/unit tests/postgres tests/integration $(PYTEST_ARGS)
 	@# A separate run: the image test starts its own operator, which must not share a cluster with the
 	@# integration tests' operator.
@@ -87,7 +91,7 @@ test-integration: $(PYTHON) cluster-tools ## Integration tests on a local contro
 	$(PYTHON) -m pytest tests/integration $(PYTEST_ARGS)
 
 .PHONY: test-e2e
-test-e2e: $(PYTHON) cluster-tools $(HELM) base-images ## The image: builds it, runs it read-only as 65532 (webhook, operator on the local cluster).
+test-e2e: $(PYTHON) test-tools base-images ## The image: builds it, runs it read-only as 65532 (webhook, operator on the local cluster).
 	$(PYTHON) -m pytest tests/e2e $(PYTEST_ARGS)
 
 ##@ Benchmarks

@@ -1,19 +1,24 @@
-"""Benchmark of the SampleDB conversion webhook: its own latency, and what it adds to a LIST.
+"""Benchmark of the SampleDB conversion webhook: its own latency, and what it costs reads through the API server.
 
-Why: every read of `sampledb.io/v1beta1` (old clients, `kubectl get sampledbs.v1beta1...`, the
-storage-version migration) goes through the webhook, which the API server calls synchronously,
-with a whole LIST in one ConversionReview. So this measures, and only measures (nothing here
-asserts on time):
+Why: `sampledb.io/v1` is stored, so every `sampledb.io/v1beta1` read (old clients,
+`kubectl get sampledbs.v1beta1.sampledb.io`, the storage-version migration) needs the webhook, and
+the API server calls it synchronously. This measures, and only measures (nothing asserts on time):
 
 1. The webhook itself: the real process (`python -m sampledb_operator webhook`, two replicas on one
    loopback port), over TLS, on one keep-alive connection as the API server keeps one. Reviews
-   convert stored `v1` objects (server metadata, managedFields, defaults and a status with three
+   convert stored `v1` objects (server metadata and managedFields, defaults, a status with three
    conditions) to `v1beta1`, the direction a `v1beta1` read takes. One object per review
    (target: p99 under 5 ms), then batches of 100 and 1,000 objects (per-review and per-object cost).
-2. A LIST through the API server of a local control plane (`sampledb_localcluster`): N realistic
-   objects in one namespace, read whole via `v1` (the stored version, no conversion) and via
-   `v1beta1` (every object converted), interleaved in the same run, N = 1,000 then 10,000
-   (target: v1beta1/v1 median ratio under 1.5). Both reads use the same JSON-decoding client call.
+2. Reads through the API server of a local control plane (`sampledb_localcluster`): N realistic
+   objects created in one namespace (create + status write, 8 creators), then the whole LIST via
+   `v1` (no conversion) and via `v1beta1`, interleaved in the same run, N = 1,000 then 10,000
+   (target: v1beta1/v1 median ratio under 1.5), with the same JSON-decoding client call for both.
+   The API server keeps one watch cache per served version and serves LISTs from it; the v1beta1
+   cache converts each write event through the webhook (one object per review) as it arrives, so
+   the webhook's cost shows up after writes rather than in the LIST. The table therefore also gives
+   how far the v1beta1 cache was behind at the last write and when each cache had caught up (the
+   LISTs are timed after that), and GETs of single objects, which are read from etcd and so call
+   the webhook on every v1beta1 read.
 
 The table (with the machine it ran on) goes to stdout and to `benchmarks/results/conversion.md`;
 progress goes to stderr. Everything started here (webhook replicas, cluster) is stopped at the end,
@@ -29,6 +34,7 @@ import argparse
 import contextlib
 import copy
 import datetime
+import functools
 import http.client
 import json
 import math
@@ -78,6 +84,7 @@ class Plan:
     batches: tuple[tuple[int, int, int], ...]  # (objects per review, warm-up reviews, measured reviews)
     sizes: tuple[int, ...]  # cumulative object counts for the LIST figures
     list_repetitions: int
+    get_repetitions: int
 
 
 FULL = Plan(
@@ -86,9 +93,15 @@ FULL = Plan(
     batches=((100, 50, 500), (1000, 10, 150)),
     sizes=(1000, 10000),
     list_repetitions=7,
+    get_repetitions=200,
 )
 QUICK = Plan(
-    single_warmup=50, single_requests=300, batches=((100, 10, 50), (1000, 3, 20)), sizes=(200, 1000), list_repetitions=5
+    single_warmup=50,
+    single_requests=300,
+    batches=((100, 10, 50), (1000, 3, 20)),
+    sizes=(200, 1000),
+    list_repetitions=5,
+    get_repetitions=50,
 )
 
 
@@ -120,7 +133,17 @@ def markdown_table(rows: Sequence[Row]) -> str:
 def write_results(table: str, command: str) -> None:
     """Keep the table in benchmarks/results/ so a run's result can be committed."""
     RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS_FILE.write_text(f"# Conversion benchmark\n\nCommand: `{command}`\n\n{table}", encoding="utf-8")
+    header = (
+        "# Conversion benchmark\n\n"
+        f"Command: `{command}`. What each figure means: `benchmarks/README.md` and the docstring of\n"
+        "`benchmarks/bench_conversion.py`.\n\n"
+    )
+    RESULTS_FILE.write_text(header + table, encoding="utf-8")
+
+
+def byte_size(count: int) -> str:
+    """A response size in bytes or MB."""
+    return f"{count:,} B" if count < 100_000 else f"{count / 1e6:.2f} MB"
 
 
 def verdict(met: bool, target: str) -> str:
@@ -231,13 +254,19 @@ def sample_status(manifest: Obj) -> Obj:
     }
 
 
-def _fields_v1(node: Any) -> Obj:
-    """A managedFields `fieldsV1` set for a tree, in the API server's notation."""
+def _fields_v1(node: Any, *, root: bool = True) -> Obj:
+    """A managedFields `fieldsV1` set for a tree, in the API server's notation ("." marks a set parent)."""
     if isinstance(node, dict):
-        return {f"f:{key}": _fields_v1(value) for key, value in node.items()}
-    if isinstance(node, list):
-        return {"k:" + json.dumps({"type": item["type"]}): _fields_v1(item) for item in node if "type" in item}
-    return {}
+        children = {f"f:{key}": _fields_v1(value, root=key == "metadata") for key, value in node.items()}
+    elif isinstance(node, list):
+        children = {
+            "k:" + json.dumps({"type": item["type"]}, separators=(",", ":")): _fields_v1(item, root=False)
+            for item in node
+            if isinstance(item, dict) and "type" in item
+        }
+    else:
+        return {}
+    return children if root or not children else {".": {}, **children}
 
 
 def _managed(manager: str, operation: str, fields: Obj, subresource: str | None = None) -> Obj:
@@ -254,11 +283,32 @@ def _managed(manager: str, operation: str, fields: Obj, subresource: str | None 
     return entry
 
 
+def apply_defaults(node: Any, schema: Obj) -> Any:
+    """Fill in a structural schema's defaults top-down, as the API server does when it stores an object."""
+    if isinstance(node, dict):
+        for key, prop in (schema.get("properties") or {}).items():
+            if key not in node and "default" in prop:
+                node[key] = copy.deepcopy(prop["default"])
+            if key in node:
+                apply_defaults(node[key], prop)
+    elif isinstance(node, list) and "items" in schema:
+        for item in node:
+            apply_defaults(item, schema["items"])
+    return node
+
+
+@functools.cache
+def v1_schema() -> Obj:
+    """The v1 openAPIV3Schema of the generated CRD."""
+    versions = crdgen.sampledb_crd()["spec"]["versions"]
+    schema: Obj = next(v for v in versions if v["name"] == "v1")["schema"]["openAPIV3Schema"]
+    return schema
+
+
 def stored_v1(index: int, namespace: str) -> Obj:
     """The object as the API server stores and sends it to the webhook: defaults, server metadata, status."""
-    obj = sample_v1(index, namespace)
-    created = {"metadata": {"labels": obj["metadata"]["labels"]}, "spec": copy.deepcopy(obj["spec"])}
-    obj["spec"] |= {"resources": {}, "database": {"name": "app", "owner": "app"}, "credentials": {}}
+    obj: Obj = apply_defaults(sample_v1(index, namespace), v1_schema())
+    created = {"metadata": {"labels": obj["metadata"]["labels"]}, "spec": obj["spec"]}
     obj["status"] = sample_status(obj)
     obj["metadata"] |= {
         "uid": str(uuid.uuid5(uuid.NAMESPACE_DNS, f"{namespace}.{index}")),
@@ -329,7 +379,7 @@ def single_object_rows(hooks: WebhookReplicas, plan: Plan) -> list[Row]:
     body = review_body([stored_v1(0, NAMESPACE)], V1BETA1)
     progress(f"webhook: 1 object per review, {plan.single_warmup} warm-up + {plan.single_requests} measured")
     samples = time_reviews(hooks, body, 1, plan.single_warmup, plan.single_requests)
-    section = f"Webhook, 1 object/review ({len(samples)} requests, {len(body)} B)"
+    section = f"Webhook, 1 object/review ({len(samples)} requests, {byte_size(len(body))})"
     p99 = percentile(samples, 99)
     return [
         Row(section, "p50", ms(percentile(samples, 50))),
@@ -344,7 +394,7 @@ def batch_rows(hooks: WebhookReplicas, size: int, warmup: int, count: int) -> li
     body = review_body([stored_v1(i, NAMESPACE) for i in range(size)], V1BETA1)
     progress(f"webhook: {size} objects per review, {warmup} warm-up + {count} measured")
     samples = time_reviews(hooks, body, size, warmup, count)
-    section = f"Webhook, {size} objects/review ({count} reviews, {len(body) / 1e6:.2f} MB)"
+    section = f"Webhook, {size} objects/review ({count} reviews, {byte_size(len(body))})"
     p50 = percentile(samples, 50)
     return [
         Row(section, "p50 per review", ms(p50)),
@@ -404,42 +454,47 @@ def install(api: KubeApi, hooks: WebhookReplicas) -> None:
         wait_until(lambda v=version: _served(api, list_path(v)), f"{version} to be served")  # type: ignore[misc]
 
 
-def create_one(api: KubeApi, index: int) -> None:
-    """Create one object and write its status (a separate subresource) as the operator would."""
+def create_one(api: KubeApi, index: int) -> int:
+    """Create one object and write its status (a separate subresource) as the operator would.
+
+    Returns the resourceVersion of the status write.
+    """
     manifest = sample_v1(index, NAMESPACE)
     api.create(manifest)
-    api.merge_patch(
+    written = api.merge_patch(
         "SampleDB", NAMESPACE, manifest["metadata"]["name"], {"status": sample_status(manifest)}, status=True
     )
+    return int(written["metadata"]["resourceVersion"])
 
 
-def create_objects(api: KubeApi, start: int, stop: int) -> float:
-    """Create objects start..stop-1 with a pool of creators; returns the seconds it took."""
+def create_objects(api: KubeApi, start: int, stop: int) -> tuple[float, int]:
+    """Create objects start..stop-1 with a pool of creators; returns the seconds and the last resourceVersion."""
     pool = ThreadPoolExecutor(max_workers=CREATORS, thread_name_prefix="creator")
     started = time.perf_counter()
+    last = 0
     try:
         futures = [pool.submit(create_one, api, index) for index in range(start, stop)]
         for done, future in enumerate(as_completed(futures), start=1):
-            future.result()
+            last = max(last, future.result())
             if done % PROGRESS_EVERY == 0 or done == len(futures):
                 rate = done / (time.perf_counter() - started)
                 progress(f"created {start + done}/{stop} objects ({rate:.0f}/s)")
-        return time.perf_counter() - started
+        return time.perf_counter() - started, last
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
 @dataclass(frozen=True)
-class ListSample:
-    """One timed LIST: seconds to the decoded JSON, response bytes, and how many items came back."""
+class Sample:
+    """One timed read: seconds to the decoded JSON, response bytes, and how many objects a LIST returned."""
 
     seconds: float
     size: int
     items: int
 
 
-def timed_list(api: KubeApi, path: str) -> ListSample:
-    """GET the whole collection and decode the JSON: the same client work for either version."""
+def timed_get(api: KubeApi, path: str) -> Sample:
+    """GET and decode the JSON, as `KubeApi._request` does: the same client work for either version."""
     client: Any = api._client  # the official client is untyped
     started = time.perf_counter()
     params = client.param_serialize(
@@ -447,69 +502,155 @@ def timed_list(api: KubeApi, path: str) -> ListSample:
     )
     response = client.call_api(*params, _request_timeout=(10, 300))
     data = response.read()
-    payload = json.loads(data)
+    body = json.loads(data)
     elapsed = time.perf_counter() - started
     if response.status != 200:
         raise RuntimeError(f"GET {path}: HTTP {response.status}: {data[:300]!r}")
-    return ListSample(elapsed, len(data), len(payload["items"]))
+    return Sample(elapsed, len(data), len(body.get("items") or []))
 
 
-def time_lists(api: KubeApi, count: int, repetitions: int) -> dict[str, list[ListSample]]:
-    """Interleaved LISTs via v1 and v1beta1 (alternating which goes first), after one warm-up each."""
-    samples: dict[str, list[ListSample]] = {V1: [], V1BETA1: []}
+def cache_version(api: KubeApi, version: str) -> int:
+    """The resourceVersion a version's watch cache has reached.
+
+    `resourceVersion=0` reads the cache as it is (and ignores `limit`); a selector that matches
+    nothing keeps the answer small.
+    """
+    query = {"resourceVersion": "0", "labelSelector": "sampledb.io/bench-probe=none"}
+    body = api._request("GET", list_path(version), query=query)
+    return int(body["metadata"]["resourceVersion"])
+
+
+@dataclass(frozen=True)
+class CatchUp:
+    """How far the v1beta1 watch cache was behind at the last write, and when each cache had it."""
+
+    behind: int  # etcd revisions (about one per write)
+    seconds: dict[str, float]
+
+
+def catch_up(api: KubeApi, last_write: int) -> CatchUp:
+    """Wait until each version's watch cache has seen the last write; a LIST then needs no waiting.
+
+    The API server keeps one watch cache per served version; the v1beta1 one converts every write
+    event through the webhook, one object per review, as it arrives, so a burst of writes can leave
+    it behind. A consistent LIST via v1beta1 meanwhile waits for it, and then reads etcd instead,
+    converting every object (which for 10,000 objects can exceed the API server's 60 s timeout).
+    """
+    written = time.perf_counter()
+    behind = max(0, last_write - cache_version(api, V1BETA1))
+    seconds = {}
     for version in (V1, V1BETA1):
-        timed_list(api, list_path(version))
+        wait_until(
+            lambda v=version: cache_version(api, v) >= last_write,  # type: ignore[misc]
+            f"the {version} watch cache to reach resourceVersion {last_write}",
+            timeout=1800,
+        )
+        seconds[version] = time.perf_counter() - written
+    return CatchUp(behind, seconds)
+
+
+def time_reads(api: KubeApi, paths: dict[str, str], repetitions: int) -> dict[str, list[Sample]]:
+    """The same read via v1 and via v1beta1, interleaved (alternating which goes first)."""
+    samples: dict[str, list[Sample]] = {version: [] for version in paths}
     for rep in range(repetitions):
-        order = (V1, V1BETA1) if rep % 2 == 0 else (V1BETA1, V1)
+        order = list(paths) if rep % 2 == 0 else list(reversed(paths))
         for version in order:
-            sample = timed_list(api, list_path(version))
-            if sample.items != count:
-                raise RuntimeError(f"LIST via {version} returned {sample.items} objects, expected {count}")
-            samples[version].append(sample)
-        progress(f"LIST of {count}: repetition {rep + 1}/{repetitions} done")
+            samples[version].append(timed_get(api, paths[version]))
     return samples
 
 
-def list_size_rows(api: KubeApi, count: int, created: int, seconds: float, repetitions: int) -> list[Row]:
-    """Creation rate and the v1 / v1beta1 LIST figures for `count` objects."""
-    samples = time_lists(api, count, repetitions)
-    section = f"LIST of {count:,} objects ({repetitions} reps each, interleaved)"
-    medians = {v: statistics.median(s.seconds for s in samples[v]) for v in samples}
+def _short(version: str) -> str:
+    return version.split("/")[1]
+
+
+def read_rows(section: str, samples: dict[str, list[Sample]], ratio_target: float | None) -> list[Row]:
+    """Median / min and size of each version's read, and the v1beta1/v1 ratio of the medians."""
+    medians = {version: statistics.median(s.seconds for s in samples[version]) for version in samples}
+    rows = []
+    for version, runs in samples.items():
+        fastest = min(s.seconds for s in runs)
+        rows.append(Row(section, f"{_short(version)} median / min", f"{ms(medians[version])} / {ms(fastest)}"))
+        rows.append(Row(section, f"{_short(version)} response", byte_size(runs[0].size)))
     ratio = medians[V1BETA1] / medians[V1]
-    rows = [
-        Row(
-            section,
-            f"creation rate ({created:,} added, {CREATORS} creators, create + status)",
-            f"{created / seconds:.0f} objects/s",
-        )
-    ]
-    for version in (V1, V1BETA1):
-        fastest = min(s.seconds for s in samples[version])
-        rows.append(Row(section, f"{version.split('/')[1]} median / min", f"{ms(medians[version])} / {ms(fastest)}"))
-        rows.append(Row(section, f"{version.split('/')[1]} response", f"{samples[version][0].size / 1e6:.2f} MB"))
-    rows.append(
-        Row(
-            section,
-            "ratio v1beta1/v1 (median)",
-            f"{ratio:.2f}",
-            verdict(ratio < LIST_RATIO_TARGET, f"< {LIST_RATIO_TARGET:g}"),
-        )
-    )
+    target = "" if ratio_target is None else verdict(ratio < ratio_target, f"< {ratio_target:g}")
+    rows.append(Row(section, "ratio v1beta1/v1 (median)", f"{ratio:.2f}", target))
     return rows
 
 
+def list_size_rows(api: KubeApi, count: int, created: int, written: tuple[float, int], repetitions: int) -> list[Row]:
+    """Creation rate, watch-cache catch-up and the v1 / v1beta1 LIST figures for `count` objects."""
+    section = f"LIST of {count:,} objects ({repetitions} reps each, interleaved)"
+    seconds, last_write = written
+    lag = catch_up(api, last_write)
+    progress(
+        f"LIST of {count}: v1beta1 cache {lag.behind} revisions behind at the last write; caught up after "
+        f"{lag.seconds[V1BETA1]:.1f} s"
+    )
+    paths = {version: list_path(version) for version in (V1, V1BETA1)}
+    samples = time_reads(api, paths, repetitions)
+    for version, runs in samples.items():
+        if any(s.items != count for s in runs):
+            raise RuntimeError(f"a LIST via {version} did not return {count} objects")
+    creation = f"{created / seconds:.0f} objects/s"
+    return [
+        Row(section, f"creation rate ({created:,} added by {CREATORS} creators: create + status write)", creation),
+        Row(section, "v1beta1 watch cache behind at the last write", f"{lag.behind:,} revisions"),
+        Row(
+            section,
+            "watch cache has the last write, after it: v1 / v1beta1",
+            " / ".join(f"{lag.seconds[v]:.1f} s" for v in (V1, V1BETA1)),
+        ),
+        *read_rows(section, samples, LIST_RATIO_TARGET),
+    ]
+
+
+def get_rows(api: KubeApi, count: int, repetitions: int) -> list[Row]:
+    """GET of single objects: not served from the watch cache, so v1beta1 calls the webhook each time."""
+    section = f"GET one object ({repetitions} reps each, interleaved)"
+    samples: dict[str, list[Sample]] = {V1: [], V1BETA1: []}
+    for rep in range(repetitions):
+        name = f"db-{rep * 7919 % count:05d}"
+        order = (V1, V1BETA1) if rep % 2 == 0 else (V1BETA1, V1)
+        paths = {version: f"{list_path(version)}/{name}" for version in order}
+        for version, runs in time_reads(api, paths, 1).items():
+            samples[version] += runs
+    return read_rows(section, samples, None)
+
+
+def _comparable(obj: Obj) -> Obj:
+    meta = obj["metadata"]
+    return {
+        "spec": obj["spec"],
+        "status": obj["status"],
+        "labels": meta.get("labels"),
+        "managedFields": [entry["fieldsV1"] for entry in meta.get("managedFields") or []],
+    }
+
+
+def payload_row(api: KubeApi) -> Row:
+    """Whether the webhook figures used what the API server really stores (spec, status, managedFields)."""
+    stored = api._request("GET", f"{list_path(V1)}/db-00000")
+    same = _comparable(stored) == _comparable(stored_v1(0, NAMESPACE))
+    if not same:
+        progress("warning: the webhook payload differs from the object the API server stored")
+    return Row(
+        "Webhook payload", "same spec, status and managedFields as the API server stores", "yes" if same else "NO"
+    )
+
+
 def list_rows(cluster: LocalCluster, hooks: WebhookReplicas, plan: Plan) -> list[Row]:
-    """Every LIST figure, growing the collection to each size in turn."""
+    """Every API-server figure, growing the collection to each size in turn."""
     api = KubeApi(load_client(str(cluster.kubeconfig)))
     install(api, hooks)
     rows: list[Row] = []
     existing = 0
     for count in plan.sizes:
         progress(f"creating objects {existing}..{count - 1} with {CREATORS} creators")
-        seconds = create_objects(api, existing, count)
-        rows += list_size_rows(api, count, count - existing, seconds, plan.list_repetitions)
+        written = create_objects(api, existing, count)
+        rows += list_size_rows(api, count, count - existing, written, plan.list_repetitions)
         existing = count
-    return rows
+    progress(f"GET of single objects, {plan.get_repetitions} each")
+    return [payload_row(api), *rows, *get_rows(api, existing, plan.get_repetitions)]
 
 
 # -- orchestration ---------------------------------------------------------------------------------
