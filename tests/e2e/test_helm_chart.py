@@ -21,11 +21,10 @@ import json
 import secrets
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import yaml
@@ -33,6 +32,7 @@ from cryptography import x509
 
 from sampledb_localcluster import pki
 from sampledb_localcluster.tools import tool_path
+from tests.integration.conftest import wait_for
 from tests.webhook_process import WebhookReplicas
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,7 +42,6 @@ SCENARIOS = [path.name.removesuffix("-values.yaml") for path in CI_VALUES]
 CRD_NAME = "sampledbs.sampledb.io"
 CHART_CRDS = sorted(yaml.safe_load(path.read_text())["metadata"]["name"] for path in (CHART / "crds").glob("*.yaml"))
 RELEASE = "sampledb-operator"
-T = TypeVar("T")
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -66,17 +65,6 @@ def template(*args: str, namespace: str = "sampledb-system") -> list[dict[str, A
     """`helm template` the chart; every rendered document (test hooks included), parsed."""
     out = helm("template", RELEASE, str(CHART), "--namespace", namespace, *args).stdout
     return [doc for doc in yaml.safe_load_all(out) if doc]
-
-
-def wait_for(probe: Callable[[], T | None], *, what: str, timeout: float = 60, interval: float = 0.5) -> T:
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
 
 
 def find(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> list[dict[str, Any]]:
