@@ -136,3 +136,20 @@ def _wait_for_default_service_account(core: k8s.CoreV1Api, namespace: str, timeo
             if error.status != 404 or time.monotonic() > deadline:
                 raise
         time.sleep(0.1)
+
+
+def live_processes_mentioning(state_dir: Path) -> list[list[str]]:
+    """argv of every live (not zombie) process whose arguments mention a path under `state_dir`."""
+    marker = f"{state_dir}/"
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().decode().split("\0")
+            state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and any(marker in arg for arg in argv):
+            found.append(argv)
+    return found

@@ -31,6 +31,7 @@ from kubernetes.client.rest import ApiException
 from pytest_helm_charts.clusters import Cluster
 
 from sampledb_localcluster import OPERATOR_USER, LocalCluster, load_versions
+from tests.conftest import live_processes_mentioning
 
 OPERATOR_DIR = Path(__file__).resolve().parents[2] / "operator"
 CRD_GROUP = "clustertest.sampledb.example.com"
@@ -367,20 +368,8 @@ def test_webhook_with_a_cert_from_issue_serving_cert_is_called_by_the_api_server
 
 def processes_using(state_dir: Path) -> list[str]:
     """Names of live non-Python processes whose arguments mention `state_dir` (our components do)."""
-    marker = f"{state_dir}/"
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().decode().split("\0")
-            state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
-        except OSError:
-            continue
-        program = Path(argv[0]).name
-        if state != "Z" and not program.startswith("python") and any(marker in arg for arg in argv):
-            found.append(program)
-    return sorted(found)
+    programs = (Path(argv[0]).name for argv in live_processes_mentioning(state_dir))
+    return sorted(p for p in programs if not p.startswith("python"))
 
 
 def run_cli(state_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:

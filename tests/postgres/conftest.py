@@ -176,6 +176,15 @@ class Server:
             raise RuntimeError(result.stderr)
         return result.stdout.strip()
 
+    def superuser_env(self) -> dict[str, str]:
+        """libpq variables for a client script talking to this server as the superuser over TCP."""
+        return {
+            "PGHOST": "127.0.0.1",
+            "PGPORT": str(self.port),
+            "PGUSER": "postgres",
+            "PGPASSWORD": self.superuser_password,
+        }
+
     def chown(self, path: Path) -> None:
         """Make `path` (recursively) the postgres user's, as the runtime numbers it."""
         uid, gid = self.runtime.owner

@@ -29,6 +29,15 @@ def initialised(make_server: Any, pg: Runtime, name: str = "srv") -> tuple[Any, 
     return instance, server
 
 
+def load_orders(server: Server, rows: int) -> None:
+    """The application's table, filled as its owner."""
+    sql = (
+        "CREATE TABLE orders (id int PRIMARY KEY, item text);"
+        f"INSERT INTO orders SELECT g, md5(g::text) FROM generate_series(1, {rows}) g"
+    )
+    server.psql(sql, user="shopper", password=APP_PASSWORD, database="shop")
+
+
 def env_of(instance: Any, server: Server, entries: list[dict[str, Any]]) -> dict[str, str]:
     fake_job = {"spec": {"template": {"spec": {"containers": [{"env": entries}]}}}}
     return job_env(fake_job, server, secret_data(instance, server))
@@ -50,13 +59,7 @@ def termination_log(server: Server, root: Path) -> Path:
 
 def test_backup_verifies_restores_and_keeps_the_newest(make_server: Any, pg: Runtime, pg_workdir: Path) -> None:
     instance, server = initialised(make_server, pg)
-    server.psql(
-        "CREATE TABLE orders (id int PRIMARY KEY, item text);"
-        "INSERT INTO orders SELECT g, md5(g::text) FROM generate_series(1, 20000) g",
-        user="shopper",
-        password=APP_PASSWORD,
-        database="shop",
-    )
+    load_orders(server, 20000)
     expected = server.psql(CHECKSUM, database="shop")
     backups, log = folder(server, pg_workdir, "backups"), termination_log(server, pg_workdir)
     env = env_of(instance, server, backup_env(instance, label="scheduled", verify=True, retain=2))
@@ -72,12 +75,7 @@ def test_backup_verifies_restores_and_keeps_the_newest(make_server: Any, pg: Run
     assert server.psql("SELECT count(*) FROM pg_database WHERE datname LIKE 'sampledb_verify_%'") == "0"
     # The newest dump restores into a brand-new server with identical data.
     target = make_server(make_instance(), pg, name="target")
-    restore_env = {
-        "PGHOST": "127.0.0.1",
-        "PGPORT": str(target.port),
-        "PGUSER": "postgres",
-        "PGPASSWORD": target.superuser_password,
-    }
+    restore_env = target.superuser_env()
     target.run_script("createdb shop", restore_env)
     target.run_script(f'pg_restore --no-owner --exit-on-error --dbname=shop "{dumps[-1]}"', restore_env)
     assert target.psql(CHECKSUM, database="shop") == expected
@@ -195,7 +193,7 @@ def test_logical_upgrade_path_keeps_every_row(
 
     new = make_server(make_instance(SHOP), new_runtime, name="new")
     assert new.psql("SELECT current_setting('server_version_num')::int / 10000") == str(new_runtime.major)
-    env = {"PGHOST": "127.0.0.1", "PGPORT": str(new.port), "PGUSER": "postgres", "PGPASSWORD": new.superuser_password}
+    env = new.superuser_env()
     new.run_script("psql -q -c 'CREATE ROLE shopper LOGIN' && createdb -O shopper shop", env)
     new.run_script(f'pg_restore --exit-on-error --dbname=shop "{dump}"', env)
     assert new.psql(checksum, database="shop") == expected
@@ -206,13 +204,7 @@ def test_logical_upgrade_path_keeps_every_row(
 
 def test_init_job_restores_a_backup_once_owned_by_the_app_role(make_server: Any, pg: Runtime, pg_workdir: Path) -> None:
     instance, source = initialised(make_server, pg, name="source")
-    source.psql(
-        "CREATE TABLE orders (id int PRIMARY KEY, item text);"
-        "INSERT INTO orders SELECT g, md5(g::text) FROM generate_series(1, 3000) g",
-        user="shopper",
-        password=APP_PASSWORD,
-        database="shop",
-    )
+    load_orders(source, 3000)
     expected = source.psql(CHECKSUM, database="shop")
     backups, log = folder(source, pg_workdir, "backups"), termination_log(source, pg_workdir)
     source.run_script(

@@ -98,12 +98,7 @@ def test_snapshot_dumps_every_database_restorably(make_server: Any, pg: Runtime,
 
     # Restore into a brand-new server: the data is all there.
     target = make_server(make_instance(), pg, name="target")
-    restore_env = {
-        "PGHOST": "127.0.0.1",
-        "PGPORT": str(target.port),
-        "PGUSER": "postgres",
-        "PGPASSWORD": target.superuser_password,
-    }
+    restore_env = target.superuser_env()
     target.run_script(f'psql -q -d postgres -f "{folder}/globals.sql" >/dev/null 2>&1 || true', restore_env)
     target.run_script(f'pg_restore --create --dbname=postgres "{folder}/shop.dump"', restore_env)
     assert target.psql(checksum, database="shop") == expected

@@ -15,22 +15,7 @@ import pytest
 from sampledb_localcluster import ClusterStartError, LocalCluster, MissingToolError
 from sampledb_localcluster.process import diagnose
 from sampledb_localcluster.tools import load_versions, tool_path
-
-
-def live_processes_mentioning(state_dir: Path) -> list[str]:
-    marker = f"{state_dir}/"
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
-        except OSError:
-            continue
-        if marker in cmdline and state != "Z":
-            found.append(cmdline)
-    return found
+from tests.conftest import live_processes_mentioning
 
 
 @pytest.fixture

@@ -15,13 +15,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sampledb_operator.jobs.common import job, superuser_env
-from sampledb_operator.jobs.initialize import WAIT_FOR_SERVER
+from sampledb_operator.jobs.common import TERMINATION_LOG, WAIT_FOR_SERVER, job, superuser_env
 from sampledb_operator.resources.instance import Instance
 from sampledb_operator.resources.volumes import claim
 
 BACKUP_MOUNT = "/backups"
-TERMINATION_LOG = "/dev/termination-log"
 
 
 def backup_script(*, mount: str = BACKUP_MOUNT, termination_log: str = TERMINATION_LOG) -> str:

@@ -9,6 +9,10 @@ from sampledb_operator.resources.instance import POSTGRES_PORT, Instance
 from sampledb_operator.resources.secret import SUPERUSER_PASSWORD_KEY
 
 JOB_TTL_SECONDS = 7 * 24 * 3600
+# Every script starts by waiting for the server (bounded by the Job's activeDeadlineSeconds).
+WAIT_FOR_SERVER = 'until pg_isready --quiet; do echo "sampledb: waiting for $PGHOST"; sleep 2; done\n'
+# Where a script leaves its one-line JSON summary for the operator (the Pod's termination message).
+TERMINATION_LOG = "/dev/termination-log"
 
 
 def connection_env(instance: Instance, *, user: str, database: str, password_key: str) -> list[dict[str, Any]]:

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sampledb_operator.jobs.common import job, superuser_env
+from sampledb_operator.jobs.common import WAIT_FOR_SERVER, job, superuser_env
 from sampledb_operator.resources.instance import Instance
 from sampledb_operator.resources.secret import PASSWORD_KEY
-
-WAIT_FOR_SERVER = 'until pg_isready --quiet; do echo "sampledb: waiting for $PGHOST"; sleep 2; done\n'
 
 INIT_SQL = r"""\set ON_ERROR_STOP on
 \getenv owner APP_OWNER

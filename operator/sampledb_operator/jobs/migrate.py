@@ -14,13 +14,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sampledb_operator.jobs.common import connection_env, job
-from sampledb_operator.jobs.initialize import WAIT_FOR_SERVER
+from sampledb_operator.jobs.common import TERMINATION_LOG, WAIT_FOR_SERVER, connection_env, job
 from sampledb_operator.resources.instance import Instance
 from sampledb_operator.resources.secret import PASSWORD_KEY
 
 MIGRATIONS_MOUNT = "/migrations"
-TERMINATION_LOG = "/dev/termination-log"
 TRACKING_TABLE = "sampledb_schema_migrations"
 
 

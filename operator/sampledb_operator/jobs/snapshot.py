@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sampledb_operator.jobs.common import job, superuser_env
-from sampledb_operator.jobs.initialize import WAIT_FOR_SERVER
+from sampledb_operator.jobs.common import WAIT_FOR_SERVER, job, superuser_env
 from sampledb_operator.resources.instance import Instance
 from sampledb_operator.resources.volumes import claim
 

@@ -20,7 +20,16 @@ from sampledb_operator.reconcile import children, deletion
 from sampledb_operator.reconcile.migrations import MigrationPlan, job_name, plan_migrations
 from sampledb_operator.reconcile.outcome import Outcome
 from sampledb_operator.reconcile.restore import RECHECK_SECONDS, RestorePlan, plan_restore
-from sampledb_operator.reconcile.status import JobState, Observation, Problem, compute_status, job_state
+from sampledb_operator.reconcile.status import (
+    JobState,
+    Observation,
+    Problem,
+    compute_status,
+    init_completed,
+    initialized,
+    job_state,
+    ready_replicas,
+)
 from sampledb_operator.resources.config import parameter_problems
 from sampledb_operator.resources.instance import Instance
 from sampledb_operator.resources.secret import generate_password
@@ -112,10 +121,9 @@ class Reconciler:
                 if action:
                     actions.append(action)
         job = self.api.get("Job", ns, instance.init_job)
-        initialized = bool(((obj.get("status") or {}).get("initialization") or {}).get("completed"))
         if (
             job is None
-            and not initialized
+            and not initialized(obj.get("status") or {})
             and not problems
             and (observed_sts or any(a.kind == "StatefulSet" for a in actions))
         ):
@@ -145,7 +153,7 @@ class Reconciler:
     def _plan_restore(self, obj: dict[str, Any], instance: Instance) -> RestorePlan | None:
         """Only for an instance not yet initialised: later, spec.restore has done its work."""
         restore = instance.spec.restore
-        if restore is None or ((obj.get("status") or {}).get("initialization") or {}).get("completed"):
+        if restore is None or initialized(obj.get("status") or {}):
             return None
         ns = instance.namespace
         backup = self.api.get("SampleDBBackup", ns, restore.backup) if restore.backup else None
@@ -169,10 +177,7 @@ class Reconciler:
         pods = (
             self.api.list_objects("Pod", ns, labels={"job-name": job["metadata"]["name"]}) if finished and job else []
         )
-        initialized = bool(((obj.get("status") or {}).get("initialization") or {}).get("completed"))
-        ready = (initialized or job_state(init) is JobState.COMPLETE) and int(
-            ((sts or {}).get("status") or {}).get("readyReplicas") or 0
-        ) > 0
+        ready = init_completed(obj.get("status") or {}, init) and ready_replicas(sts) > 0
         return plan_migrations(instance, config_map, job, pods, database_ready=ready)
 
     def _apply(self, instance: Instance, action: children.Action) -> Problem | None:

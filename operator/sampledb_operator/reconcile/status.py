@@ -87,7 +87,8 @@ class Verdict:
     degraded: tuple[str, str, str]
 
 
-def _ready_replicas(sts: dict[str, Any] | None) -> int:
+def ready_replicas(sts: dict[str, Any] | None) -> int:
+    """How many database Pods the StatefulSet reports ready (0 when there is none)."""
     return int(((sts or {}).get("status") or {}).get("readyReplicas") or 0)
 
 
@@ -98,9 +99,14 @@ def _rolling(sts: dict[str, Any]) -> bool:
     return not (generation_seen and revision_done)
 
 
-def _init_completed(instance_status: dict[str, Any], observation: Observation) -> bool:
-    done = bool((instance_status.get("initialization") or {}).get("completed"))
-    return done or job_state(observation.init_job) is JobState.COMPLETE
+def initialized(instance_status: dict[str, Any]) -> bool:
+    """Whether the status records the initial-configuration Job as done (it never runs again)."""
+    return bool((instance_status.get("initialization") or {}).get("completed"))
+
+
+def init_completed(instance_status: dict[str, Any], init_job: dict[str, Any] | None) -> bool:
+    """Initialised before, or the initial-configuration Job has just completed."""
+    return initialized(instance_status) or job_state(init_job) is JobState.COMPLETE
 
 
 def verdict(previous_status: dict[str, Any], observation: Observation) -> Verdict:
@@ -124,10 +130,10 @@ def verdict(previous_status: dict[str, Any], observation: Observation) -> Verdic
             Phase.DEGRADED, ("False", "InitializationFailed", message), ok, ("True", "InitializationFailed", message)
         )
     sts = observation.statefulset
-    if sts is None or _ready_replicas(sts) < 1:
+    if sts is None or ready_replicas(sts) < 1:
         message = "waiting for the database Pod to become ready"
         return Verdict(Phase.PROVISIONING, ("False", "PodNotReady", message), ("True", "Provisioning", message), ok)
-    if not _init_completed(previous_status, observation):
+    if not init_completed(previous_status, observation.init_job):
         message = "creating the application database and role"
         return Verdict(Phase.INITIALIZING, ("False", "Initializing", message), ("True", "Initializing", message), ok)
     if _rolling(sts):
@@ -170,7 +176,7 @@ def compute_status(
         "conditions": conditions,
         "endpoint": instance.endpoint,
         "secretName": instance.credentials_secret,
-        "readyInstances": _ready_replicas(observation.statefulset),
+        "readyInstances": ready_replicas(observation.statefulset),
         "initialization": _initialization(instance, previous_status, observation),
         "migrations": observation.migrations,
     }
@@ -195,7 +201,7 @@ def _without_nulls(value: Any) -> Any:
 
 def _running_image(sts: dict[str, Any] | None) -> str | None:
     """The image of the ready Pod template; None until a Pod is ready."""
-    if sts is None or _ready_replicas(sts) < 1:
+    if sts is None or ready_replicas(sts) < 1:
         return None
     image: str = sts["spec"]["template"]["spec"]["containers"][0]["image"]
     return image
