@@ -87,3 +87,12 @@ def test_cel_rules_present_for_transitions() -> None:
     assert "self >= oldSelf" in text
     assert "quantity(self).compareTo(quantity(oldSelf)) >= 0" in text
     assert "self.storageClassName == oldSelf.storageClassName" in text
+
+
+def test_crd_names_resolve_unambiguously_in_kubectl() -> None:
+    """A category equal to a resource's name makes `kubectl get <name> <object>` ambiguous."""
+    crds = crdgen.all_crds().values()
+    names = {n.lower() for crd in crds for key in ("plural", "singular", "kind") for n in [crd["spec"]["names"][key]]}
+    names |= {s for crd in crds for s in crd["spec"]["names"].get("shortNames", [])}
+    categories = {c for crd in crds for c in crd["spec"]["names"].get("categories", [])}
+    assert not categories & names
