@@ -44,11 +44,12 @@ def job(
     env: list[dict[str, Any]],
     volumes: list[dict[str, Any]] | None = None,
     mounts: list[dict[str, Any]] | None = None,
+    image: str | None = None,
 ) -> dict[str, Any]:
-    """A Job running `script` with /bin/sh in the instance's job image."""
+    """A Job running `script` with /bin/sh in `image` (by default the instance's job image)."""
     container = {
         "name": component,
-        "image": instance.job_image,
+        "image": image or instance.job_image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["/bin/sh", "-c", script],
         "env": env,

@@ -32,13 +32,20 @@ DEFAULT_REQUESTS = {"cpu": "100m", "memory": "256Mi"}
 DEFAULT_LIMITS = {"memory": "1Gi"}
 
 
+def initdb_flags(credentials_dir: str) -> str:
+    """How every cluster is created, by the Pod's first start and by a major upgrade alike."""
+    return (
+        f"--username=postgres --pwfile={credentials_dir}/{SUPERUSER_PASSWORD_KEY} "
+        "--auth-local=trust --auth-host=scram-sha-256 --encoding=UTF8 --data-checksums"
+    )
+
+
 def start_script(*, config_dir: str = CONFIG_DIR, credentials_dir: str = CREDENTIALS_DIR) -> str:
     """Initialise the data directory on first start, then exec the server with our configuration."""
     return f"""set -eu
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
   echo "sampledb: initialising a new database cluster in $PGDATA"
-  initdb --username=postgres --pwfile={credentials_dir}/{SUPERUSER_PASSWORD_KEY} \\
-    --auth-local=trust --auth-host=scram-sha-256 --encoding=UTF8 --data-checksums -D "$PGDATA"
+  initdb {initdb_flags(credentials_dir)} -D "$PGDATA"
 fi
 exec postgres -D "$PGDATA" -c config_file={config_dir}/{CONFIG_FILE} -c hba_file={config_dir}/{HBA_FILE}
 """
