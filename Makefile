@@ -94,6 +94,11 @@ test-integration: $(PYTHON) cluster-tools ## Integration tests on a local contro
 test-e2e: $(PYTHON) test-tools base-images ## The image: builds it, runs it read-only as 65532 (webhook, operator on the local cluster).
 	$(PYTHON) -m pytest tests/e2e $(PYTEST_ARGS)
 
+.PHONY: test-kind
+test-kind: $(PYTHON) ## For Docker users: a kind cluster, images loaded, integration + e2e tests, Helm, OLM run bundle, scorecard (hack/test-kind.sh).
+	VERSION='$(VERSION)' IMG='$(IMG)' BUNDLE_IMG='$(BUNDLE_IMG)' PYTHON='$(PYTHON)' OPERATOR_SDK='$(OPERATOR_SDK)' \
+	  PYTEST_ARGS='$(PYTEST_ARGS)' hack/test-kind.sh
+
 ##@ Benchmarks
 .PHONY: bench
 bench: $(PYTHON) cluster-tools ## Benchmarks (not tests): conversion webhook latency and LIST cost; prints a table.
@@ -230,8 +235,8 @@ catalog-build: ## Build the catalog image $(CATALOG_IMG) from catalog.Dockerfile
 .PHONY: scorecard
 scorecard: ## Run `operator-sdk scorecard` on bundle/ against $KUBECONFIG's cluster (needs operator-sdk on PATH).
 	@command -v $(OPERATOR_SDK) >/dev/null 2>&1 || { \
-	  echo "error: '$(OPERATOR_SDK)' not found. The scorecard needs operator-sdk $(OPERATOR_SDK_VERSION) (not buildable"; \
-	  echo "here: see hack/build-tools.sh); install it from https://sdk.operatorframework.io/docs/installation/"; \
+	  echo "error: '$(OPERATOR_SDK)' not found. The scorecard needs operator-sdk $(OPERATOR_SDK_VERSION) (the module"; \
+	  echo "proxy here cannot build it: see docs/toolchain.md); install it from https://sdk.operatorframework.io/docs/installation/"; \
 	  echo "or pass OPERATOR_SDK=/path/to/operator-sdk. Offline checks: make bundle catalog (opm validate)."; \
 	  exit 1; }
 	$(OPERATOR_SDK) scorecard bundle --wait-time 120s

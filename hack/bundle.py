@@ -12,7 +12,8 @@ catalog/<package>/ or catalog.Dockerfile is written by hand; every value comes f
   descriptors, install modes, icon, ...), which must not set any field generated here;
 - `crds/*.yaml` (generated from the pydantic models), copied byte for byte into bundle/manifests/;
 - `config/rbac/role.yaml`: the Lease rule becomes a namespaced `permissions` entry (leader election
-  in the install namespace), every other rule goes to `clusterPermissions`;
+  in the install namespace), every other rule goes to `clusterPermissions`, except the Helm-only
+  rules that write the CRDs themselves (OLM owns them: see `OLM_OWNED_RESOURCES`);
 - the Helm chart `charts/sampledb-operator`, rendered by `helm template` with
   `config/manifests/helm-values.yaml`: its two Deployments become the CSV's install strategy, its
   metrics Service and webhook PodDisruptionBudget become bundle manifests. What the chart cannot
@@ -70,6 +71,15 @@ OLM_CERT_DIR = "/tmp/k8s-webhook-server/serving-certs"  # noqa: S108 (a path in 
 OLM_TARGET_NAMESPACES = "metadata.annotations['olm.targetNamespaces']"
 # Set by the chart from values that only make sense with Helm: dropped under OLM.
 HELM_ONLY_ENV = ("SAMPLEDB_WEBHOOK_SERVICE", "SAMPLEDB_WEBHOOK_CA_FILE")
+# Resources OLM owns: it installs and upgrades the bundle's CRDs and wires their conversion webhook,
+# and the operator runs with SAMPLEDB_MANAGE_CRDS=false, so it never writes them. A rule of
+# config/rbac/role.yaml granting more than OLM_READ_VERBS on them serves the Helm chart's CRD
+# management only (reconcile/crds.py) and stays out of the CSV (the operatorframework suite warns
+# "CSV contains permissions to create CRD" on create/patch of customresourcedefinitions). Their
+# subresources are not owned: the storage-version migration patches customresourcedefinitions/status
+# under OLM too. (Group, resource) pairs; such a rule may name nothing else.
+OLM_OWNED_RESOURCES = frozenset({("apiextensions.k8s.io", "customresourcedefinitions")})
+OLM_READ_VERBS = frozenset({"get", "list", "watch"})
 # Fields of the CSV this script owns; the base must leave them out.
 GENERATED_SPEC_FIELDS = ("install", "version", "replaces", "relatedImages", "webhookdefinitions")
 GENERATED_ANNOTATIONS = ("alm-examples", "containerImage", "createdAt")
@@ -312,8 +322,31 @@ def _secret_volumes(pod: dict[str, Any]) -> list[str]:
 # -- the CSV -------------------------------------------------------------------------------------
 
 
+def olm_rules(rules: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(the rules the CSV grants, the Helm-only rules it leaves out): see OLM_OWNED_RESOURCES.
+
+    A rule that writes an OLM-owned resource must write nothing else and read nothing else (split it
+    in config/rbac/role.yaml), so that leaving it out takes away exactly what OLM does instead.
+    """
+    kept: list[dict[str, Any]] = []
+    helm_only: list[dict[str, Any]] = []
+    for rule in rules:
+        named = {(g, r) for g in rule.get("apiGroups") or [] for r in rule.get("resources") or []}
+        owned = named & OLM_OWNED_RESOURCES
+        if not owned or set(rule["verbs"]) <= OLM_READ_VERBS:
+            kept.append(rule)
+        elif named == owned and not OLM_READ_VERBS & set(rule["verbs"]):
+            helm_only.append(rule)
+        else:
+            raise BundleError(
+                f"config/rbac/role.yaml: rule {rule} writes {sorted(owned)}, which OLM owns, together with "
+                "other resources or verbs: give the Helm-only write a rule of its own"
+            )
+    return kept, helm_only
+
+
 def rbac_permissions(operator_sa: str, webhook_sa: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(permissions, clusterPermissions) from config/rbac/role.yaml.
+    """(permissions, clusterPermissions) from config/rbac/role.yaml, without its Helm-only rules.
 
     Leader election needs Leases in the install namespace only: that rule becomes a Role
     (permissions) there. (In AllNamespaces mode OLM grants `permissions` in every namespace, as
@@ -330,7 +363,8 @@ def rbac_permissions(operator_sa: str, webhook_sa: str) -> tuple[list[dict[str, 
     lease = [r for r in rules if "coordination.k8s.io" in r.get("apiGroups", [])]
     if len(lease) != 1 or lease[0]["apiGroups"] != ["coordination.k8s.io"] or lease[0]["resources"] != ["leases"]:
         raise BundleError("config/rbac/role.yaml must have exactly one rule for coordination.k8s.io leases")
-    cluster = [r for r in rules if r not in lease]
+    kept, _ = olm_rules(rules)
+    cluster = [r for r in kept if r not in lease]
     permissions = [
         {"serviceAccountName": operator_sa, "rules": lease},
         {"serviceAccountName": webhook_sa, "rules": []},

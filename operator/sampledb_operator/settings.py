@@ -46,6 +46,9 @@ class Settings(BaseModel):
     webhook_ca_file: str | None = Field(None, description="CA bundle (PEM) of the webhook's serving certificate.")
     job_deadline_seconds: int = Field(3600, ge=60, description="activeDeadlineSeconds of every Job.")
     job_backoff_limit: int = Field(2, ge=0, le=10)
+    upgrade_ready_timeout_seconds: int = Field(
+        600, ge=30, description="How long a major upgrade waits for the new version's Pod before rolling back."
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

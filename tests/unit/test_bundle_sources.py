@@ -23,6 +23,8 @@ import pytest
 import yaml
 
 from sampledb_localcluster.tools import tool_path
+from sampledb_operator.api import crdgen
+from sampledb_operator.conversion.migration import CRD_NAME
 from sampledb_operator.settings import DEFAULT_IMAGES
 
 REPO = Path(__file__).resolve().parents[2]
@@ -222,15 +224,110 @@ def test_rbac_has_no_wildcard_and_leases_stay_in_the_install_namespace() -> None
                 assert "*" not in (rule.get(field) or []), f"wildcard in {field} of {rule}"
     cluster_groups = {g for e in strategy["clusterPermissions"] for r in e["rules"] for g in r["apiGroups"]}
     assert "coordination.k8s.io" not in cluster_groups, "Leases belong in the namespaced permissions"
-    role = yaml.safe_load((REPO / "config" / "rbac" / "role.yaml").read_text())["rules"]
-    every_rule = [r for e in strategy["permissions"] + strategy["clusterPermissions"] for r in e["rules"]]
-    assert sorted(map(json.dumps, every_rule)) == sorted(map(json.dumps, role)), "rules must be config/rbac/role.yaml's"
     # OLM creates the ServiceAccounts its permissions name (the bundle validator refuses a
     # ServiceAccount manifest that a Deployment of the CSV uses).
     accounts = {e["serviceAccountName"] for e in strategy["permissions"] + strategy["clusterPermissions"]}
     used = {d["spec"]["template"]["spec"]["serviceAccountName"] for d in deployments().values()}
     assert used <= accounts, f"OLM would not create the ServiceAccounts {used - accounts}"
     assert not [doc for doc in manifests() if doc["kind"] == "ServiceAccount"]
+
+
+# -- RBAC per mode: the chart grants every rule of role.yaml, the CSV all but the CRD writes ---------
+
+CRD_GROUP, CRDS_RESOURCE = "apiextensions.k8s.io", "customresourcedefinitions"
+CRD_WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
+
+
+def role_rules() -> list[dict[str, Any]]:
+    rules: list[dict[str, Any]] = yaml.safe_load((REPO / "config" / "rbac" / "role.yaml").read_text())["rules"]
+    return rules
+
+
+def csv_rules() -> list[dict[str, Any]]:
+    strategy = csv()["spec"]["install"]["spec"]
+    return [r for e in strategy["permissions"] + strategy["clusterPermissions"] for r in e["rules"]]
+
+
+def helm_only(rule: dict[str, Any]) -> bool:
+    """A write on the CRDs themselves: only the chart's SAMPLEDB_MANAGE_CRDS=true needs it, OLM owns the CRDs."""
+    return (
+        CRD_GROUP in rule["apiGroups"]
+        and CRDS_RESOURCE in rule["resources"]
+        and bool(set(rule["verbs"]) - {"get", "list", "watch"})
+    )
+
+
+def allows(rules: list[dict[str, Any]], verb: str, resource: str, name: str) -> bool:
+    """Whether `rules` let `verb` on the apiextensions.k8s.io `resource` named `name` through."""
+    return any(
+        CRD_GROUP in r["apiGroups"]
+        and resource in r["resources"]
+        and verb in r["verbs"]
+        and (not r.get("resourceNames") or name in r["resourceNames"])
+        for r in rules
+    )
+
+
+def test_csv_rules_are_role_yaml_minus_the_helm_only_crd_writes() -> None:
+    role = role_rules()
+    expected = [r for r in role if not helm_only(r)]
+    assert sorted(map(json.dumps, csv_rules())) == sorted(map(json.dumps, expected)), (
+        f"the CSV's rules must be config/rbac/role.yaml's without its CRD writes: {HINT}"
+    )
+    # Exactly the one Helm-only rule: patch on this release's CRDs, by name (reconcile/crds.py).
+    assert [r for r in role if helm_only(r)] == [
+        {
+            "apiGroups": [CRD_GROUP],
+            "resources": [CRDS_RESOURCE],
+            "resourceNames": sorted(crd["metadata"]["name"] for crd in crdgen.all_crds().values()),
+            "verbs": ["patch"],
+        }
+    ]
+
+
+def test_no_csv_rule_writes_the_crds_themselves() -> None:
+    """OLM owns the CRDs (the operatorframework suite warns "CSV contains permissions to create CRD")."""
+    for rule in csv_rules():
+        on_crds = {CRD_GROUP, "*"} & set(rule["apiGroups"]) and {CRDS_RESOURCE, "*"} & set(rule["resources"])
+        assert not (on_crds and set(rule["verbs"]) & (CRD_WRITE_VERBS | {"*"})), f"the CSV may not write CRDs: {rule}"
+
+
+@pytest.mark.parametrize("mode", ["helm", "olm"])
+def test_each_mode_may_make_its_crd_calls(mode: str) -> None:
+    """The CRD calls of reconcile/crds.py and conversion/migration.py, against each mode's rules.
+
+    Both modes: kopf lists and watches the CRDs; the storage migration gets the SampleDB CRD and
+    patches its status (storedVersions). Helm's SAMPLEDB_MANAGE_CRDS=true only: get and patch
+    each of this release's CRDs. Under OLM the operator runs with SAMPLEDB_MANAGE_CRDS=false.
+    """
+    rules = role_rules() if mode == "helm" else csv_rules()
+    names = sorted(crd["metadata"]["name"] for crd in crdgen.all_crds().values())
+    assert CRD_NAME in names
+    calls = [("list", CRDS_RESOURCE, ""), ("watch", CRDS_RESOURCE, ""), ("get", CRDS_RESOURCE, CRD_NAME)]
+    calls.append(("patch", f"{CRDS_RESOURCE}/status", CRD_NAME))
+    if mode == "helm":
+        calls += [(verb, CRDS_RESOURCE, name) for name in names for verb in ("get", "patch")]
+    for verb, resource, name in calls:
+        assert allows(rules, verb, resource, name), f"{mode}: {verb} {resource} {name or '(all)'} is not granted"
+    if mode == "olm":
+        assert not [n for n in names if allows(rules, "patch", CRDS_RESOURCE, n)]
+    # Nothing else on CRDs: no create or delete, and the status of the SampleDB CRD only.
+    assert not [n for n in names if n != CRD_NAME and allows(rules, "patch", f"{CRDS_RESOURCE}/status", n)]
+    for verb in CRD_WRITE_VERBS - {"patch"}:
+        assert not [n for n in names if allows(rules, verb, CRDS_RESOURCE, n)], f"{mode}: {verb} on CRDs"
+
+
+def test_the_generator_refuses_a_rule_mixing_a_crd_write_with_other_grants() -> None:
+    crd_write = {"apiGroups": [CRD_GROUP], "resources": [CRDS_RESOURCE], "verbs": ["patch"]}
+    status = {"apiGroups": [CRD_GROUP], "resources": [f"{CRDS_RESOURCE}/status"], "verbs": ["patch"]}
+    read = {"apiGroups": [CRD_GROUP], "resources": [CRDS_RESOURCE], "verbs": ["get", "list", "watch"]}
+    assert gen.olm_rules([read, status, crd_write]) == ([read, status], [crd_write])
+    for mixed in (
+        {**crd_write, "resources": [CRDS_RESOURCE, f"{CRDS_RESOURCE}/status"]},
+        {**crd_write, "verbs": ["get", "patch"]},
+    ):
+        with pytest.raises(gen.BundleError, match="rule of its own"):
+            gen.olm_rules([mixed])
 
 
 def test_related_images_list_the_operator_and_postgres_images() -> None:

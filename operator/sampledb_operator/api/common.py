@@ -86,6 +86,20 @@ class Phase(StrEnum):
     READY = "Ready"
     DEGRADED = "Degraded"
     DELETING = "Deleting"
+    UPGRADING = "Upgrading"
+
+
+class UpgradePhase(StrEnum):
+    """The steps of a major-version upgrade, in order; RollingBack and Failed after any failure."""
+
+    BACKING_UP = "BackingUp"
+    CHECKING = "Checking"
+    UPGRADING = "Upgrading"
+    SWITCHING = "Switching"
+    VERIFYING = "Verifying"
+    SUCCEEDED = "Succeeded"
+    ROLLING_BACK = "RollingBack"
+    FAILED = "Failed"
 
 
 class Condition(ApiModel):
@@ -120,6 +134,24 @@ class MigrationStatus(ApiModel):
     error: str | None = Field(None, description="PostgreSQL's error message for the failed file.")
 
 
+class UpgradeStatus(ApiModel):
+    """The current (or last) major-version upgrade: a state machine the operator resumes after a restart."""
+
+    phase: UpgradePhase = Field(description="The step the upgrade is in.")
+    fromVersion: int = Field(description="The major version upgraded from.", ge=0)
+    toVersion: int = Field(description="The major version upgraded to.", ge=0)
+    fromImage: str = Field(description="The image of the old version (the one rolled back to on failure).")
+    toImage: str = Field(description="The image of the new version.")
+    attempt: int = Field(1, description="Counts tries of this upgrade; each has its own Jobs.", ge=1)
+    job: str | None = Field(None, description="The Job of the current (or last) step.")
+    failedJob: str | None = Field(None, description="The Job that failed: delete it to retry the upgrade.")
+    backup: str | None = Field(None, description="The pre-upgrade backup: <claim>:<path of the pg_dumpall file>.")
+    message: str | None = Field(None, description="Why the upgrade failed, and what was restored.")
+    startTime: str | None = Field(None, description="When the upgrade started (RFC 3339).")
+    phaseTime: str | None = Field(None, description="When the current step started (RFC 3339).")
+    completionTime: str | None = Field(None, description="When the upgrade succeeded or was rolled back (RFC 3339).")
+
+
 class SampleDBStatus(ApiModel):
     """The observed state of a SampleDB, written only by the operator."""
 
@@ -137,3 +169,4 @@ class SampleDBStatus(ApiModel):
     readyInstances: int | None = Field(None, description="How many database Pods are ready.", ge=0)
     initialization: InitializationStatus | None = Field(None, description="The initial-configuration Job.")
     migrations: MigrationStatus | None = Field(None, description="Schema migrations, when spec.migrations is set.")
+    upgrade: UpgradeStatus | None = Field(None, description="The current or last major-version upgrade.")

@@ -33,8 +33,9 @@ class PostgresSpec(ApiModel):
         None,
         description=(
             "Container image to run instead of the operator's default for the major version. It must "
-            "have initdb, postgres, pg_isready, psql and pg_dump on PATH; its entrypoint is not used. "
-            "Changing only the tag (a minor version) rolls the StatefulSet."
+            "have initdb, postgres, pg_isready, psql, pg_dump, pg_dumpall and pg_restore on PATH; its "
+            "entrypoint is not used. Changing only the tag (a minor version) rolls the StatefulSet; "
+            "a new major version runs the major-upgrade procedure with the image as its target."
         ),
         min_length=1,
         max_length=512,

@@ -110,6 +110,11 @@ def _update_body(child: ChildSpec, desired: dict[str, Any], digest: str) -> dict
     return body
 
 
+def create(body: dict[str, Any], reason: str) -> Action:
+    """Create an object built elsewhere (a Job of an operation), named by its manifest."""
+    return Action(Verb.CREATE, body["kind"], body["metadata"]["name"], reason, body)
+
+
 def plan_child(child: ChildSpec, instance: Instance, observed: dict[str, Any] | None) -> Action | None:
     """The write needed to bring one child to its desired state, or None when it is up to date."""
     desired = child.build(instance)

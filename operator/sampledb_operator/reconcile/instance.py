@@ -7,6 +7,7 @@ everything in place makes no write at all.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -16,7 +17,7 @@ from pydantic import ValidationError
 
 from sampledb_operator.jobs.initialize import init_job
 from sampledb_operator.k8s.api import ApiError, KubeApi
-from sampledb_operator.reconcile import children, deletion
+from sampledb_operator.reconcile import children, deletion, upgrade
 from sampledb_operator.reconcile.migrations import MigrationPlan, job_name, plan_migrations
 from sampledb_operator.reconcile.outcome import Outcome
 from sampledb_operator.reconcile.restore import RECHECK_SECONDS, RestorePlan, plan_restore
@@ -29,6 +30,7 @@ from sampledb_operator.reconcile.status import (
     initialized,
     job_state,
     ready_replicas,
+    termination_summary,
 )
 from sampledb_operator.resources.config import parameter_problems
 from sampledb_operator.resources.instance import Instance
@@ -108,6 +110,9 @@ class Reconciler:
         restore = self._plan_restore(obj, instance)
         if restore is not None and restore.problem is not None:
             problems.append(restore.problem)
+        plan = self._plan_upgrade(obj, instance, blocked=bool(problems))
+        if plan is not None:
+            instance = dataclasses.replace(instance, workload=plan.workload)
         # With a bad configuration or unusable credentials, the last good children keep serving.
         blocked = {"ConfigMap", "StatefulSet"} if problems else set()
         actions = [a for a in [children.plan_secret(instance, secret, self.password)] if a]
@@ -129,11 +134,15 @@ class Reconciler:
         ):
             body = init_job(instance, restore.source if restore else None)
             actions.append(children.Action(children.Verb.CREATE, "Job", instance.init_job, "InitJobMissing", body))
-        migrations = self._plan_migrations(obj, instance, observed_sts, job)
+        upgrading = plan is not None and plan.progress is not None
+        migrations = self._plan_migrations(obj, instance, observed_sts, job, upgrading=upgrading)
         if migrations is not None and migrations.action is not None:
             actions.append(migrations.action)
         if migrations is not None and migrations.problem is not None:
             problems.append(migrations.problem)
+        if plan is not None:
+            actions += [children.create(body, "UpgradeStep") for body in plan.create]
+            problems += [plan.problem] if plan.problem else []
         outcome = Outcome(actions=[f"{a.verb} {a.kind}/{a.name} ({a.reason})" for a in actions])
         for action in actions:
             problem = self._apply(instance, action)
@@ -144,11 +153,30 @@ class Reconciler:
             init_job=job,
             problems=tuple(problems),
             migrations=migrations.status if migrations else None,
+            upgrade=plan.status if plan else None,
+            upgrading=plan.progress if plan else None,
         )
         outcome.phase = self._write_status(obj, instance, observation)
-        if restore is not None and restore.wait:
-            outcome.requeue_after = RECHECK_SECONDS
+        if plan is not None and plan.event is not None:
+            type_, reason, note = plan.event
+            self.api.emit_event(obj, type_=type_, reason=reason, note=note, action="Upgrade")
+        requeue = [RECHECK_SECONDS if restore is not None and restore.wait else None, plan and plan.requeue_after]
+        outcome.requeue_after = min((r for r in requeue if r), default=None)
         return outcome
+
+    def _plan_upgrade(self, obj: dict[str, Any], instance: Instance, *, blocked: bool) -> upgrade.UpgradePlan | None:
+        """Observe what a major upgrade needs (only when one concerns this instance) and decide."""
+        status = obj.get("status") or {}
+        if not upgrade.concerned(instance, status):
+            return None
+        ns = instance.namespace
+        sts = self.api.get("StatefulSet", ns, instance.statefulset)
+        job_name = upgrade.watched_job(instance, status)
+        job = self.api.get("Job", ns, job_name) if job_name else None
+        finished = job is not None and job_state(job) is not JobState.RUNNING
+        pods = self.api.list_objects("Pod", ns, labels={"job-name": job_name}) if finished and job_name else []
+        observed = upgrade.Observed(status, sts, job, termination_summary(pods), blocked=blocked)
+        return upgrade.plan_upgrade(instance, observed)
 
     def _plan_restore(self, obj: dict[str, Any], instance: Instance) -> RestorePlan | None:
         """Only for an instance not yet initialised: later, spec.restore has done its work."""
@@ -165,7 +193,13 @@ class Reconciler:
         return plan_restore(instance, backup, claim)
 
     def _plan_migrations(
-        self, obj: dict[str, Any], instance: Instance, sts: dict[str, Any] | None, init: dict[str, Any] | None
+        self,
+        obj: dict[str, Any],
+        instance: Instance,
+        sts: dict[str, Any] | None,
+        init: dict[str, Any] | None,
+        *,
+        upgrading: bool,
     ) -> MigrationPlan | None:
         """Observe what spec.migrations needs (ConfigMap, Job, its Pods) and decide."""
         if instance.spec.migrations is None:
@@ -177,7 +211,7 @@ class Reconciler:
         pods = (
             self.api.list_objects("Pod", ns, labels={"job-name": job["metadata"]["name"]}) if finished and job else []
         )
-        ready = init_completed(obj.get("status") or {}, init) and ready_replicas(sts) > 0
+        ready = init_completed(obj.get("status") or {}, init) and ready_replicas(sts) > 0 and not upgrading
         return plan_migrations(instance, config_map, job, pods, database_ready=ready)
 
     def _apply(self, instance: Instance, action: children.Action) -> Problem | None:

@@ -75,6 +75,8 @@ class Observation:
     init_job: dict[str, Any] | None
     problems: tuple[Problem, ...] = ()
     migrations: dict[str, Any] | None = None
+    upgrade: dict[str, Any] | None = None  # status.upgrade as the state machine left it
+    upgrading: str | None = None  # set while a major upgrade is under way: what it is doing
 
 
 @dataclass(frozen=True)
@@ -92,11 +94,11 @@ def ready_replicas(sts: dict[str, Any] | None) -> int:
     return int(((sts or {}).get("status") or {}).get("readyReplicas") or 0)
 
 
-def _rolling(sts: dict[str, Any]) -> bool:
+def rolled_out(sts: dict[str, Any]) -> bool:
+    """The StatefulSet controller has seen the latest spec and every Pod runs the latest revision."""
     st = sts.get("status") or {}
     generation_seen = st.get("observedGeneration", 0) >= sts["metadata"].get("generation", 0)
-    revision_done = st.get("currentRevision") == st.get("updateRevision")
-    return not (generation_seen and revision_done)
+    return bool(generation_seen and st.get("currentRevision") == st.get("updateRevision"))
 
 
 def initialized(instance_status: dict[str, Any]) -> bool:
@@ -129,6 +131,9 @@ def verdict(previous_status: dict[str, Any], observation: Observation) -> Verdic
         return Verdict(
             Phase.DEGRADED, ("False", "InitializationFailed", message), ok, ("True", "InitializationFailed", message)
         )
+    if observation.upgrading:
+        message = observation.upgrading
+        return Verdict(Phase.UPGRADING, ("False", "MajorUpgrade", message), ("True", "MajorUpgrade", message), ok)
     sts = observation.statefulset
     if sts is None or ready_replicas(sts) < 1:
         message = "waiting for the database Pod to become ready"
@@ -136,7 +141,7 @@ def verdict(previous_status: dict[str, Any], observation: Observation) -> Verdic
     if not init_completed(previous_status, observation.init_job):
         message = "creating the application database and role"
         return Verdict(Phase.INITIALIZING, ("False", "Initializing", message), ("True", "Initializing", message), ok)
-    if _rolling(sts):
+    if not rolled_out(sts):
         message = "rolling the database Pod to a new configuration or image"
         return Verdict(Phase.READY, ("True", "RollingUpdate", message), ("True", "RollingUpdate", message), ok)
     return Verdict(
@@ -179,13 +184,12 @@ def compute_status(
         "readyInstances": ready_replicas(observation.statefulset),
         "initialization": _initialization(instance, previous_status, observation),
         "migrations": observation.migrations,
+        "upgrade": observation.upgrade or previous_status.get("upgrade"),
     }
     running = _running_image(observation.statefulset)
     if running is not None:
         status["image"] = running
-        status["version"] = (
-            instance.spec.postgres.version if running == instance.image else previous_status.get("version")
-        )
+        status["version"] = instance.version if running == instance.image else previous_status.get("version")
     cleaned: dict[str, Any] = _without_nulls(status)
     return cleaned
 

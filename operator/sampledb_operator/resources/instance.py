@@ -22,6 +22,15 @@ POSTGRES_PORT = 5432
 
 
 @dataclass(frozen=True)
+class Workload:
+    """What the StatefulSet runs when it must differ from the spec: during and after a major upgrade."""
+
+    version: int
+    image: str
+    replicas: int = 1
+
+
+@dataclass(frozen=True)
 class Instance:
     """A SampleDB (v1 spec) with its identity and the operator settings builders depend on."""
 
@@ -31,6 +40,8 @@ class Instance:
     generation: int
     spec: SampleDBSpec
     settings: Settings
+    # Set by the upgrade state machine; None runs what the spec says.
+    workload: Workload | None = None
 
     @classmethod
     def from_object(cls, obj: dict[str, Any], settings: Settings) -> Instance:
@@ -113,9 +124,24 @@ class Instance:
         return f"{self.client_service}.{self.namespace}.svc:{POSTGRES_PORT}"
 
     @property
-    def image(self) -> str:
-        """The PostgreSQL image: the user's override, or the default for the major version."""
+    def desired_image(self) -> str:
+        """The image the spec asks for: the user's override, or the default for the major version."""
         return self.spec.postgres.image or self.settings.images[self.spec.postgres.version]
+
+    @property
+    def image(self) -> str:
+        """The image the StatefulSet runs now (the desired one unless an upgrade pins another)."""
+        return self.workload.image if self.workload else self.desired_image
+
+    @property
+    def version(self) -> int:
+        """The major version the StatefulSet runs now."""
+        return self.workload.version if self.workload else self.spec.postgres.version
+
+    @property
+    def replicas(self) -> int:
+        """Database Pods: 1, or 0 while an upgrade step needs the data volume to itself."""
+        return self.workload.replicas if self.workload else 1
 
     @property
     def job_image(self) -> str:  # noqa: D102

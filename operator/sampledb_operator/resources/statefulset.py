@@ -106,14 +106,14 @@ def _volume_claim_template(instance: Instance) -> dict[str, Any]:
 
 
 def statefulset(instance: Instance) -> dict[str, Any]:
-    """One replica, OrderedReady, PVCs kept on deletion (the operator decides their fate)."""
+    """One replica (zero while an upgrade step holds the volume), OrderedReady, PVCs kept on deletion."""
     pod_labels = instance.labels("database")
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
         "metadata": instance.metadata(instance.statefulset, "database"),
         "spec": {
-            "replicas": 1,
+            "replicas": instance.replicas,
             "serviceName": instance.headless_service,
             "selector": {"matchLabels": instance.selector_labels()},
             "podManagementPolicy": "OrderedReady",

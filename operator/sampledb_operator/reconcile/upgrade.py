@@ -1,0 +1,296 @@
+"""The major-upgrade state machine: decide the next step from `status.upgrade` and what is observed.
+
+A raised `spec.postgres.version` (downgrades are refused at admission) on an initialised instance
+starts an upgrade, recorded in `status.upgrade` before anything else happens, so an operator that
+restarts at any point resumes from the status and finds each step's Job again by its name:
+
+    BackingUp   backup Job on the old image: writes stopped, pg_dumpall, row counts
+    Checking    check Job on the new image: right major, intact dump
+    Upgrading   StatefulSet scaled to zero, then the run Job: new cluster, restore, compare, swap
+    Switching   StatefulSet on the new image, until its Pod is ready (or the timeout fails it)
+    Verifying   verify Job: the live server runs the new major with every table of the dump
+    Succeeded   status.version is the new major
+
+Any failure goes to RollingBack (StatefulSet at zero, rollback Job on the old image) and then
+Failed: the old version runs again with its data, and the Degraded condition says which step
+failed and why. Deleting the failed Job (named in `status.upgrade.failedJob`) retries the upgrade
+as a new attempt with Jobs of their own. This module decides only; `reconcile/instance.py` acts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sampledb_operator.api.common import UpgradePhase
+from sampledb_operator.jobs import upgrade as jobs
+from sampledb_operator.jobs.backup import BACKUP_MOUNT, backup_pvc
+from sampledb_operator.jobs.upgrade import Step
+from sampledb_operator.reconcile.status import (
+    JobState,
+    Problem,
+    initialized,
+    job_failure_message,
+    job_state,
+    ready_replicas,
+    rolled_out,
+)
+from sampledb_operator.resources.instance import Instance, Workload
+
+Phase = UpgradePhase
+STEP = {
+    Phase.BACKING_UP: Step.BACKUP,
+    Phase.CHECKING: Step.CHECK,
+    Phase.UPGRADING: Step.RUN,
+    Phase.VERIFYING: Step.VERIFY,
+    Phase.ROLLING_BACK: Step.ROLLBACK,
+}
+NEXT = {
+    Phase.BACKING_UP: Phase.CHECKING,
+    Phase.CHECKING: Phase.UPGRADING,
+    Phase.UPGRADING: Phase.SWITCHING,
+    Phase.SWITCHING: Phase.VERIFYING,
+    Phase.VERIFYING: Phase.SUCCEEDED,
+    Phase.ROLLING_BACK: Phase.FAILED,
+}
+DESCRIPTION = {
+    Phase.BACKING_UP: "writes stopped, taking the pre-upgrade backup",
+    Phase.CHECKING: "checking the new image and the backup",
+    Phase.UPGRADING: "restoring into a new cluster (the database is down)",
+    Phase.SWITCHING: "starting the new version",
+    Phase.VERIFYING: "verifying the new version",
+    Phase.ROLLING_BACK: "rolling back to the old version",
+}
+# Steps during which the Pod runs the new image; the others (and Failed) run the old one.
+ON_NEW_IMAGE = {Phase.SWITCHING, Phase.VERIFYING}
+# Steps whose Job needs the data volume, so the StatefulSet is at zero.
+OFFLINE = {Phase.UPGRADING, Phase.ROLLING_BACK}
+IN_PROGRESS = set(STEP) | {Phase.SWITCHING}
+RECHECK_SECONDS = 15.0
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the decision needs besides the instance: its status, the StatefulSet, the step's Job."""
+
+    status: dict[str, Any]
+    statefulset: dict[str, Any] | None
+    job: dict[str, Any] | None = None
+    summary: dict[str, Any] = field(default_factory=dict)  # what the Job's script left in its log
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    blocked: bool = False  # other problems (bad configuration...): no upgrade starts until fixed
+
+
+@dataclass(frozen=True)
+class UpgradePlan:
+    """The decision: the status to record, what the StatefulSet runs, a Job to create, what to say."""
+
+    status: dict[str, Any]
+    workload: Workload
+    create: list[dict[str, Any]] = field(default_factory=list)
+    progress: str | None = None  # while in progress: the phase is Upgrading with this message
+    problem: Problem | None = None  # after a rollback: Degraded with this reason
+    event: tuple[str, str, str] | None = None  # (type, reason, note) when the step changed
+    requeue_after: float | None = None
+
+
+def current(status: dict[str, Any]) -> dict[str, Any]:
+    """`status.upgrade`, or an empty dict."""
+    upgrade: dict[str, Any] = status.get("upgrade") or {}
+    return upgrade
+
+
+def concerned(instance: Instance, status: dict[str, Any]) -> bool:
+    """Whether an upgrade is under way, failed, or called for (the reconciler observes more then)."""
+    phase = current(status).get("phase")
+    return phase in IN_PROGRESS or phase == Phase.FAILED or _behind(instance, status)
+
+
+def watched_job(instance: Instance, status: dict[str, Any]) -> str | None:
+    """The Job to observe: the current step's, or after a failure the failed one (deleting it retries)."""
+    upgrade = current(status)
+    phase = Phase(upgrade["phase"]) if upgrade else None
+    if phase is Phase.FAILED:
+        failed: str | None = upgrade.get("failedJob")
+        return failed
+    step = STEP.get(phase) if phase else None
+    return jobs.job_name(instance, upgrade["toVersion"], upgrade["attempt"], step) if step else None
+
+
+def plan_upgrade(instance: Instance, observed: Observed) -> UpgradePlan | None:
+    """None when no upgrade concerns this instance; otherwise what to do now."""
+    upgrade = current(observed.status)
+    phase = Phase(upgrade["phase"]) if upgrade else None
+    if phase in IN_PROGRESS:
+        return _advance(instance, upgrade, observed)
+    if not _behind(instance, observed.status):
+        return _failed(upgrade) if phase is Phase.FAILED else None
+    healthy = initialized(observed.status) and ready_replicas(observed.statefulset) > 0 and not observed.blocked
+    if phase is Phase.FAILED:
+        # Retry once the failed Job is deleted, or when the target image was changed (a fix).
+        retry = (upgrade.get("failedJob") and observed.job is None) or instance.desired_image != upgrade["toImage"]
+        return _start(instance, observed, attempt=upgrade["attempt"] + 1) if retry and healthy else _failed(upgrade)
+    if healthy:
+        return _start(instance, observed, attempt=1)
+    # Behind but not ready to start: keep running the recorded version, never the new image on old data.
+    return UpgradePlan(status=upgrade, workload=_running(instance, observed.status))
+
+
+def _behind(instance: Instance, status: dict[str, Any]) -> bool:
+    version = status.get("version")
+    return version is not None and int(version) < instance.spec.postgres.version
+
+
+def _running(instance: Instance, status: dict[str, Any]) -> Workload:
+    version = int(status["version"])
+    return Workload(version, status.get("image") or instance.settings.images[version])
+
+
+def _start(instance: Instance, observed: Observed, *, attempt: int) -> UpgradePlan:
+    old = _running(instance, observed.status)
+    to = instance.spec.postgres.version
+    now = _stamp(observed.now)
+    upgrade = {
+        "phase": Phase.BACKING_UP.value,
+        "fromVersion": old.version,
+        "toVersion": to,
+        "fromImage": old.image,
+        "toImage": instance.desired_image,
+        "attempt": attempt,
+        "backup": f"{instance.backup_pvc}:{BACKUP_MOUNT}/{jobs.backup_file(instance, old.version, to, attempt)}",
+        "startTime": now,
+        "phaseTime": now,
+    }
+    note = f"upgrading PostgreSQL {old.version} -> {to} (attempt {attempt}): {DESCRIPTION[Phase.BACKING_UP]}"
+    # The Job comes on the next pass, once the status naming it is stored.
+    return UpgradePlan(
+        status=upgrade, workload=old, progress=note, event=("Normal", "UpgradeStarted", note), requeue_after=1
+    )
+
+
+def _workload(upgrade: dict[str, Any], phase: Phase) -> Workload:
+    if phase in ON_NEW_IMAGE or phase is Phase.SUCCEEDED:
+        return Workload(upgrade["toVersion"], upgrade["toImage"])
+    return Workload(upgrade["fromVersion"], upgrade["fromImage"], replicas=0 if phase in OFFLINE else 1)
+
+
+def _advance(instance: Instance, upgrade: dict[str, Any], observed: Observed) -> UpgradePlan:
+    phase = Phase(upgrade["phase"])
+    workload = _workload(upgrade, phase)
+    progress = f"upgrading PostgreSQL {upgrade['fromVersion']} -> {upgrade['toVersion']}: {DESCRIPTION[phase]}"
+    if phase is Phase.SWITCHING:
+        return _switching(instance, upgrade, observed, workload, progress)
+    step = STEP[phase]
+    name = jobs.job_name(instance, upgrade["toVersion"], upgrade["attempt"], step)
+    state = job_state(observed.job)
+    if state is None:
+        if phase in OFFLINE and not _scaled_down(observed.statefulset):
+            return UpgradePlan(status=upgrade, workload=workload, progress=f"{progress}; stopping the database Pod")
+        return UpgradePlan(
+            status={**upgrade, "job": name},
+            workload=workload,
+            create=_step_objects(instance, upgrade, step),
+            progress=f"{progress} (Job {name})",
+        )
+    if state is JobState.RUNNING:
+        return UpgradePlan(status=upgrade, workload=workload, progress=f"{progress} (Job {name})")
+    if state is JobState.COMPLETE:
+        return _moved(instance, upgrade, NEXT[phase], observed)
+    reason = observed.summary.get("error") or job_failure_message(observed.job or {})
+    if phase is Phase.ROLLING_BACK:
+        message = (
+            f"{upgrade.get('message', 'the upgrade failed')}; the rollback failed too ({reason}): the old cluster "
+            f"is in pgdata-{upgrade['fromVersion']} on the data volume and the dump in {upgrade.get('backup')}"
+        )
+        return _moved(instance, {**upgrade, "message": message}, Phase.FAILED, observed)
+    failed = {**upgrade, "failedJob": name, "message": f"step {step.value} (Job {name}) failed: {reason}"}
+    return _moved(instance, failed, Phase.ROLLING_BACK, observed)
+
+
+def _switching(
+    instance: Instance, upgrade: dict[str, Any], observed: Observed, workload: Workload, progress: str
+) -> UpgradePlan:
+    sts = observed.statefulset
+    on_new = sts is not None and sts["spec"]["template"]["spec"]["containers"][0]["image"] == workload.image
+    if sts is not None and on_new and ready_replicas(sts) > 0 and rolled_out(sts):
+        return _moved(instance, upgrade, Phase.VERIFYING, observed)
+    waited = (observed.now - _parse(upgrade["phaseTime"])).total_seconds()
+    timeout = instance.settings.upgrade_ready_timeout_seconds
+    if waited > timeout:
+        message = f"PostgreSQL {upgrade['toVersion']} ({upgrade['toImage']}) was not ready within {timeout} s"
+        return _moved(instance, {**upgrade, "message": message}, Phase.ROLLING_BACK, observed)
+    return UpgradePlan(
+        status=upgrade, workload=workload, progress=progress, requeue_after=min(RECHECK_SECONDS, timeout - waited + 1)
+    )
+
+
+def _moved(instance: Instance, upgrade: dict[str, Any], phase: Phase, observed: Observed) -> UpgradePlan:
+    now = _stamp(observed.now)
+    moved = {**upgrade, "phase": phase.value, "phaseTime": now}
+    versions = f"PostgreSQL {upgrade['fromVersion']} -> {upgrade['toVersion']}"
+    if phase is Phase.SUCCEEDED:
+        moved["completionTime"] = now
+        note = f"upgraded {versions}; the pre-upgrade backup is {upgrade.get('backup')}"
+        return UpgradePlan(status=moved, workload=_workload(moved, phase), event=("Normal", "UpgradeSucceeded", note))
+    if phase is Phase.FAILED:
+        moved["completionTime"] = now
+        failed = _failed(moved)
+        note = failed.problem.message if failed.problem else ""
+        return UpgradePlan(moved, failed.workload, problem=failed.problem, event=("Warning", "UpgradeFailed", note))
+    event_type = "Warning" if phase is Phase.ROLLING_BACK else "Normal"
+    note = f"{versions}: {DESCRIPTION[phase]}" + (f" ({upgrade['message']})" if phase is Phase.ROLLING_BACK else "")
+    return UpgradePlan(
+        status=moved,
+        workload=_workload(moved, phase),
+        progress=f"upgrading {note}",
+        event=(event_type, f"Upgrade{phase.value}", note),
+        requeue_after=1,
+    )
+
+
+def _failed(upgrade: dict[str, Any]) -> UpgradePlan:
+    retry = f"delete Job {upgrade['failedJob']} to retry" if upgrade.get("failedJob") else "see the Jobs' logs"
+    message = (
+        f"upgrade to PostgreSQL {upgrade['toVersion']} failed and was rolled back to "
+        f"{upgrade['fromVersion']} with its data: {upgrade.get('message', '')}; fix the cause, then {retry}"
+    )
+    return UpgradePlan(
+        status=upgrade,
+        workload=Workload(upgrade["fromVersion"], upgrade["fromImage"]),
+        problem=Problem("UpgradeFailed", message),
+    )
+
+
+def _step_objects(instance: Instance, upgrade: dict[str, Any], step: Step) -> list[dict[str, Any]]:
+    image = upgrade["fromImage"] if step in jobs.RUNS_ON_OLD_IMAGE else upgrade["toImage"]
+    job = jobs.upgrade_job(
+        instance,
+        step,
+        from_version=upgrade["fromVersion"],
+        to_version=upgrade["toVersion"],
+        attempt=upgrade["attempt"],
+        image=image,
+    )
+    # The backup volume may not exist yet (no schedule, no SampleDBBackup so far): a 409 is fine.
+    return [backup_pvc(instance), job] if step is Step.BACKUP else [job]
+
+
+def _scaled_down(sts: dict[str, Any] | None) -> bool:
+    """No database Pod left: the data volume is free for the step's Job."""
+    if sts is None:
+        return True
+    status = sts.get("status") or {}
+    return (
+        sts["spec"].get("replicas") == 0
+        and int(status.get("replicas") or 0) == 0
+        and int(status.get("observedGeneration") or 0) >= int(sts["metadata"].get("generation") or 0)
+    )
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse(stamp: str) -> datetime:
+    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
