@@ -77,6 +77,7 @@ test: lint test-tools base-images ## Everything CI runs: lint; unit, PostgreSQL 
 	@# A separate run: the image test starts its own operator, which must not share a cluster with the
 	@# integration tests' operator.
 	$(PYTHON) -m pytest tests/e2e $(PYTEST_ARGS)
+	$(PYTHON) -m pytest tests/faults $(PYTEST_ARGS)
 
 .PHONY: test-unit
 test-unit: $(PYTHON) ## Unit tests (no cluster).
@@ -99,10 +100,34 @@ test-kind: $(PYTHON) ## For Docker users: a kind cluster, images loaded, integra
 	VERSION='$(VERSION)' IMG='$(IMG)' BUNDLE_IMG='$(BUNDLE_IMG)' PYTHON='$(PYTHON)' OPERATOR_SDK='$(OPERATOR_SDK)' \
 	  PYTEST_ARGS='$(PYTEST_ARGS)' hack/test-kind.sh
 
+.PHONY: test-faults
+test-faults: $(PYTHON) cluster-tools ## Fault injection (issue #7): operator SIGKILLs, an API server outage, hostile input, secret leaks; own cluster and operator.
+	$(PYTHON) -m pytest tests/faults $(PYTEST_ARGS)
+
 ##@ Benchmarks
+# Extra arguments of the scale benchmark, e.g. `make bench-scale BENCH_SCALE_ARGS="--sizes 100,1000"`.
+BENCH_SCALE_ARGS ?=
+# Extra arguments of the lifecycle benchmark, e.g. `make bench-lifecycle BENCH_LIFECYCLE_ARGS=--quick`.
+BENCH_LIFECYCLE_ARGS ?=
+
 .PHONY: bench
-bench: $(PYTHON) cluster-tools ## Benchmarks (not tests): conversion webhook latency and LIST cost; prints a table.
+bench: ## Every benchmark (not tests), one after the other: conversion, scale, then lifecycle; each prints a table.
+	@# One at a time even under `make -j`: on a small machine they would distort each other's figures.
+	$(MAKE) --no-print-directory bench-conversion
+	$(MAKE) --no-print-directory bench-scale
+	$(MAKE) --no-print-directory bench-lifecycle
+
+.PHONY: bench-conversion
+bench-conversion: $(PYTHON) cluster-tools ## Conversion webhook latency and LIST cost (benchmarks/results/conversion.md).
 	PYTHONPATH=.:operator $(PYTHON) benchmarks/bench_conversion.py
+
+.PHONY: bench-scale
+bench-scale: $(PYTHON) cluster-tools ## The operator at N = 100, 1,000, 5,000 SampleDBs: convergence vs a floor, memory, API load (results/scale.md).
+	PYTHONPATH=.:operator $(PYTHON) benchmarks/bench_scale.py $(BENCH_SCALE_ARGS)
+
+.PHONY: bench-lifecycle
+bench-lifecycle: $(PYTHON) base-images ## Backup/restore scripts vs plain pg_dump/pg_restore, 15 -> 17 upgrade downtime, 1 GiB (results/lifecycle.md).
+	PYTHONPATH=.:operator $(PYTHON) benchmarks/bench_lifecycle.py $(BENCH_LIFECYCLE_ARGS)
 
 ##@ Deployment
 $(HELM):

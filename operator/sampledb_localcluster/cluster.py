@@ -221,6 +221,78 @@ class LocalCluster:
         if survivors:
             print(f"warning: processes {survivors} did not exit even after SIGKILL", file=sys.stderr)
 
+    def stop_component(self, name: str) -> None:
+        """Stop one component (SIGTERM, then SIGKILL after a grace period); the others keep running.
+
+        Fault-injection tests use this to take the API server (or etcd, the scheduler...) away
+        for a while and check that clients ride out the outage; :meth:`start_component` brings
+        the component back on the same ports, with the same certificates and data. Stopping a
+        component that is not running does nothing.
+
+        Args:
+            name: A component name, e.g. ``"kube-apiserver"`` (see ``components.control_plane``).
+
+        Raises:
+            ValueError: ``name`` is not a component of this cluster.
+            RuntimeError: The cluster was not started by this object (only its own components'
+                command lines are known here).
+        """
+        self._component_spec(name)
+        with self._stopping:
+            pid = self._running_pids().get(name)
+            survivors = process.terminate([pid]) if pid is not None else []
+            child = self._children.pop(name, None)
+            if child is not None:
+                child.poll()  # records the exit status so Popen does not warn later
+            self._layout.pid_file(name).unlink(missing_ok=True)
+        if survivors:
+            print(f"warning: {name} (pid {pid}) did not exit even after SIGKILL", file=sys.stderr)
+
+    def start_component(self, name: str) -> None:
+        """Start one stopped component again and wait until it is healthy.
+
+        The component gets the command line, ports and files it had (its data, e.g. etcd's, is
+        kept), so clients find it where it was. Its previous log is kept as ``<name>.log.<n>``:
+        the new process starts a fresh ``<name>.log``, and evidence of what happened before the
+        restart must not be lost with it.
+
+        Args:
+            name: A component name, e.g. ``"kube-apiserver"``.
+
+        Raises:
+            ValueError: ``name`` is not a component of this cluster.
+            RuntimeError: The cluster was not started by this object, or the component runs.
+            ClusterStartError: The component exited or did not become healthy in time.
+        """
+        spec = self._component_spec(name)
+        if name in self._running_pids():
+            raise RuntimeError(f"{name} is already running; stop it first with stop_component({name!r})")
+        log = self._layout.log(name)
+        if log.exists():
+            rotated = next(
+                candidate
+                for candidate in (log.with_name(f"{log.name}.{n}") for n in itertools.count(1))
+                if not candidate.exists()
+            )
+            log.rename(rotated)
+        binaries = {} if spec.command else self._resolve_binaries()
+        started = self._spawn(spec, binaries.get(name))
+        try:
+            self._wait_healthy(spec, started)
+        except BaseException:
+            self.stop_component(name)  # not half-started: the caller sees it stopped, with its log
+            raise
+        self._say(f"{name} restarted in {time.monotonic() - started:.1f} s")
+
+    def _component_spec(self, name: str) -> ComponentSpec:
+        """The spec of one component of the cluster this object started."""
+        if self._ctx is None:
+            raise RuntimeError(f"the cluster in {self.state_dir} was not started by this LocalCluster object")
+        specs = {spec.name: spec for spec in control_plane(self._ctx)}
+        if name not in specs:
+            raise ValueError(f"unknown component {name!r}; known: {', '.join(specs)}")
+        return specs[name]
+
     def status(self) -> dict[str, int | None]:
         """Return each component with a pid file and its pid, or ``None`` if it is not running."""
         marker = self._marker()

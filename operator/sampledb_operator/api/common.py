@@ -62,6 +62,26 @@ MajorVersion = Annotated[
 
 Quantity = Annotated[str, Field(pattern=QUANTITY_PATTERN, max_length=64)]
 
+# postgresql.conf settings. PostgreSQL's names are identifiers (at most 63 bytes); bounding names
+# and values keeps every message that repeats them (conditions, events) within the API's limits.
+PostgresParameters = Annotated[
+    dict[str, Annotated[str, Field(max_length=4096)]],
+    Field(
+        json_schema_extra=k8s_extra(
+            maxProperties=200,
+            **{
+                "x-kubernetes-validations": [
+                    cel(
+                        "self.all(name, name.size() <= 63)",
+                        "parameter names are at most 63 characters (PostgreSQL's limit): fix the name",
+                        reason="FieldValueInvalid",
+                    )
+                ]
+            },
+        )
+    ),
+]
+
 
 class ApiModel(BaseModel):
     """Base of every API model: camelCase field names as in Kubernetes, unknown fields rejected."""

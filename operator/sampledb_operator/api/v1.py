@@ -16,6 +16,7 @@ from sampledb_operator.api.common import (
     ApiModel,
     DeletionPolicy,
     MajorVersion,
+    PostgresParameters,
     Quantity,
     SampleDBStatus,
     cel,
@@ -40,14 +41,13 @@ class PostgresSpec(ApiModel):
         min_length=1,
         max_length=512,
     )
-    parameters: dict[str, str] = Field(
+    parameters: PostgresParameters = Field(
         default_factory=dict,
         description=(
             'postgresql.conf settings, e.g. {max_connections: "200"}. Parameters the operator '
             "manages itself (listen_addresses, port, data_directory, ...) or that could run code "
             "(archive_command, shared_preload_libraries, ...) are refused with a Degraded condition."
         ),
-        json_schema_extra=k8s_extra(maxProperties=200),
     )
 
 

@@ -14,9 +14,9 @@ from sampledb_operator.api.common import (
     ApiModel,
     DeletionPolicy,
     MajorVersion,
+    PostgresParameters,
     Quantity,
     SampleDBStatus,
-    k8s_extra,
 )
 
 VERSION = "v1beta1"
@@ -30,9 +30,7 @@ class SampleDBSpec(ApiModel):
     image: str | None = Field(
         None, description="Container image overriding the default for the version.", min_length=1, max_length=512
     )
-    parameters: dict[str, str] = Field(
-        default_factory=dict, description="postgresql.conf settings.", json_schema_extra=k8s_extra(maxProperties=200)
-    )
+    parameters: PostgresParameters = Field(default_factory=dict, description="postgresql.conf settings.")
     storageSize: Quantity = Field("10Gi", description="Size of the data volume; may grow, never shrink.")
     storageClassName: str | None = Field(
         None, description="StorageClass of the data volume. Immutable.", min_length=1, max_length=253

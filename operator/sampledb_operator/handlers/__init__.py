@@ -59,6 +59,11 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
+    # Memory at start-up: list existing objects in pages, and let each object's event worker go as
+    # soon as it is idle (our handlers only queue a key), so a restart among thousands of objects
+    # never holds every StatefulSet and Job body at once.
+    settings.watching.chunk_size = 200
+    settings.queueing.idle_timeout = 0.5
     reconciler = Reconciler(KubeApi(load_client()), operator_settings)
     backups = BackupReconciler(reconciler.api, operator_settings, clock=utc_now)
     _state.update(

@@ -25,6 +25,7 @@ from sampledb_operator.reconcile.status import (
     JobState,
     Observation,
     Problem,
+    bounded,
     compute_status,
     init_completed,
     initialized,
@@ -267,7 +268,7 @@ class Reconciler:
         meta = obj["metadata"]
         previous = obj.get("status") or {}
         degraded = [c for c in previous.get("conditions") or [] if c["type"] == "Degraded"]
-        if previous.get("phase") == "Degraded" and degraded and degraded[0].get("message") == problem.message:
+        if previous.get("phase") == "Degraded" and degraded and degraded[0].get("message") == bounded(problem.message):
             return Outcome(phase="Degraded")
         now = self.clock()
         conditions = [
@@ -275,7 +276,7 @@ class Reconciler:
                 "type": t,
                 "status": s,
                 "reason": problem.reason,
-                "message": problem.message if s != "False" or t == "Ready" else "",
+                "message": bounded(problem.message) if s != "False" or t == "Ready" else "",
                 "lastTransitionTime": now,
                 "observedGeneration": int(meta.get("generation", 1)),
             }

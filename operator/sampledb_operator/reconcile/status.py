@@ -16,6 +16,15 @@ from sampledb_operator.api.common import Phase
 from sampledb_operator.resources.instance import Instance
 
 READY, PROGRESSING, DEGRADED = "Ready", "Progressing", "Degraded"
+# Far below the API's 32 KiB per condition message: a status write must never fail on its length.
+MAX_MESSAGE = 4000
+
+
+def bounded(message: str) -> str:
+    """`message`, shortened with a note when it is longer than a condition should carry."""
+    if len(message) <= MAX_MESSAGE:
+        return message
+    return f"{message[:MAX_MESSAGE]}... ({len(message) - MAX_MESSAGE} more characters)"
 
 
 class JobState(StrEnum):
@@ -159,7 +168,7 @@ def _condition(
         "type": ctype,
         "status": status,
         "reason": reason,
-        "message": message,
+        "message": bounded(message),
         "lastTransitionTime": now if changed or before is None else before.get("lastTransitionTime") or now,
         "observedGeneration": generation,
     }

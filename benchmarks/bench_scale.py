@@ -1,0 +1,1456 @@
+"""Scale benchmark of the SampleDB operator (issue #7): convergence against a floor, memory, API load.
+
+Everything runs on the local control plane (`sampledb_localcluster`: etcd, kube-apiserver with its
+audit log, controller manager, scheduler, kwok playing the kubelet, the stand-in volume
+provisioner) with the conversion webhook as two real processes, and the operator as a process
+started exactly as `make run` starts it (`python -m sampledb_operator run`, all namespaces, its
+defaults), with the operator's identity and the ClusterRole of config/rbac/role.yaml. This
+measures, and only measures (nothing asserts on time), for each N (default 100, 1,000, 5,000):
+
+1. The floor, on a fresh cluster: a plain client creates, for N instances, the SampleDB (as a user
+   would) and then the very manifests the operator would create (the same pure builders:
+   credentials Secret, ConfigMap, headless and client Service, StatefulSet, PodDisruptionBudget
+   and the init Job, fingerprint annotation included), with as many workers as the operator has
+   reconcile threads (asyncio's default executor: min(32, cores + 4)). Done once every
+   StatefulSet has a ready replica and every init Job is complete: the cluster's own work
+   (volumes, scheduling, Pods, Jobs) is in the floor. No status, finalizer or event is written.
+2. The operator, on another fresh cluster: the same N SampleDBs created at once by the same number
+   of workers; converged once every instance has its 7 children and status.phase == Ready with
+   status.observedGeneration == metadata.generation (Ready implies a ready replica and a complete
+   init Job). Both phases are observed through watches (one per kind, metadata only where
+   existence is all that matters), not by polling. Reported: both times, the ratio
+   operator/floor (target 1.5 or better at N = 1,000) and child objects per second.
+3. Memory of the operator process, sampled every 0.5 s from /proc/PID/status: the peak (VmHWM)
+   while converging, the steady RSS after convergence (median VmRSS over the last 10 s of an idle
+   settle period), and after a restart with N objects present (SIGTERM, start again, wait until
+   every instance has been reconciled and the operator has been quiet for 10 s) the start-up peak
+   and RSS (target: under 150 MiB at N = 1,000).
+4. API load, counted from the API server's audit log (requests by the operator's user, by verb),
+   never from the operator's own bookkeeping: requests per instance converged, requests and
+   writes after convergence, writes caused by the restart with N unchanged objects, and writes in
+   an idle period (`--idle-seconds`, default 300 s, extrapolated to an hour; the issue asks for an
+   hour: pass `--idle-seconds 3600` to measure one). Target: zero writes when nothing changed.
+
+The table (with the machine it ran on) goes to stdout and to `benchmarks/results/scale.md`;
+progress goes to stderr. Everything started here (clusters, webhook replicas, the operator) is
+stopped at the end, on an exception, on Ctrl-C and on SIGTERM.
+
+Run from the repository root: `make bench-scale`, or
+`PYTHONPATH=.:operator .venv/bin/python benchmarks/bench_scale.py [--quick] [--sizes 100,1000]
+[--idle-seconds 300]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import datetime
+import json
+import math
+import multiprocessing
+import os
+import platform
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from queue import Empty
+from types import FrameType
+from typing import Any
+
+import yaml
+
+from sampledb_localcluster import OPERATOR_USER, LocalCluster, load_versions
+from sampledb_localcluster.components import fake_node
+from sampledb_operator.api import crdgen
+from sampledb_operator.jobs.initialize import init_job
+from sampledb_operator.k8s.api import RESOURCES, ApiError, KubeApi, load_client
+from sampledb_operator.reconcile import children
+from sampledb_operator.resources.instance import Instance
+from sampledb_operator.resources.secret import generate_password
+from sampledb_operator.settings import Settings
+from tests.webhook_process import WebhookReplicas, start_webhook
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS_FILE = REPO / "benchmarks" / "results" / "scale.md"
+FLOOR_NAMESPACE = "bench-floor"
+OPERATOR_NAMESPACE = "bench-operator"
+# The operator reconciles on asyncio's default executor: min(32, cores + 4) threads. The floor's
+# client and the creators of the SampleDBs get as many workers.
+WORKERS = min(32, (os.cpu_count() or 1) + 4)
+SAMPLE_SECONDS = 0.5
+STEADY_WINDOW = 10.0
+QUIET_SECONDS = 10.0
+UNCONVERGED_RESTART_SECONDS = 600.0
+PROGRESS_SECONDS = 15.0
+RATIO_TARGET = 1.5
+MEMORY_TARGET_MIB = 150.0
+TARGET_N = 1000
+WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
+CHILD_KINDS = 7  # Secret, ConfigMap, 2 Services, StatefulSet, PodDisruptionBudget, init Job
+# Fake nodes added next to the harness's one (110 Pods): big enough that scheduling never waits for room.
+NODE_PODS = 1000
+NODE_RESOURCES = {"cpu": "1000", "memory": "4Ti", "pods": str(NODE_PODS), "ephemeral-storage": "100Ti"}
+# The harness's Service range (a /24) has room for about 250 ClusterIPs, one per SampleDB: widen it
+# (the last occurrence of a flag wins). The first address, which the API server's certificate names,
+# stays the same.
+SERVICE_RANGE = "10.0.0.0/16"
+SERVICE_RANGE_ARGS = {
+    component: [f"--service-cluster-ip-range={SERVICE_RANGE}"]
+    for component in ("kube-apiserver", "kube-controller-manager")
+}
+META_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+META_WATCH = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much to measure."""
+
+    sizes: tuple[int, ...]
+    floor_sizes: tuple[int, ...]  # the sizes that also get a floor phase
+    idle_seconds: float
+    settle_seconds: float
+    timeout: float
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the result table."""
+
+    section: str
+    figure: str
+    value: str
+    target: str = ""
+
+
+# -- output ----------------------------------------------------------------------------------------
+
+
+def progress(message: str) -> None:
+    """A progress line on stderr (stdout carries only the table)."""
+    stamp = datetime.datetime.now().strftime("%H:%M:%S")
+    print(f"[bench {stamp}] {message}", file=sys.stderr, flush=True)
+
+
+def markdown_table(rows: Sequence[Row]) -> str:
+    """The rows as one markdown table."""
+    lines = ["| Section | Figure | Value | Target |", "|---|---|---|---|"]
+    lines += [f"| {r.section} | {r.figure} | {r.value} | {r.target} |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+FOOTNOTES = f"""
+Definitions:
+
+- Floor: on a fresh cluster, a plain client with {WORKERS} workers (as many as the operator's
+  reconcile threads) creates per instance the SampleDB and then the 7 manifests the operator's
+  own builders produce (Secret, ConfigMap, headless and client Service, StatefulSet,
+  PodDisruptionBudget, init Job); done when every StatefulSet has a ready replica and every init
+  Job is complete. It writes no status, finalizer or event and reads nothing.
+- Operator: on another fresh cluster, the same SampleDBs created by {WORKERS} workers, the
+  operator (one process, started before them, watching all namespaces) does the rest; converged
+  when every instance has its 7 children and status.phase is Ready with status.observedGeneration
+  equal to metadata.generation. Both clocks start before the first SampleDB is created and stop
+  when a watch shows the last instance done. Objects per second: child objects (7 per instance)
+  divided by that time.
+- Memory: the operator process's VmHWM (peak) and VmRSS from /proc, sampled every {SAMPLE_SECONDS} s;
+  steady = median VmRSS over the last {STEADY_WINDOW:.0f} s of the idle period named. Restart: SIGTERM,
+  start again with the N objects present, wait until N reconciles are counted and the operator has
+  been quiet for {QUIET_SECONDS:.0f} s.
+- API load: audit log events of the operator's user ({OPERATOR_USER}), one per request (a watch is
+  counted when it starts); writes are create/update/patch/delete. Requests per instance converged:
+  every request between the start of the creation and convergence, divided by N. The idle figure
+  is measured over the period given and extrapolated linearly to one hour.
+- Fake nodes (kwok) are added so that Pods never wait for room ({NODE_PODS} Pods per node); the
+  cluster's components run with their default flags otherwise (the controller manager's client
+  is rate-limited to 20 requests/s per controller).
+"""
+
+
+def write_results(table: str, command: str, state: str) -> None:
+    """Keep the table in benchmarks/results/ so a run's result can be committed."""
+    RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
+    header = (
+        "# Scale benchmark\n\n"
+        f"Command: `{command}` ({state}). What each figure means: the definitions below,\n"
+        "`benchmarks/README.md` and the docstring of `benchmarks/bench_scale.py`.\n\n"
+    )
+    RESULTS_FILE.write_text(header + table + FOOTNOTES, encoding="utf-8")
+
+
+def verdict(met: bool, target: str) -> str:
+    """The target and whether this run met it (reported, never asserted)."""
+    return f"{target}: {'met' if met else 'MISSED'}"
+
+
+def mib(kib: float) -> str:
+    """KiB as MiB."""
+    return f"{kib / 1024:.1f} MiB"
+
+
+def count(value: float) -> str:
+    """A count with thousands separators."""
+    return f"{value:,.0f}"
+
+
+def load_average() -> str:
+    """The 1/5/15-minute load averages."""
+    return ", ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+# -- machine ---------------------------------------------------------------------------------------
+
+
+def _proc_field(path: str, key: str) -> str:
+    """The first `key: value` of a /proc file, or '?' off Linux."""
+    with contextlib.suppress(OSError):
+        for line in Path(path).read_text(encoding="utf-8").splitlines():
+            name, _, value = line.partition(":")
+            if name.strip() == key:
+                return value.strip()
+    return "?"
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "?"
+
+
+def machine_rows() -> list[Row]:
+    """What the figures were measured on, and how busy it was at the start."""
+    mem_kib = _proc_field("/proc/meminfo", "MemTotal").split()[0]
+    ram = f"{int(mem_kib) / 1024**2:.1f} GiB" if mem_kib.isdigit() else "?"
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    versions = load_versions()
+    toolchain = ", ".join(
+        f"{name} {versions.get(key, '?')}"
+        for name, key in (("Kubernetes", "KUBERNETES_VERSION"), ("etcd", "ETCD_VERSION"), ("kwok", "KWOK_VERSION"))
+    )
+    libraries = ", ".join(f"{name} {_version(name)}" for name in ("kopf", "kubernetes", "pydantic"))
+    return [
+        Row("Machine", "CPU model", _proc_field("/proc/cpuinfo", "model name")),
+        Row("Machine", "cores", str(os.cpu_count())),
+        Row("Machine", "RAM", ram),
+        Row("Machine", "Python", f"{platform.python_implementation()} {platform.python_version()}"),
+        Row("Machine", "OS", f"{platform.system()} {platform.release()}"),
+        Row("Machine", "cluster", toolchain),
+        Row("Machine", "libraries", libraries),
+        Row("Machine", "date", now),
+        Row("Machine", "load average 1/5/15 min at start", load_average()),
+    ]
+
+
+# -- objects ---------------------------------------------------------------------------------------
+
+
+def instance_name(index: int) -> str:
+    """The name of instance `index`."""
+    return f"db-{index:05d}"
+
+
+def sampledb(index: int, namespace: str) -> Obj:
+    """A SampleDB as a user writes it: a version, a few parameters, a volume."""
+    return {
+        "apiVersion": "sampledb.io/v1",
+        "kind": "SampleDB",
+        "metadata": {"name": instance_name(index), "namespace": namespace, "labels": {"team": f"team-{index % 7}"}},
+        "spec": {
+            "postgres": {
+                "version": (15, 16, 17)[index % 3],
+                "parameters": {"max_connections": "200", "shared_buffers": "256MB", "work_mem": "8MB"},
+            },
+            "storage": {"size": f"{1 + index % 20}Gi"},
+            "deletionPolicy": "Delete",
+        },
+    }
+
+
+def floor_manifests(created: Obj, settings: Settings) -> list[Obj]:
+    """What the operator creates for a new SampleDB, from its own builders, in its order."""
+    instance = Instance.from_object(created, settings)
+    actions = [children.plan_secret(instance, None, generate_password)]
+    actions += [children.plan_child(child, instance, None) for child in children.CHILDREN]
+    manifests = [action.body for action in actions if action is not None]
+    return [*manifests, init_job(instance)]
+
+
+# -- cluster set-up --------------------------------------------------------------------------------
+
+
+def wait_until(probe: Callable[[], bool], what: str, timeout: float = 60, interval: float = 0.2) -> None:
+    """Poll `probe` until it is true; fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while not probe():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def _succeeds(call: Callable[[], object]) -> bool:
+    try:
+        call()
+    except (ApiError, ValueError):  # ValueError: the plain-text 404 of a group not served yet
+        return False
+    return True
+
+
+def _node_ready(api: KubeApi, name: str) -> bool:
+    node = api._request("GET", f"/api/v1/nodes/{name}")
+    conditions = (node.get("status") or {}).get("conditions") or []
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+def add_nodes(api: KubeApi, instances: int) -> int:
+    """Big fake nodes for the Pods of `instances` StatefulSets and init Jobs; returns how many."""
+    names = [f"bench-node-{index}" for index in range(max(1, math.ceil(2 * instances / NODE_PODS)))]
+    for name in names:
+        node: Obj = dict(fake_node(name))
+        node["status"] = {"capacity": NODE_RESOURCES, "allocatable": NODE_RESOURCES}
+        api._request("POST", "/api/v1/nodes", body=node)
+    for name in names:
+        wait_until(lambda n=name: _node_ready(api, n), f"kwok to mark node {name} Ready")  # type: ignore[misc]
+    return len(names)
+
+
+def _established(api: KubeApi, name: str) -> bool:
+    crd = api.get("CustomResourceDefinition", None, name) or {}
+    conditions = (crd.get("status") or {}).get("conditions") or []
+    return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
+
+
+def install_crds(api: KubeApi, hooks: WebhookReplicas) -> None:
+    """The generated CRDs, their conversion webhook pointed at the loopback replicas.
+
+    Returns once every served version answers a LIST from its watch cache, so that the operator's
+    first watches do not meet "storage is (re)initializing".
+    """
+    ca_bundle = base64.b64encode(hooks.ca_cert.read_bytes()).decode()
+    collections = []
+    for crd in crdgen.all_crds().values():
+        conversion = crd["spec"].get("conversion") or {}
+        if conversion.get("strategy") == "Webhook":
+            conversion["webhook"]["clientConfig"] = {"url": hooks.url, "caBundle": ca_bundle}
+        api.create(crd)
+        name, spec = crd["metadata"]["name"], crd["spec"]
+        wait_until(lambda n=name: _established(api, n), f"CRD {name} to be established")  # type: ignore[misc]
+        served = [v["name"] for v in spec["versions"] if v.get("served")]
+        collections += [f"/apis/{spec['group']}/{version}/{spec['names']['plural']}" for version in served]
+    for path in collections:
+        wait_until(
+            lambda p=path: _succeeds(lambda: api._request("GET", p, query={"resourceVersion": "0", "limit": "1"})),  # type: ignore[misc]
+            f"{path} to be served from the watch cache",
+        )
+
+
+def bind_operator_role(api: KubeApi) -> None:
+    """The ClusterRole of config/rbac/role.yaml bound to the operator's identity, as the chart does."""
+    role = yaml.safe_load((REPO / "config/rbac/role.yaml").read_text(encoding="utf-8"))
+    namespace, _, account = OPERATOR_USER.removeprefix("system:serviceaccount:").partition(":")
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": "sampledb-operator"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role["metadata"]["name"]},
+        "subjects": [{"kind": "ServiceAccount", "namespace": namespace, "name": account}],
+    }
+    api._request("POST", "/apis/rbac.authorization.k8s.io/v1/clusterroles", body=role)
+    api._request("POST", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", body=binding)
+
+
+def create_namespace(api: KubeApi, namespace: str) -> None:
+    """A namespace whose `default` ServiceAccount exists (Pods are refused before it does)."""
+    api._request(
+        "POST", "/api/v1/namespaces", body={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
+    )
+    wait_until(
+        lambda: _succeeds(lambda: api._request("GET", f"/api/v1/namespaces/{namespace}/serviceaccounts/default")),
+        f"ServiceAccount {namespace}/default",
+    )
+
+
+@dataclass
+class Environment:
+    """One fresh cluster with the webhook and CRDs installed."""
+
+    cluster: LocalCluster
+    hooks: WebhookReplicas
+    admin: KubeApi
+    nodes: int
+
+
+def bring_up(stack: contextlib.ExitStack, workdir: Path, name: str, instances: int) -> Environment:
+    """Start a cluster (stopped by `stack`), its webhook replicas, CRDs, nodes and RBAC."""
+    cluster = LocalCluster(state_dir=workdir / name, extra_args=SERVICE_RANGE_ARGS)
+    stack.callback(cluster.stop)
+    progress(f"{name}: starting a fresh local control plane")
+    cluster.start()
+    hooks = start_webhook(workdir / f"{name}-webhook", ca=(cluster.ca_cert, cluster.ca_key), replicas=2)
+    stack.callback(hooks.stop)
+    admin = KubeApi(load_client(str(cluster.kubeconfig)))
+    nodes = add_nodes(admin, instances)
+    install_crds(admin, hooks)
+    bind_operator_role(admin)
+    progress(f"{name}: cluster ready ({nodes} extra fake node(s), 2 webhook replicas)")
+    return Environment(cluster, hooks, admin, nodes)
+
+
+# -- watching what happens -------------------------------------------------------------------------
+
+
+class Tracker:
+    """Which instances are done: each needs every one of its slots satisfied at the same time."""
+
+    def __init__(self, names: Sequence[str], slots: Sequence[str]) -> None:
+        self._lock = threading.Lock()
+        self._missing: dict[str, set[str]] = {name: set(slots) for name in names}
+        self._done_at: dict[str, float] = {}
+        self.changed = threading.Event()
+
+    def set(self, name: str, slot: str, ok: bool) -> None:
+        """Record that `slot` of instance `name` is (or is no longer) satisfied."""
+        with self._lock:
+            missing = self._missing.get(name)
+            if missing is None:
+                return
+            was_done = not missing
+            if ok:
+                missing.discard(slot)
+            else:
+                missing.add(slot)
+            if not missing and not was_done:
+                self._done_at[name] = time.monotonic()
+            elif missing:
+                self._done_at.pop(name, None)
+        self.changed.set()
+
+    @property
+    def total(self) -> int:  # noqa: D102
+        return len(self._missing)
+
+    def done(self) -> int:
+        """How many instances are done now."""
+        with self._lock:
+            return len(self._done_at)
+
+    def times(self) -> list[float]:
+        """When each done instance became done (monotonic clock), sorted."""
+        with self._lock:
+            return sorted(self._done_at.values())
+
+    def missing_summary(self, limit: int = 3) -> str:
+        """A few instances that are not done, with what they lack."""
+        with self._lock:
+            lacking = [f"{name}: {sorted(slots)}" for name, slots in self._missing.items() if slots]
+        return "; ".join(lacking[:limit]) + (f" (+{len(lacking) - limit} more)" if len(lacking) > limit else "")
+
+
+Route = Callable[[Obj, bool], tuple[str, str, bool] | None]  # (object, deleted) -> (instance, slot, ok)
+
+
+class WatchExpiredError(Exception):
+    """The watch's resourceVersion is too old (HTTP 410): list again."""
+
+
+class Watcher(threading.Thread):
+    """LIST then WATCH one kind in one namespace, feeding a Tracker; re-lists when the watch expires."""
+
+    def __init__(
+        self, kubeconfig: str, kind: str, namespace: str, route: Route, tracker: Tracker, *, meta: bool
+    ) -> None:
+        super().__init__(name=f"watch-{kind}", daemon=True)
+        self._client: Any = load_client(kubeconfig)  # its own connection pool: a watch holds a connection
+        self._path = RESOURCES[kind].path(namespace)
+        self._route = route
+        self._tracker = tracker
+        self._meta = meta
+        self.listed = threading.Event()
+        self.stopped = threading.Event()
+        self._stream: Any = None
+
+    def stop(self) -> None:
+        """End the watch now, from another thread."""
+        self.stopped.set()
+        stream = self._stream
+        if stream is not None:
+            with contextlib.suppress(Exception):
+                stream.shutdown()
+
+    def _get(self, query: dict[str, str], accept: str) -> Any:
+        params = self._client.param_serialize(
+            "GET",
+            self._path,
+            query_params=list(query.items()),
+            header_params={"Accept": accept},
+            auth_settings=["BearerToken"],
+        )
+        return self._client.call_api(*params, _request_timeout=(10, 120))
+
+    def _feed(self, obj: Obj, deleted: bool) -> None:
+        routed = self._route(obj, deleted)
+        if routed is not None:
+            self._tracker.set(*routed)
+
+    def _list(self) -> str:
+        token, version = "", ""
+        while True:
+            query = {"limit": "500", **({"continue": token} if token else {})}
+            response = self._get(query, META_LIST if self._meta else "application/json")
+            page = json.loads(response.read())
+            if response.status != 200:
+                raise RuntimeError(f"LIST {self._path}: HTTP {response.status}: {page.get('message')}")
+            for item in page.get("items") or []:
+                self._feed(item, False)
+            version = str(page["metadata"]["resourceVersion"])
+            token = page["metadata"].get("continue") or ""
+            if not token:
+                return version
+
+    def _watch(self, version: str) -> str:
+        query = {"watch": "1", "resourceVersion": version, "allowWatchBookmarks": "true", "timeoutSeconds": "60"}
+        response = self._get(query, META_WATCH if self._meta else "application/json")
+        stream = self._stream = response.response
+        try:
+            if response.status != 200:
+                raise RuntimeError(f"WATCH {self._path}: HTTP {response.status}: {stream.read()[:300]!r}")
+            for line in stream:
+                if self.stopped.is_set():
+                    break
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                obj = event["object"]
+                if event["type"] == "ERROR":
+                    if obj.get("code") == 410:
+                        raise WatchExpiredError
+                    raise RuntimeError(f"WATCH {self._path}: {obj.get('message')}")
+                version = str(obj["metadata"]["resourceVersion"])
+                if event["type"] != "BOOKMARK":
+                    self._feed(obj, event["type"] == "DELETED")
+        finally:
+            self._stream = None
+            stream.release_conn()
+        return version
+
+    def run(self) -> None:  # noqa: D102
+        while not self.stopped.is_set():
+            try:
+                version = self._list()
+                self.listed.set()
+                while not self.stopped.is_set():
+                    version = self._watch(version)
+            except WatchExpiredError:
+                continue
+            except Exception as err:  # the observer must survive a hiccup of a busy API server
+                if self.stopped.is_set():
+                    return
+                progress(f"watch {self._path}: {err!r}; listing again in 1 s")
+                time.sleep(1)
+
+
+@contextlib.contextmanager
+def watching(
+    kubeconfig: str, namespace: str, routes: dict[str, tuple[Route, bool]], tracker: Tracker
+) -> Iterator[None]:
+    """Run one Watcher per kind (route, metadata-only) until the block ends; starts once all have listed."""
+    watchers = [
+        Watcher(kubeconfig, kind, namespace, route, tracker, meta=meta) for kind, (route, meta) in routes.items()
+    ]
+    for watcher in watchers:
+        watcher.start()
+    try:
+        for watcher in watchers:
+            wait_until(watcher.listed.is_set, f"the first LIST of {watcher.name}", timeout=120)
+        yield
+    finally:
+        for watcher in watchers:
+            watcher.stop()
+        for watcher in watchers:
+            watcher.join(timeout=10)
+
+
+def _strip(name: str, suffix: str) -> str | None:
+    return name.removesuffix(suffix) if name.endswith(suffix) else None
+
+
+def exists(slot: str, suffix: str = "") -> Route:
+    """A route: the instance owning `<instance><suffix>` has that child."""
+
+    def route(obj: Obj, deleted: bool) -> tuple[str, str, bool] | None:
+        owner = _strip(obj["metadata"]["name"], suffix) if suffix else obj["metadata"]["name"]
+        return None if owner is None else (owner, slot, not deleted)
+
+    return route
+
+
+def service_route(obj: Obj, deleted: bool) -> tuple[str, str, bool] | None:
+    """Headless (`<instance>-hl`) and client (`<instance>`) Services fill different slots."""
+    name = obj["metadata"]["name"]
+    headless = _strip(name, "-hl")
+    return (headless, "service-headless", not deleted) if headless else (name, "service", not deleted)
+
+
+def ready_route(obj: Obj, deleted: bool) -> tuple[str, str, bool] | None:
+    """The SampleDB reports Ready for its current generation."""
+    status = obj.get("status") or {}
+    generation = obj["metadata"].get("generation")
+    ok = not deleted and status.get("phase") == "Ready" and status.get("observedGeneration") == generation
+    return obj["metadata"]["name"], "ready", ok
+
+
+def replica_route(obj: Obj, deleted: bool) -> tuple[str, str, bool] | None:
+    """The StatefulSet has a ready replica."""
+    ready = int((obj.get("status") or {}).get("readyReplicas") or 0)
+    return obj["metadata"]["name"], "replica-ready", not deleted and ready >= 1
+
+
+def job_complete_route(obj: Obj, deleted: bool) -> tuple[str, str, bool] | None:
+    """The init Job has completed."""
+    owner = _strip(obj["metadata"]["name"], "-init")
+    if owner is None:
+        return None
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    complete = any(c.get("type") == "Complete" and c.get("status") == "True" for c in conditions)
+    return owner, "job-complete", not deleted and complete
+
+
+OPERATOR_ROUTES: dict[str, tuple[Route, bool]] = {
+    "SampleDB": (ready_route, False),
+    "Secret": (exists("secret", "-credentials"), True),
+    "ConfigMap": (exists("configmap", "-config"), True),
+    "Service": (service_route, True),
+    "StatefulSet": (exists("statefulset"), True),
+    "PodDisruptionBudget": (exists("pdb"), True),
+    "Job": (exists("init-job", "-init"), True),
+}
+OPERATOR_SLOTS = ("ready", "secret", "configmap", "service-headless", "service", "statefulset", "pdb", "init-job")
+FLOOR_ROUTES: dict[str, tuple[Route, bool]] = {
+    "StatefulSet": (replica_route, False),
+    "Job": (job_complete_route, False),
+}
+FLOOR_SLOTS = ("created", "replica-ready", "job-complete")
+
+
+# -- the operator process and its memory -----------------------------------------------------------
+
+
+def free_port() -> int:
+    """A free loopback port."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True)
+class MemorySample:
+    """One reading of /proc/PID/status."""
+
+    at: float
+    rss_kib: int
+    hwm_kib: int
+
+
+class MemorySampler(threading.Thread):
+    """Reads VmRSS and VmHWM of a process every SAMPLE_SECONDS until it exits or is stopped."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(name=f"memory-{pid}", daemon=True)
+        self._status = Path(f"/proc/{pid}/status")
+        self.samples: list[MemorySample] = []
+        self.stopped = threading.Event()
+
+    def read(self) -> MemorySample | None:
+        """One reading now; None once the process is gone."""
+        fields: dict[str, int] = {}
+        try:
+            text = self._status.read_text(encoding="utf-8")
+        except OSError:
+            return None
+        for line in text.splitlines():
+            name, _, value = line.partition(":")
+            if name in ("VmRSS", "VmHWM"):
+                fields[name] = int(value.split()[0])
+        if len(fields) < 2:
+            return None
+        return MemorySample(time.monotonic(), fields["VmRSS"], fields["VmHWM"])
+
+    def run(self) -> None:  # noqa: D102
+        while not self.stopped.is_set():
+            sample = self.read()
+            if sample is None:
+                return
+            self.samples.append(sample)
+            self.stopped.wait(SAMPLE_SECONDS)
+
+    def save(self, path: Path) -> None:
+        """The samples as CSV (seconds since the first sample, VmRSS and VmHWM in KiB), for a closer look."""
+        first = self.samples[0].at if self.samples else 0.0
+        lines = ["seconds,rss_kib,hwm_kib", *(f"{s.at - first:.1f},{s.rss_kib},{s.hwm_kib}" for s in self.samples)]
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    def peak_kib(self) -> int:
+        """The process's peak RSS so far (VmHWM)."""
+        return max((s.hwm_kib for s in self.samples), default=0)
+
+    def current_kib(self) -> int:
+        """The latest RSS reading."""
+        return self.samples[-1].rss_kib if self.samples else 0
+
+    def steady_kib(self, until: float, window: float = STEADY_WINDOW) -> int:
+        """Median RSS over the `window` seconds before `until`."""
+        values = [s.rss_kib for s in self.samples if until - window <= s.at <= until]
+        return int(statistics.median(values)) if values else self.current_kib()
+
+
+class OperatorProcess:
+    """`python -m sampledb_operator run` with the operator's identity, defaults, INFO logs."""
+
+    def __init__(self, cluster: LocalCluster, log_path: Path) -> None:
+        self.log_path = log_path
+        self.metrics_port, health_port = free_port(), free_port()
+        env = {key: value for key, value in os.environ.items() if not key.startswith("SAMPLEDB_")}
+        env |= {
+            "KUBECONFIG": str(cluster.operator_kubeconfig),
+            "SAMPLEDB_METRICS_PORT": str(self.metrics_port),
+            "SAMPLEDB_HEALTH_PORT": str(health_port),
+            "SAMPLEDB_LOG_LEVEL": "INFO",
+            "PYTHONPATH": str(REPO / "operator"),
+        }
+        with log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "sampledb_operator", "run"], env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+        self.started = time.monotonic()
+        self.memory = MemorySampler(self.process.pid)
+        self.memory.start()
+        wait_until(lambda: self._healthy(health_port), f"the operator to report healthy (log: {log_path})")
+
+    def _healthy(self, port: int) -> bool:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"the operator exited with code {self.process.returncode}; log: {self.log_path}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the process has used so far; 0 once it is gone."""
+        try:
+            fields = Path(f"/proc/{self.process.pid}/stat").read_text(encoding="utf-8").rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+    def reconciles(self) -> float:
+        """Reconcile passes so far (success and error), from the operator's /metrics."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text = response.read().decode()
+        return sum(
+            float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("sampledb_reconcile_total{")
+        )
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 20 s."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.memory.stopped.set()
+
+
+def log_problems(paths: Sequence[Path]) -> tuple[int, int, list[str]]:
+    """ERROR and WARNING lines in the operator's logs, and a few ERROR lines as evidence."""
+    errors = warnings = 0
+    examples: list[str] = []
+    for path in paths:
+        with path.open(encoding="utf-8", errors="replace") as log:
+            for line in log:
+                if " ERROR " in line or line.startswith("Traceback"):
+                    errors += 1
+                    if len(examples) < 3:
+                        examples.append(line.strip()[:300])
+                elif " WARNING " in line:
+                    warnings += 1
+    return errors, warnings, examples
+
+
+# -- the API server's audit log --------------------------------------------------------------------
+
+
+@dataclass
+class ApiCount:
+    """The operator's requests in one window of the audit log."""
+
+    verbs: Counter[str] = field(default_factory=Counter)
+    failures: Counter[str] = field(default_factory=Counter)
+    writes: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:  # noqa: D102
+        return sum(self.verbs.values())
+
+    @property
+    def write_count(self) -> int:  # noqa: D102
+        return sum(self.verbs[verb] for verb in WRITE_VERBS)
+
+    def per(self, divisor: float) -> str:
+        """Requests per `divisor`, in total and by verb."""
+        if not self.total:
+            return "0"
+        detail = ", ".join(f"{verb} {n / divisor:.2f}" for verb, n in self.verbs.most_common())
+        return f"{self.total / divisor:.2f} ({detail})"
+
+    def by_verb(self) -> str:
+        """Counts by verb."""
+        return ", ".join(f"{verb} {n:,}" for verb, n in self.verbs.most_common()) or "none"
+
+    def failed(self) -> str:
+        """Responses >= 400 by verb and code."""
+        return ", ".join(f"{key}: {n:,}" for key, n in self.failures.most_common()) or "none"
+
+
+def audit_offset(path: Path) -> int:
+    """The audit log's size now: a window boundary."""
+    return path.stat().st_size if path.exists() else 0
+
+
+def audit_lines(path: Path, start: int, end: int) -> Iterator[bytes]:
+    """The complete lines that begin in [start, end): adjacent windows never share or lose a line."""
+    with path.open("rb") as log:
+        if start > 0:
+            log.seek(start - 1)
+            if log.read(1) != b"\n":
+                log.readline()  # the rest of a line that began before the window
+        while log.tell() < end:
+            line = log.readline()
+            if not line.endswith(b"\n"):
+                return
+            yield line
+
+
+def operator_requests(path: Path, start: int, end: int) -> ApiCount:
+    """The operator's requests whose audit events were written between two offsets.
+
+    The policy logs every request at Metadata level without the RequestReceived stage: a request is
+    counted at ResponseComplete, a watch (long-running) at ResponseStarted.
+    """
+    needle = f'"username":"{OPERATOR_USER}"'.encode()
+    result = ApiCount()
+    for line in audit_lines(path, start, end):
+        if needle not in line:
+            continue
+        event = json.loads(line)
+        if event["user"]["username"] != OPERATOR_USER:
+            continue
+        verb, stage = event["verb"], event["stage"]
+        if stage != ("ResponseStarted" if verb == "watch" else "ResponseComplete"):
+            continue
+        result.verbs[verb] += 1
+        code = int((event.get("responseStatus") or {}).get("code") or 0)
+        if code >= 400:
+            result.failures[f"{verb} {code}"] += 1
+        if verb in WRITE_VERBS and len(result.writes) < 10:
+            result.writes.append(f"{verb} {event['requestURI']} -> {code}")
+    return result
+
+
+# -- the phases ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Convergence:
+    """How a phase went: when it started, when each instance was done, whether all were."""
+
+    started: float
+    times: list[float]
+    total: int
+    load_before: str
+    load_after: str = ""
+    client_cpu: float = 0.0  # CPU seconds of the creating client process
+    ended: float = 0.0  # when the wait ended (done or gave up)
+
+    @property
+    def complete(self) -> bool:  # noqa: D102
+        return len(self.times) == self.total
+
+    @property
+    def seconds(self) -> float:
+        """Until the last instance was done (or until the phase gave up)."""
+        return (self.times[-1] if self.complete else self.ended) - self.started
+
+    def half_seconds(self) -> float:
+        """Until half of the instances were done."""
+        index = math.ceil(self.total / 2) - 1
+        return self.times[index] - self.started if len(self.times) > index else float("nan")
+
+
+def _creator_process(kubeconfig: str, namespace: str, total: int, with_children: bool, queue: Any) -> None:
+    """In a child process: create the N SampleDBs (and with `with_children` what the operator would).
+
+    Reports each instance done as its index on `queue`, then ("cpu", seconds used), then None; an
+    error as a string. A process of its own, so that it does not share an interpreter lock with
+    the watches (the operator, too, is a process of its own).
+    """
+    api = KubeApi(load_client(kubeconfig))
+    settings = Settings.from_env({})
+
+    def one(index: int) -> None:
+        created = api.create(sampledb(index, namespace))
+        if with_children:
+            for manifest in floor_manifests(created, settings):
+                api.create(manifest)
+        queue.put(index)
+
+    try:
+        with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="creator") as pool:
+            for future in as_completed([pool.submit(one, index) for index in range(total)]):
+                future.result()
+    except BaseException as err:
+        queue.put(f"creating objects failed: {err!r}")
+        raise
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    queue.put(("cpu", usage.ru_utime + usage.ru_stime))
+    queue.put(None)
+
+
+def create_all(kubeconfig: str, namespace: str, total: int, tracker: Tracker | None) -> float:
+    """Create the N SampleDBs at once from a child process with WORKERS threads; returns its CPU seconds.
+
+    With a tracker (the floor), the operator's children too, each instance marked "created".
+    """
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    child = context.Process(
+        target=_creator_process, args=(kubeconfig, namespace, total, tracker is not None, queue), daemon=True
+    )
+    child.start()
+    cpu = 0.0
+    created = 0
+    started = time.monotonic()
+    next_report = started + PROGRESS_SECONDS
+    try:
+        while True:
+            if time.monotonic() >= next_report:
+                next_report += PROGRESS_SECONDS
+                progress(f"created {created:,}/{total:,} instances after {time.monotonic() - started:.0f} s")
+            try:
+                item = queue.get(timeout=1)
+            except Empty:
+                if not child.is_alive():
+                    raise RuntimeError(f"the creator process exited with code {child.exitcode}") from None
+                continue
+            if item is None:
+                break
+            if isinstance(item, str):
+                raise RuntimeError(item)
+            if isinstance(item, tuple):
+                cpu = float(item[1])
+                continue
+            created += 1
+            if tracker is not None:
+                tracker.set(instance_name(int(item)), "created", True)
+    finally:
+        child.join(timeout=30)
+        if child.is_alive():
+            child.kill()
+    return cpu
+
+
+def await_convergence(
+    tracker: Tracker, label: str, started: float, timeout: float, status: Callable[[], str] = lambda: ""
+) -> bool:
+    """Wait until every instance is done, printing progress; False on timeout."""
+    deadline = started + timeout
+    next_report = time.monotonic() + PROGRESS_SECONDS
+    while tracker.done() < tracker.total:
+        if time.monotonic() > deadline:
+            progress(f"{label}: gave up after {timeout:.0f} s; not done: {tracker.missing_summary()}")
+            return False
+        tracker.changed.wait(1.0)
+        tracker.changed.clear()
+        if time.monotonic() >= next_report:
+            next_report += PROGRESS_SECONDS
+            elapsed = time.monotonic() - started
+            progress(f"{label}: {tracker.done():,}/{tracker.total:,} done after {elapsed:.0f} s{status()}")
+    return True
+
+
+def run_floor(env: Environment, total: int, timeout: float) -> Convergence:
+    """The floor: a plain client creates what the operator would; the cluster does its part."""
+    create_namespace(env.admin, FLOOR_NAMESPACE)
+    tracker = Tracker([instance_name(index) for index in range(total)], FLOOR_SLOTS)
+    kubeconfig = str(env.cluster.kubeconfig)
+    with watching(kubeconfig, FLOOR_NAMESPACE, FLOOR_ROUTES, tracker):
+        result = Convergence(time.monotonic(), [], total, load_average())
+        progress(f"floor N={total:,}: creating {total:,} SampleDBs and their {CHILD_KINDS * total:,} children")
+        result.client_cpu = create_all(kubeconfig, FLOOR_NAMESPACE, total, tracker)
+        created = time.monotonic() - result.started
+        progress(f"floor N={total:,}: all created after {created:.1f} s; waiting for the cluster")
+        await_convergence(tracker, f"floor N={total:,}", result.started, timeout)
+        result.ended = time.monotonic()
+    result.times = tracker.times()
+    result.load_after = load_average()
+    return result
+
+
+@dataclass
+class OperatorFigures:
+    """Everything measured around the operator for one N."""
+
+    convergence: Convergence
+    convergence_api: ApiCount
+    reconciles: float
+    peak_kib: int
+    steady_kib: int
+    settle_api: ApiCount
+    restart: Restart | None = None
+    restart_peak_kib: int = 0
+    restart_steady_kib: int = 0
+    restart_api: ApiCount | None = None
+    idle_seconds: float = 0.0
+    idle_api: ApiCount | None = None
+    idle_reconciles: float = 0.0
+    idle_rss_kib: int = 0
+    logs: list[Path] = field(default_factory=list)
+    durations: dict[str, float] = field(default_factory=dict)
+    cpu: dict[str, float] = field(default_factory=dict)  # operator CPU seconds by period
+
+
+def settle(operator: OperatorProcess, seconds: float) -> int:
+    """Leave the operator alone for `seconds`; its steady RSS at the end."""
+    time.sleep(seconds)
+    return operator.memory.steady_kib(time.monotonic())
+
+
+@dataclass
+class Restart:
+    """How a restarted operator got through the objects present (seconds from its process start)."""
+
+    counted_at: float = float("nan")  # when as many reconcile passes as instances had been counted
+    last_pass_at: float = float("nan")  # when the pass count last grew
+    passes: float = 0.0
+    quiet: bool = False  # no new pass for QUIET_SECONDS before the wait ended
+
+
+def await_reconciled(operator: OperatorProcess, total: int, timeout: float) -> Restart:
+    """After a start: wait until `total` reconcile passes are counted and none for QUIET_SECONDS."""
+    deadline = time.monotonic() + timeout
+    restart = Restart()
+    last_change = time.monotonic()
+    next_report = time.monotonic() + PROGRESS_SECONDS
+    while time.monotonic() < deadline:
+        value = operator.reconciles()
+        now = time.monotonic()
+        if value != restart.passes:
+            restart.passes, last_change = value, now
+            restart.last_pass_at = now - operator.started
+        if math.isnan(restart.counted_at) and value >= total:
+            restart.counted_at = now - operator.started
+        if not math.isnan(restart.counted_at) and now - last_change >= QUIET_SECONDS:
+            restart.quiet = True
+            return restart
+        if now >= next_report:
+            next_report += PROGRESS_SECONDS
+            progress(f"restart: {value:,.0f} reconcile passes after {now - operator.started:.0f} s")
+        time.sleep(0.5)
+    return restart
+
+
+def run_operator(env: Environment, total: int, plan: Plan, workdir: Path) -> OperatorFigures:
+    """Convergence, memory, restart and idle figures of the operator for N instances."""
+    create_namespace(env.admin, OPERATOR_NAMESPACE)
+    audit = env.cluster.audit_log
+    logs = [workdir / f"operator-{total}-1.log", workdir / f"operator-{total}-2.log"]
+    phase_started = time.monotonic()
+    operator = OperatorProcess(env.cluster, logs[0])
+    try:
+        time.sleep(2)  # its start-up requests (CRD check, initial LIST and WATCH) stay out of the window
+        tracker = Tracker([instance_name(index) for index in range(total)], OPERATOR_SLOTS)
+        with watching(str(env.cluster.kubeconfig), OPERATOR_NAMESPACE, OPERATOR_ROUTES, tracker):
+            start_offset = audit_offset(audit)
+            cpu_before = operator.cpu_seconds()
+            result = Convergence(time.monotonic(), [], total, load_average())
+            progress(f"operator N={total:,}: creating {total:,} SampleDBs")
+            result.client_cpu = create_all(str(env.cluster.kubeconfig), OPERATOR_NAMESPACE, total, None)
+            progress(f"operator N={total:,}: all created after {time.monotonic() - result.started:.1f} s")
+
+            def status() -> str:
+                return f"; operator RSS {mib(operator.memory.current_kib())}, load {os.getloadavg()[0]:.1f}"
+
+            await_convergence(tracker, f"operator N={total:,}", result.started, plan.timeout, status)
+            result.ended = time.monotonic()
+            end_offset = audit_offset(audit)
+            cpu_converged = operator.cpu_seconds()
+        result.times = tracker.times()
+        result.load_after = load_average()
+        figures = OperatorFigures(
+            convergence=result,
+            convergence_api=operator_requests(audit, start_offset, end_offset),
+            reconciles=operator.reconciles(),
+            peak_kib=operator.memory.peak_kib(),
+            steady_kib=0,
+            settle_api=ApiCount(),
+            logs=logs,
+        )
+        figures.durations["convergence"] = time.monotonic() - result.started
+        figures.cpu["convergence"] = cpu_converged - cpu_before
+        progress(
+            f"operator N={total:,}: {'converged' if result.complete else 'NOT converged'} after "
+            f"{result.seconds:.1f} s; peak RSS {mib(figures.peak_kib)}; settling {plan.settle_seconds:.0f} s"
+        )
+        figures.steady_kib = settle(operator, plan.settle_seconds)
+        settled_offset = audit_offset(audit)
+        figures.settle_api = operator_requests(audit, end_offset, settled_offset)
+        # Not converged (gave up): still restart, for the start-up memory with N objects present,
+        # but the objects are still changing, so its requests are not those of unchanged objects.
+        restart_wait = plan.timeout if result.complete else min(plan.timeout, UNCONVERGED_RESTART_SECONDS)
+        progress(f"operator N={total:,}: restarting the operator with {total:,} objects present")
+        restart_started = time.monotonic()
+        operator.stop()
+        operator.memory.save(workdir / f"memory-{total}-1.csv")
+        restart_offset = audit_offset(audit)
+        operator = OperatorProcess(env.cluster, logs[1])
+        figures.restart = await_reconciled(operator, total, restart_wait)
+        restarted_offset = audit_offset(audit)
+        figures.restart_api = operator_requests(audit, restart_offset, restarted_offset)
+        figures.restart_peak_kib = operator.memory.peak_kib()
+        figures.restart_steady_kib = operator.memory.steady_kib(time.monotonic())
+        figures.durations["restart"] = time.monotonic() - restart_started
+        figures.cpu["restart"] = operator.cpu_seconds()
+        progress(
+            f"operator N={total:,}: after the restart {figures.restart.passes:,.0f} reconcile passes, the last at "
+            f"{figures.restart.last_pass_at:.1f} s; {figures.restart_api.write_count} writes; peak RSS "
+            f"{mib(figures.restart_peak_kib)}"
+        )
+        if not result.complete:
+            progress(f"operator N={total:,}: not converged, so no idle figures")
+            return figures
+        progress(f"operator N={total:,}: idle for {plan.idle_seconds:.0f} s")
+        reconciles_before = operator.reconciles()
+        cpu_before = operator.cpu_seconds()
+        idle_started = time.monotonic()
+        time.sleep(plan.idle_seconds)
+        figures.idle_seconds = time.monotonic() - idle_started
+        figures.idle_api = operator_requests(audit, restarted_offset, audit_offset(audit))
+        figures.idle_reconciles = operator.reconciles() - reconciles_before
+        figures.idle_rss_kib = operator.memory.steady_kib(time.monotonic())
+        figures.durations["idle"] = figures.idle_seconds
+        figures.cpu["idle"] = operator.cpu_seconds() - cpu_before
+        progress(
+            f"operator N={total:,}: idle: {figures.idle_api.write_count} writes, {figures.idle_api.total} requests"
+        )
+        return figures
+    finally:
+        operator.stop()
+        operator.memory.save(workdir / f"memory-{total}-{2 if operator.log_path == logs[1] else 1}.csv")
+        progress(f"operator N={total:,}: phase took {time.monotonic() - phase_started:.0f} s")
+
+
+# -- rows ------------------------------------------------------------------------------------------
+
+
+def _phase_time(phase: Convergence) -> str:
+    if phase.complete:
+        return f"{phase.seconds:.1f} s ({phase.half_seconds():.1f} s)"
+    return f"NOT DONE: {len(phase.times):,}/{phase.total:,} after {phase.seconds:.0f} s (gave up)"
+
+
+def _cpu(seconds: float, total: int) -> str:
+    return f"{seconds:.1f} ({seconds / total * 1e3:.0f})"
+
+
+def convergence_rows(total: int, floor: Convergence | None, figures: OperatorFigures) -> list[Row]:
+    """Times, ratio, objects per second, CPU and load for one N."""
+    section = f"N = {total:,}: convergence"
+    op = figures.convergence
+    rows = [
+        Row(
+            section,
+            "floor: all children, a ready replica, init Job complete (half done at)",
+            _phase_time(floor) if floor else "not measured at this N (--floor-sizes)",
+        ),
+        Row(section, "operator: all children, Ready, observedGeneration current (half done at)", _phase_time(op)),
+    ]
+    if floor is not None and floor.complete and op.complete:
+        ratio = op.seconds / floor.seconds
+        target = verdict(ratio <= RATIO_TARGET, f"<= {RATIO_TARGET:g}") if total == TARGET_N else ""
+        rows.append(Row(section, "ratio operator / floor", f"{ratio:.2f}", target))
+    rate = [f"{CHILD_KINDS * total / phase.seconds:.1f}" if phase and phase.complete else "-" for phase in (floor, op)]
+    rows.append(
+        Row(section, f"child objects per second ({CHILD_KINDS} per instance): floor / operator", " / ".join(rate))
+    )
+    instances = [f"{total / phase.seconds:.2f}" if phase and phase.complete else "-" for phase in (floor, op)]
+    rows.append(Row(section, "instances per second: floor / operator", " / ".join(instances)))
+    rows.append(
+        Row(section, "reconcile passes per instance (the operator's own metric)", f"{figures.reconciles / total:.2f}")
+    )
+    rows.append(
+        Row(
+            section,
+            "CPU seconds (ms per instance): floor's client process / operator",
+            f"{_cpu(floor.client_cpu, total) if floor else '-'} / {_cpu(figures.cpu.get('convergence', 0.0), total)}",
+        )
+    )
+    floor_load = f"{floor.load_before} -> {floor.load_after}" if floor else "-"
+    rows.append(
+        Row(
+            section,
+            "load average 1/5/15 at start -> end: floor; operator",
+            f"{floor_load}; {op.load_before} -> {op.load_after}",
+        )
+    )
+    return rows
+
+
+def memory_rows(total: int, figures: OperatorFigures, settle_seconds: float) -> list[Row]:
+    """The operator's RSS for one N."""
+    section = f"N = {total:,}: operator memory"
+    target = f"< {MEMORY_TARGET_MIB:g} MiB"
+
+    def judged(kib: int) -> str:
+        return verdict(kib / 1024 < MEMORY_TARGET_MIB, target) if total == TARGET_N else ""
+
+    rows = [
+        Row(section, "peak RSS from start to convergence (VmHWM)", mib(figures.peak_kib), judged(figures.peak_kib)),
+        Row(section, f"steady RSS after convergence (idle {settle_seconds:.0f} s)", mib(figures.steady_kib)),
+    ]
+    if figures.restart_api is not None:
+        rows += [
+            Row(
+                section,
+                f"start-up peak after a restart with {total:,} objects (VmHWM)"
+                + ("" if figures.convergence.complete else " (not converged: still changing)"),
+                mib(figures.restart_peak_kib),
+                judged(figures.restart_peak_kib),
+            ),
+            Row(section, "RSS once the restart has settled", mib(figures.restart_steady_kib)),
+        ]
+    if figures.idle_api is not None:
+        rows.append(
+            Row(section, f"RSS at the end of the idle period ({figures.idle_seconds:.0f} s)", mib(figures.idle_rss_kib))
+        )
+    return rows
+
+
+def api_rows(total: int, figures: OperatorFigures, settle_seconds: float) -> list[Row]:
+    """The operator's requests, from the audit log, for one N."""
+    section = f"N = {total:,}: API load (audit log, operator's user)"
+    converge = figures.convergence_api
+    done = "converged" if figures.convergence.complete else "until giving up (NOT converged)"
+    zero = "0 writes"
+    rows = [
+        Row(section, f"requests per instance {done} (by verb)", converge.per(total)),
+        Row(section, f"writes per instance {done}", f"{converge.write_count / total:.2f}"),
+        Row(section, "failed requests while converging (verb code: count)", converge.failed()),
+        Row(
+            section,
+            f"after convergence, idle {settle_seconds:.0f} s: requests / writes",
+            f"{figures.settle_api.total:,} / {figures.settle_api.write_count:,}",
+        ),
+    ]
+    if figures.restart_api is not None and figures.restart is not None:
+        api, restart = figures.restart_api, figures.restart
+        converged = figures.convergence.complete
+        what = f"{total:,} unchanged objects" if converged else f"{total:,} objects NOT converged (still changing)"
+        progress_text = (
+            f"{restart.counted_at:.1f} s / last pass at {restart.last_pass_at:.1f} s ({restart.passes:,.0f} passes)"
+        )
+        if not restart.quiet:
+            progress_text += f"; still busy when the wait ended ({restart.passes:,.0f} passes)"
+        rows += [
+            Row(section, f"restart with {what}: {total:,} reconcile passes counted after / quiet", progress_text),
+            Row(section, "restart: operator CPU seconds from its start", f"{figures.cpu.get('restart', 0.0):.1f}"),
+            Row(section, "restart: requests (by verb)", f"{api.total:,} ({api.by_verb()})"),
+            Row(
+                section,
+                "restart: writes",
+                f"{api.write_count:,}" + (f" (e.g. {'; '.join(api.writes[:3])})" if api.writes else ""),
+                verdict(api.write_count == 0, zero) if converged else "not comparable: not converged",
+            ),
+        ]
+    if figures.idle_api is not None:
+        idle = figures.idle_api
+        hours = figures.idle_seconds / 3600
+        rows += [
+            Row(
+                section,
+                f"idle {figures.idle_seconds:.0f} s after the restart: requests (by verb); reconcile passes",
+                f"{idle.total:,} ({idle.by_verb()}); {figures.idle_reconciles:,.0f}",
+            ),
+            Row(section, "idle: operator CPU seconds", f"{figures.cpu.get('idle', 0.0):.1f}"),
+            Row(
+                section,
+                f"idle: writes measured in {figures.idle_seconds:.0f} s / extrapolated to 1 hour",
+                f"{idle.write_count:,} / {idle.write_count / hours:,.0f}"
+                + (f" (e.g. {'; '.join(idle.writes[:3])})" if idle.writes else ""),
+                verdict(idle.write_count == 0, zero),
+            ),
+        ]
+    return rows
+
+
+def run_rows(total: int, env_nodes: int, floor_seconds: float, figures: OperatorFigures) -> list[Row]:
+    """How the run went for one N: durations, nodes, operator log."""
+    section = f"N = {total:,}: run"
+    errors, warnings, examples = log_problems([path for path in figures.logs if path.exists()])
+    durations = "; ".join(f"{name} {seconds:.0f} s" for name, seconds in figures.durations.items())
+    rows = [
+        Row(section, "fake nodes added (besides the harness's one)", str(env_nodes)),
+        Row(
+            section,
+            "phase durations (floor: its cluster included)",
+            f"floor {f'{floor_seconds:.0f} s' if floor_seconds else '-'}; operator: {durations}",
+        ),
+        Row(section, "operator log: ERROR / WARNING lines", f"{errors:,} / {warnings:,}"),
+    ]
+    if examples:
+        rows.append(Row(section, "first ERROR lines", " / ".join(e.replace("|", "\\|") for e in examples)))
+    return rows
+
+
+# -- orchestration ---------------------------------------------------------------------------------
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+def measure_size(total: int, plan: Plan, workdir: Path) -> list[Row]:
+    """Floor on one fresh cluster (unless left out), operator on another, for N = total."""
+    floor: Convergence | None = None
+    floor_seconds = 0.0
+    if total in plan.floor_sizes:
+        with contextlib.ExitStack() as stack:
+            started = time.monotonic()
+            env = bring_up(stack, workdir, f"floor-{total}", total)
+            floor = run_floor(env, total, plan.timeout)
+            floor_seconds = time.monotonic() - started
+            outcome = "done" if floor.complete else "NOT done"
+            progress(f"floor N={total:,}: {outcome} after {floor.seconds:.1f} s; stopping its cluster")
+    with contextlib.ExitStack() as stack:
+        env = bring_up(stack, workdir, f"operator-{total}", total)
+        figures = run_operator(env, total, plan, workdir)
+        progress(f"operator N={total:,}: stopping its cluster")
+    return [
+        *convergence_rows(total, floor, figures),
+        *memory_rows(total, figures, plan.settle_seconds),
+        *api_rows(total, figures, plan.settle_seconds),
+        *run_rows(total, env.nodes, floor_seconds, figures),
+    ]
+
+
+def run(plan: Plan, workdir: Path, rows: list[Row], save: Callable[[list[Row], str], None]) -> None:
+    """Every size in turn into `rows`; a size that fails is reported and the next one still runs.
+
+    The table so far is saved after each size (`save`), so that an interrupted run keeps what it measured.
+    """
+    rows += machine_rows()
+    for index, total in enumerate(plan.sizes):
+        size_started = time.monotonic()
+        try:
+            rows += measure_size(total, plan, workdir)
+        except Exception as err:
+            progress(f"N={total:,} failed: {err!r}")
+            rows.append(Row(f"N = {total:,}", "FAILED", str(err).replace("|", "\\|")[:300]))
+        progress(f"N={total:,} took {time.monotonic() - size_started:.0f} s in all")
+        remaining = plan.sizes[index + 1 :]
+        if remaining:
+            save(rows, f"partial: N = {', '.join(map(str, remaining))} still to run")
+    rows.append(Row("Machine", "load average 1/5/15 min at the end", load_average()))
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Command line."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="smoke run: N = 50 and 200, idle 60 s, settle 20 s")
+    parser.add_argument("--sizes", help="comma-separated N values (default 100,1000,5000; --quick: 50,200)")
+    parser.add_argument(
+        "--idle-seconds",
+        type=float,
+        help="idle period after the restart (default 300; --quick 60); the issue asks for 3600",
+    )
+    parser.add_argument(
+        "--floor-sizes", help="the sizes that also get a floor phase (default: all); the others run the operator only"
+    )
+    parser.add_argument("--settle-seconds", type=float, help="idle period after convergence (default 30; --quick 20)")
+    parser.add_argument("--timeout", type=float, default=3600, help="give up on a convergence after this many seconds")
+    parser.add_argument("--keep", action="store_true", help="keep the working folder (logs, audit logs) after success")
+    return parser.parse_args(argv)
+
+
+def make_plan(args: argparse.Namespace) -> Plan:
+    """The plan from the command line."""
+
+    def numbers(text: str) -> tuple[int, ...]:
+        return tuple(int(size.replace("_", "")) for size in text.split(","))
+
+    sizes = numbers(args.sizes or ("50,200" if args.quick else "100,1000,5000"))
+    return Plan(
+        sizes=sizes,
+        floor_sizes=numbers(args.floor_sizes) if args.floor_sizes else sizes,
+        idle_seconds=args.idle_seconds if args.idle_seconds is not None else (60 if args.quick else 300),
+        settle_seconds=args.settle_seconds if args.settle_seconds is not None else (20 if args.quick else 30),
+        timeout=args.timeout,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark, print the table and keep it in benchmarks/results/."""
+    args = parse_args(argv)
+    plan = make_plan(args)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)  # so the cleanup below also runs on SIGTERM
+    workdir = Path(tempfile.mkdtemp(prefix="sampledb-bench-scale-"))
+    progress(f"working folder {workdir}; sizes {', '.join(map(str, plan.sizes))}; {WORKERS} workers")
+    given = list(sys.argv[1:] if argv is None else argv)
+    command = " ".join(["PYTHONPATH=.:operator .venv/bin/python benchmarks/bench_scale.py", *given])
+    if not given:
+        command = f"make bench-scale` (`{command}"
+
+    def save(rows: list[Row], state: str) -> None:
+        write_results(markdown_table(rows), command, state)
+        progress(f"table ({state}) written to {RESULTS_FILE.relative_to(REPO)}")
+
+    rows: list[Row] = []
+    try:
+        run(plan, workdir, rows, save)
+    except BaseException as err:
+        progress(f"failed; logs of the operator and the clusters are kept in {workdir}")
+        if rows:
+            rows.append(Row("Run", "INTERRUPTED", f"{type(err).__name__}: {err}".replace("|", "\\|")[:300]))
+            save(rows, "interrupted")
+        raise
+    if args.keep:
+        progress(f"logs kept in {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(markdown_table(rows) + FOOTNOTES, end="")
+    save(rows, "complete")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
