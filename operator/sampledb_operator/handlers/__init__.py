@@ -85,10 +85,14 @@ async def sampledb_event(type: str, namespace: str | None, name: str, **_: Any) 
     _runner().trigger(key)
 
 
-async def _owner_event(labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
-    """A child changed: reconcile the SampleDB named by its instance label."""
+async def _owner_event(type: str | None, labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
+    """A child changed: reconcile the SampleDB named by its instance label.
+
+    Not for the initial listing (type None): every SampleDB's own listing reconciles it already,
+    reading all its children, so a restart costs one pass per instance instead of two or three.
+    """
     owner = labels.get(INSTANCE_LABEL)
-    if owner and namespace:
+    if type is not None and owner and namespace:
         _runner().trigger((namespace, owner))
 
 
