@@ -721,11 +721,29 @@ class MemorySampler(threading.Thread):
         return int(statistics.median(values)) if values else self.current_kib()
 
 
+def code_version() -> str:
+    """The commit the operator code on disk comes from (read when each operator process starts)."""
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--", "operator"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
+    return commit + (" with uncommitted changes in operator/" if changed else "")
+
+
 class OperatorProcess:
     """`python -m sampledb_operator run` with the operator's identity, defaults, INFO logs."""
 
     def __init__(self, cluster: LocalCluster, log_path: Path) -> None:
         self.log_path = log_path
+        self.code = code_version()
         self.metrics_port, health_port = free_port(), free_port()
         env = {key: value for key, value in os.environ.items() if not key.startswith("SAMPLEDB_")}
         env |= {
@@ -1038,6 +1056,7 @@ class OperatorFigures:
     logs: list[Path] = field(default_factory=list)
     durations: dict[str, float] = field(default_factory=dict)
     cpu: dict[str, float] = field(default_factory=dict)  # operator CPU seconds by period
+    code: list[str] = field(default_factory=list)  # the operator code each process started from
 
 
 def settle(operator: OperatorProcess, seconds: float) -> int:
@@ -1116,6 +1135,7 @@ def run_operator(env: Environment, total: int, plan: Plan, workdir: Path) -> Ope
             settle_api=ApiCount(),
             logs=logs,
         )
+        figures.code.append(operator.code)
         figures.durations["convergence"] = time.monotonic() - result.started
         figures.cpu["convergence"] = cpu_converged - cpu_before
         progress(
@@ -1134,6 +1154,7 @@ def run_operator(env: Environment, total: int, plan: Plan, workdir: Path) -> Ope
         operator.memory.save(workdir / f"memory-{total}-1.csv")
         restart_offset = audit_offset(audit)
         operator = OperatorProcess(env.cluster, logs[1])
+        figures.code.append(operator.code)
         figures.restart = await_reconciled(operator, total, restart_wait)
         restarted_offset = audit_offset(audit)
         figures.restart_api = operator_requests(audit, restart_offset, restarted_offset)
@@ -1325,6 +1346,7 @@ def run_rows(total: int, env_nodes: int, floor_seconds: float, figures: Operator
             "phase durations (floor: its cluster included)",
             f"floor {f'{floor_seconds:.0f} s' if floor_seconds else '-'}; operator: {durations}",
         ),
+        Row(section, "operator code (git) at start / after the restart", " / ".join(figures.code) or "?"),
         Row(section, "operator log: ERROR / WARNING lines", f"{errors:,} / {warnings:,}"),
     ]
     if examples:
