@@ -33,13 +33,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import datetime
 import functools
 import http.client
 import json
 import math
-import os
-import platform
 import shutil
 import signal
 import statistics
@@ -47,13 +44,13 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
+from benchmarks.report import Row, exit_on_sigterm, machine_rows, markdown_table, progress, verdict, wait_until
 from sampledb_localcluster import LocalCluster
 from sampledb_operator.api import crdgen
 from sampledb_operator.k8s.api import ApiError, KubeApi, load_client
@@ -105,29 +102,7 @@ QUICK = Plan(
 )
 
 
-@dataclass(frozen=True)
-class Row:
-    """One line of the result table."""
-
-    section: str
-    figure: str
-    value: str
-    target: str = ""
-
-
 # -- output ----------------------------------------------------------------------------------------
-
-
-def progress(message: str) -> None:
-    """A progress line on stderr (stdout carries only the table)."""
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
-def markdown_table(rows: Sequence[Row]) -> str:
-    """The rows as one markdown table."""
-    lines = ["| Section | Figure | Value | Target |", "|---|---|---|---|"]
-    lines += [f"| {r.section} | {r.figure} | {r.value} | {r.target} |" for r in rows]
-    return "\n".join(lines) + "\n"
 
 
 def write_results(table: str, command: str) -> None:
@@ -146,11 +121,6 @@ def byte_size(count: int) -> str:
     return f"{count:,} B" if count < 100_000 else f"{count / 1e6:.2f} MB"
 
 
-def verdict(met: bool, target: str) -> str:
-    """The target and whether this run met it (reported, never asserted)."""
-    return f"{target}: {'met' if met else 'MISSED'}"
-
-
 def ms(seconds: float) -> str:
     """Seconds as milliseconds with a precision that suits the size."""
     value = seconds * 1e3
@@ -158,33 +128,6 @@ def ms(seconds: float) -> str:
 
 
 # -- machine ---------------------------------------------------------------------------------------
-
-
-def _proc_field(path: str, key: str) -> str:
-    """The first `key: value` of a /proc file, or '?' off Linux."""
-    with contextlib.suppress(OSError):
-        for line in Path(path).read_text(encoding="utf-8").splitlines():
-            name, _, value = line.partition(":")
-            if name.strip() == key:
-                return value.strip()
-    return "?"
-
-
-def machine_rows() -> list[Row]:
-    """What the figures were measured on, and how busy it was at the start."""
-    mem_kib = _proc_field("/proc/meminfo", "MemTotal").split()[0]
-    ram = f"{int(mem_kib) / 1024**2:.1f} GiB" if mem_kib.isdigit() else "?"
-    load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
-    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return [
-        Row("Machine", "CPU model", _proc_field("/proc/cpuinfo", "model name")),
-        Row("Machine", "cores", str(os.cpu_count())),
-        Row("Machine", "RAM", ram),
-        Row("Machine", "Python", f"{platform.python_implementation()} {platform.python_version()}"),
-        Row("Machine", "OS", f"{platform.system()} {platform.release()}"),
-        Row("Machine", "date", now),
-        Row("Machine", "load average 1/5/15 min at start", load),
-    ]
 
 
 # -- objects ---------------------------------------------------------------------------------------
@@ -419,15 +362,6 @@ def list_path(version: str) -> str:
     return f"/apis/{version}/namespaces/{NAMESPACE}/sampledbs"
 
 
-def wait_until(probe: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    """Poll `probe` until it is true; fail naming `what`."""
-    deadline = time.monotonic() + timeout
-    while not probe():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.2)
-
-
 def _established(api: KubeApi, name: str) -> bool:
     crd = api.get("CustomResourceDefinition", None, name) or {}
     conditions = (crd.get("status") or {}).get("conditions") or []
@@ -656,10 +590,6 @@ def list_rows(cluster: LocalCluster, hooks: WebhookReplicas, plan: Plan) -> list
 # -- orchestration ---------------------------------------------------------------------------------
 
 
-def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
-
-
 def run(plan: Plan, workdir: Path) -> list[Row]:
     """Start the webhook and the cluster, measure, and stop both whatever happens."""
     rows = machine_rows()
@@ -687,7 +617,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark, print the table and keep it in benchmarks/results/."""
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)  # so the cleanup below also runs on SIGTERM
+    signal.signal(signal.SIGTERM, exit_on_sigterm)  # so the cleanup below also runs on SIGTERM
     workdir = Path(tempfile.mkdtemp(prefix="sampledb-bench-"))
     try:
         rows = run(QUICK if args.quick else FULL, workdir)

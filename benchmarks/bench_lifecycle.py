@@ -51,10 +51,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import json
 import os
-import platform
 import resource
 import shlex
 import shutil
@@ -67,9 +65,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
+from benchmarks import report
+from benchmarks.report import Row, exit_on_sigterm, load_average, markdown_table, progress, verdict
 from sampledb_operator.jobs import upgrade
 from sampledb_operator.jobs.backup import backup_env, backup_script
 from sampledb_operator.jobs.initialize import init_job
@@ -109,36 +108,9 @@ EVENTS_PER_ORDER = 2
 PRODUCTS = 20_000
 
 
-@dataclass(frozen=True)
-class Row:
-    """One line of the result table."""
-
-    section: str
-    figure: str
-    value: str
-    target: str = ""
-
-
 # -- output ----------------------------------------------------------------------------------------
 
 STARTED = time.monotonic()
-
-
-def progress(message: str) -> None:
-    """A progress line on stderr (stdout carries only the table)."""
-    print(f"[bench +{time.monotonic() - STARTED:6.0f} s] {message}", file=sys.stderr, flush=True)
-
-
-def markdown_table(rows: Sequence[Row]) -> str:
-    """The rows as one markdown table."""
-    lines = ["| Section | Figure | Value | Target |", "|---|---|---|---|"]
-    lines += [f"| {r.section} | {r.figure} | {r.value} | {r.target} |" for r in rows]
-    return "\n".join(lines) + "\n"
-
-
-def verdict(met: bool, target: str) -> str:
-    """The target and whether this run met it (reported, never asserted)."""
-    return f"{target}: {'met' if met else 'MISSED'}"
 
 
 def seconds(value: float) -> str:
@@ -149,11 +121,6 @@ def seconds(value: float) -> str:
 def size(count: int) -> str:
     """Bytes as MiB."""
     return f"{count / MIB:,.1f} MiB"
-
-
-def load_average() -> str:
-    """The 1/5/15-minute load averages."""
-    return ", ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 NOTES = """
@@ -178,16 +145,6 @@ Notes:
 # -- machine ---------------------------------------------------------------------------------------
 
 
-def _proc_field(path: str, key: str) -> str:
-    """The first `key: value` of a /proc file, or '?' off Linux."""
-    with contextlib.suppress(OSError):
-        for line in Path(path).read_text(encoding="utf-8").splitlines():
-            name, _, value = line.partition(":")
-            if name.strip() == key:
-                return value.strip()
-    return "?"
-
-
 def _output(argv: Sequence[str]) -> str:
     """A command's first line of output, or '?' when it fails."""
     with contextlib.suppress(OSError, subprocess.SubprocessError):
@@ -204,31 +161,14 @@ def filesystem(path: Path) -> str:
 
 
 def machine_rows(workdir: Path, old: Runtime, new: Runtime) -> list[Row]:
-    """What the figures were measured on, and how busy it was at the start."""
-    mem_kib = _proc_field("/proc/meminfo", "MemTotal").split()[0]
-    ram = f"{int(mem_kib) / 1024**2:.1f} GiB" if mem_kib.isdigit() else "?"
-    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    """The machine, the disk the data and dumps are on, and both PostgreSQL versions."""
     bin_dir = Path("/usr/lib/postgresql") / str(old.major) / "bin"
     image = new.image or "?"
-    return [
-        Row("Machine", "CPU model", _proc_field("/proc/cpuinfo", "model name")),
-        Row("Machine", "cores", str(os.cpu_count())),
-        Row("Machine", "RAM", ram),
-        Row("Machine", "OS", f"{platform.system()} {platform.release()}"),
-        Row("Machine", "date", now),
-        Row("Machine", "disk of the data and the dumps", filesystem(workdir)),
-        Row(
-            "Machine",
-            f"PostgreSQL {old.major} (host server and client binaries)",
-            _output([str(bin_dir / "pg_dump"), "--version"]),
-        ),
-        Row(
-            "Machine",
-            f"PostgreSQL {new.major} ({image}, podman)",
-            _output([*PODMAN_RUN, image, "postgres", "--version"]),
-        ),
-        Row("Machine", "load average 1/5/15 min at start", load_average()),
-    ]
+    return report.machine_rows(
+        ("disk of the data and the dumps", filesystem(workdir)),
+        (f"PostgreSQL {old.major} (host server and client binaries)", _output([str(bin_dir / "pg_dump"), "--version"])),
+        (f"PostgreSQL {new.major} ({image}, podman)", _output([*PODMAN_RUN, image, "postgres", "--version"])),
+    )
 
 
 # -- running scripts -------------------------------------------------------------------------------
@@ -872,17 +812,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark, print the table and keep it in benchmarks/results/."""
     args = parse_args(argv)
     if os.geteuid() != 0:
         raise SystemExit("run as root: the scripts run as the postgres user via runuser, as the tests run them")
     options = Options(args.size_mb or (100 if args.quick else 1024), args.reps, args.part, args.keep)
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)  # so the cleanup below also runs on SIGTERM
+    signal.signal(signal.SIGTERM, exit_on_sigterm)  # so the cleanup below also runs on SIGTERM
     workdir = Path(tempfile.mkdtemp(prefix="sampledb-bench-lifecycle-"))
     workdir.chmod(0o755)  # the postgres user must reach it
     try:

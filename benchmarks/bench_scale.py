@@ -45,12 +45,10 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
-import datetime
 import json
 import math
 import multiprocessing
 import os
-import platform
 import resource
 import shutil
 import signal
@@ -69,11 +67,20 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from queue import Empty
-from types import FrameType
 from typing import Any
 
 import yaml
 
+from benchmarks import report
+from benchmarks.report import (
+    Row,
+    exit_on_sigterm,
+    load_average,
+    markdown_table,
+    progress,
+    verdict,
+    wait_until,
+)
 from sampledb_localcluster import OPERATOR_USER, LocalCluster, load_versions
 from sampledb_localcluster.components import fake_node
 from sampledb_operator.api import crdgen
@@ -130,30 +137,7 @@ class Plan:
     timeout: float
 
 
-@dataclass(frozen=True)
-class Row:
-    """One line of the result table."""
-
-    section: str
-    figure: str
-    value: str
-    target: str = ""
-
-
 # -- output ----------------------------------------------------------------------------------------
-
-
-def progress(message: str) -> None:
-    """A progress line on stderr (stdout carries only the table)."""
-    stamp = datetime.datetime.now().strftime("%H:%M:%S")
-    print(f"[bench {stamp}] {message}", file=sys.stderr, flush=True)
-
-
-def markdown_table(rows: Sequence[Row]) -> str:
-    """The rows as one markdown table."""
-    lines = ["| Section | Figure | Value | Target |", "|---|---|---|---|"]
-    lines += [f"| {r.section} | {r.figure} | {r.value} | {r.target} |" for r in rows]
-    return "\n".join(lines) + "\n"
 
 
 FOOTNOTES = f"""
@@ -195,11 +179,6 @@ def write_results(table: str, command: str, state: str) -> None:
     RESULTS_FILE.write_text(header + table + FOOTNOTES, encoding="utf-8")
 
 
-def verdict(met: bool, target: str) -> str:
-    """The target and whether this run met it (reported, never asserted)."""
-    return f"{target}: {'met' if met else 'MISSED'}"
-
-
 def mib(kib: float) -> str:
     """KiB as MiB."""
     return f"{kib / 1024:.1f} MiB"
@@ -210,22 +189,7 @@ def count(value: float) -> str:
     return f"{value:,.0f}"
 
 
-def load_average() -> str:
-    """The 1/5/15-minute load averages."""
-    return ", ".join(f"{value:.2f}" for value in os.getloadavg())
-
-
 # -- machine ---------------------------------------------------------------------------------------
-
-
-def _proc_field(path: str, key: str) -> str:
-    """The first `key: value` of a /proc file, or '?' off Linux."""
-    with contextlib.suppress(OSError):
-        for line in Path(path).read_text(encoding="utf-8").splitlines():
-            name, _, value = line.partition(":")
-            if name.strip() == key:
-                return value.strip()
-    return "?"
 
 
 def _version(package: str) -> str:
@@ -236,27 +200,14 @@ def _version(package: str) -> str:
 
 
 def machine_rows() -> list[Row]:
-    """What the figures were measured on, and how busy it was at the start."""
-    mem_kib = _proc_field("/proc/meminfo", "MemTotal").split()[0]
-    ram = f"{int(mem_kib) / 1024**2:.1f} GiB" if mem_kib.isdigit() else "?"
-    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    """The machine, the local cluster's component versions and the operator's libraries."""
     versions = load_versions()
     toolchain = ", ".join(
         f"{name} {versions.get(key, '?')}"
         for name, key in (("Kubernetes", "KUBERNETES_VERSION"), ("etcd", "ETCD_VERSION"), ("kwok", "KWOK_VERSION"))
     )
     libraries = ", ".join(f"{name} {_version(name)}" for name in ("kopf", "kubernetes", "pydantic"))
-    return [
-        Row("Machine", "CPU model", _proc_field("/proc/cpuinfo", "model name")),
-        Row("Machine", "cores", str(os.cpu_count())),
-        Row("Machine", "RAM", ram),
-        Row("Machine", "Python", f"{platform.python_implementation()} {platform.python_version()}"),
-        Row("Machine", "OS", f"{platform.system()} {platform.release()}"),
-        Row("Machine", "cluster", toolchain),
-        Row("Machine", "libraries", libraries),
-        Row("Machine", "date", now),
-        Row("Machine", "load average 1/5/15 min at start", load_average()),
-    ]
+    return report.machine_rows(("cluster", toolchain), ("libraries", libraries))
 
 
 # -- objects ---------------------------------------------------------------------------------------
@@ -294,15 +245,6 @@ def floor_manifests(created: Obj, settings: Settings) -> list[Obj]:
 
 
 # -- cluster set-up --------------------------------------------------------------------------------
-
-
-def wait_until(probe: Callable[[], bool], what: str, timeout: float = 60, interval: float = 0.2) -> None:
-    """Poll `probe` until it is true; fail naming `what`."""
-    deadline = time.monotonic() + timeout
-    while not probe():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
 
 
 def _succeeds(call: Callable[[], object]) -> bool:
@@ -1357,10 +1299,6 @@ def run_rows(total: int, env_nodes: int, floor_seconds: float, figures: Operator
 # -- orchestration ---------------------------------------------------------------------------------
 
 
-def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
-
-
 def measure_size(total: int, plan: Plan, workdir: Path) -> list[Row]:
     """Floor on one fresh cluster (unless left out), operator on another, for N = total."""
     floor: Convergence | None = None
@@ -1444,7 +1382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark, print the table and keep it in benchmarks/results/."""
     args = parse_args(argv)
     plan = make_plan(args)
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)  # so the cleanup below also runs on SIGTERM
+    signal.signal(signal.SIGTERM, exit_on_sigterm)  # so the cleanup below also runs on SIGTERM
     workdir = Path(tempfile.mkdtemp(prefix="sampledb-bench-scale-"))
     progress(f"working folder {workdir}; sizes {', '.join(map(str, plan.sizes))}; {WORKERS} workers")
     given = list(sys.argv[1:] if argv is None else argv)
