@@ -22,16 +22,18 @@ RUN python3 -m venv /opt/sampledb
 # Bytecode is compiled here with unchecked-hash validation: the files never change in the image
 # and its root filesystem is read-only, so Python must never need to (re)write a .pyc.
 #
-# 1. The pinned dependencies, in their own layer: rebuilt only when pyproject.toml changes.
+# 1. The pinned dependencies, in their own layer: rebuilt only when pyproject.toml or the lock
+#    (constraints.txt: every transitive version, from `make lock`) changes.
 #    Wheels only, so the build needs no compiler. kubernetes/aio (the client's asyncio variant,
 #    a third of the image) goes: nothing imports it (the operator uses the synchronous client,
 #    kopf its own).
-COPY operator/pyproject.toml /src/operator/pyproject.toml
+COPY operator/pyproject.toml operator/constraints.txt /src/operator/
 RUN --mount=type=secret,id=ca-bundle,target=/run/secrets/ca-bundle \
     if [ -s /run/secrets/ca-bundle ]; then export PIP_CERT=/run/secrets/ca-bundle; fi \
     && python3 -c 'import tomllib, sys; print("\n".join(tomllib.load(sys.stdin.buffer)["project"]["dependencies"]))' \
         </src/operator/pyproject.toml >/src/requirements.txt \
-    && /opt/sampledb/bin/pip install --no-compile --only-binary=:all: -r /src/requirements.txt \
+    && /opt/sampledb/bin/pip install --no-compile --only-binary=:all: \
+        -c /src/operator/constraints.txt -r /src/requirements.txt \
     && site=$(/opt/sampledb/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))') \
     && rm -rf "$site/kubernetes/aio" \
     && /opt/sampledb/bin/python -m compileall -q -j 0 --invalidation-mode unchecked-hash "$site"

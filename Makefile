@@ -29,14 +29,18 @@ help: ## Show this help.
 	  /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
 
 ##@ Development
-$(PYTHON): operator/pyproject.toml
+$(PYTHON): operator/pyproject.toml operator/constraints.txt
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
-	$(PYTHON) -m pip install --quiet -e 'operator[dev]'
+	$(PYTHON) -m pip install --quiet -c operator/constraints.txt -e 'operator[dev]'
 	@touch $(PYTHON)
 
 .PHONY: venv
-venv: $(PYTHON) ## Create the Python environment (operator + dev dependencies).
+venv: $(PYTHON) ## Create the Python environment (operator + dev dependencies, every version from operator/constraints.txt).
+
+.PHONY: lock
+lock: ## Re-resolve the Python dependencies into operator/constraints.txt (after changing a pin in pyproject.toml).
+	hack/lock-python.sh
 
 .PHONY: tools
 tools: ## Build the pinned Kubernetes toolchain into ~/.cache/sampledb-operator/tools (cached by version).
