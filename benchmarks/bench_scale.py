@@ -52,14 +52,12 @@ import os
 import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -90,7 +88,8 @@ from sampledb_operator.reconcile import children
 from sampledb_operator.resources.instance import Instance
 from sampledb_operator.resources.secret import generate_password
 from sampledb_operator.settings import Settings
-from tests.webhook_process import WebhookReplicas, start_webhook
+from tests.operator_process import healthy, metrics, spawn_operator
+from tests.webhook_process import WebhookReplicas, free_port, start_webhook
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_FILE = REPO / "benchmarks" / "results" / "scale.md"
@@ -190,11 +189,6 @@ def write_results(table: str, command: str, state: str) -> None:
 def mib(kib: float) -> str:
     """KiB as MiB."""
     return f"{kib / 1024:.1f} MiB"
-
-
-def count(value: float) -> str:
-    """A count with thousands separators."""
-    return f"{value:,.0f}"
 
 
 # -- machine ---------------------------------------------------------------------------------------
@@ -602,14 +596,6 @@ FLOOR_SLOTS = ("created", "replica-ready", "job-complete")
 # -- the operator process and its memory -----------------------------------------------------------
 
 
-def free_port() -> int:
-    """A free loopback port."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @dataclass(frozen=True)
 class MemorySample:
     """One reading of /proc/PID/status."""
@@ -695,31 +681,28 @@ class OperatorProcess:
         self.log_path = log_path
         self.code = code_version()
         self.metrics_port, health_port = free_port(), free_port()
-        env = {key: value for key, value in os.environ.items() if not key.startswith("SAMPLEDB_")}
-        env |= {
-            "KUBECONFIG": str(cluster.operator_kubeconfig),
-            "SAMPLEDB_METRICS_PORT": str(self.metrics_port),
-            "SAMPLEDB_HEALTH_PORT": str(health_port),
-            "SAMPLEDB_LOG_LEVEL": "INFO",
-            "PYTHONPATH": str(REPO / "operator"),
-        }
-        with log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "sampledb_operator", "run"], env=env, stdout=log, stderr=subprocess.STDOUT
-            )
+        without_settings = {key: value for key, value in os.environ.items() if not key.startswith("SAMPLEDB_")}
+        self.process = spawn_operator(
+            str(cluster.operator_kubeconfig),
+            log_path,
+            metrics_port=self.metrics_port,
+            health_port=health_port,
+            log_level="INFO",
+            environ=without_settings,  # the operator's defaults, whatever this shell exports
+        )
         self.started = time.monotonic()
         self.memory = MemorySampler(self.process.pid)
         self.memory.start()
-        wait_until(lambda: self._healthy(health_port), f"the operator to report healthy (log: {log_path})")
+        try:
+            wait_until(lambda: self._healthy(health_port), f"the operator to report healthy (log: {log_path})")
+        except BaseException:
+            self.stop()  # the caller never gets hold of a process that did not come up
+            raise
 
     def _healthy(self, port: int) -> bool:
         if self.process.poll() is not None:
             raise RuntimeError(f"the operator exited with code {self.process.returncode}; log: {self.log_path}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
+        return healthy(port)
 
     def cpu_seconds(self) -> float:
         """CPU time (user + system) the process has used so far; 0 once it is gone."""
@@ -731,12 +714,8 @@ class OperatorProcess:
 
     def reconciles(self) -> float:
         """Reconcile passes so far (success and error), from the operator's /metrics."""
-        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=10) as response:
-            text = response.read().decode()
-        return sum(
-            float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("sampledb_reconcile_total{")
-        )
+        values = metrics(self.metrics_port)
+        return sum(value for name, value in values.items() if name.startswith("sampledb_reconcile_total{"))
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after 20 s."""

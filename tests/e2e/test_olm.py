@@ -39,6 +39,7 @@ from kubernetes.client.rest import ApiException
 
 from sampledb_localcluster import pki
 from sampledb_localcluster.tools import load_versions, tool_path
+from tests.webhook_process import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = "sampledb-operator"
@@ -77,13 +78,6 @@ def olm_crds_dir() -> Path:
             f"GOFLAGS=-mod=mod go get github.com/operator-framework/operator-lifecycle-manager@{version}`)"
         )
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def port_open(port: int) -> bool:

@@ -8,13 +8,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from sampledb_localcluster import OPERATOR_USER
 from sampledb_operator.k8s.api import KubeApi
 from sampledb_operator.reconcile.backup import BACKUP_LABEL
-from sampledb_operator.resources.instance import COMPONENT_LABEL, INSTANCE_LABEL
-from tests.integration.conftest import OPERATOR_SA
+from sampledb_operator.resources.instance import COMPONENT_LABEL, INSTANCE_LABEL, MANAGED_BY
 
-OPERATOR_USER = f"system:serviceaccount:{OPERATOR_SA[0]}:{OPERATOR_SA[1]}"
-MANAGED = {"app.kubernetes.io/managed-by": "sampledb-operator"}
+MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
 
 
 def sampledb(name: str, namespace: str, **spec: Any) -> dict[str, Any]:

@@ -13,13 +13,10 @@ the summary; `SAMPLEDB_FAULT_SEED=<seed>` replays a run.
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import signal
 import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +36,7 @@ from tests.integration.conftest import (  # noqa: F401 - fixtures, re-exported f
     operator_rbac,
     wait_for,
 )
+from tests.operator_process import healthy, metrics, spawn_operator
 
 SEED_ENV = "SAMPLEDB_FAULT_SEED"
 
@@ -134,22 +132,7 @@ class KillableOperator:
         assert not self.alive(), f"the operator already runs as pid {self.pid}"
         log_path = self.directory / f"operator-{len(self.incarnations)}.log"
         health_port, metrics_port = free_port(), free_port()
-        env = {
-            **os.environ,
-            "KUBECONFIG": self.kubeconfig,
-            "SAMPLEDB_METRICS_PORT": str(metrics_port),
-            "SAMPLEDB_HEALTH_PORT": str(health_port),
-            "SAMPLEDB_LOG_LEVEL": "DEBUG",
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "operator"), os.environ.get("PYTHONPATH")])),
-        }
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "sampledb_operator", "run"],
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        process = spawn_operator(self.kubeconfig, log_path, metrics_port=metrics_port, health_port=health_port)
         incarnation = Incarnation(process, log_path, health_port, metrics_port, time.monotonic())
         self.incarnations.append(incarnation)
         if wait_healthy:
@@ -167,12 +150,7 @@ class KillableOperator:
 
     def healthy(self) -> bool:
         """/healthz of the current incarnation answers 200."""
-        try:
-            url = f"http://127.0.0.1:{self.current.health_port}/healthz"
-            with urllib.request.urlopen(url, timeout=2) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
+        return healthy(self.current.health_port)
 
     def kill(self) -> float:
         """SIGKILL the current incarnation (no clean-up of any kind); return how long it had lived."""
@@ -203,15 +181,7 @@ class KillableOperator:
 
     def metrics(self) -> dict[str, float]:
         """The current incarnation's own metrics (name{labels} -> value)."""
-        url = f"http://127.0.0.1:{self.current.metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as response:
-            text = response.read().decode()
-        values = {}
-        for line in text.splitlines():
-            match = re.match(r"^(sampledb_[^\s]+)\s+([0-9.e+-]+)$", line)
-            if match:
-                values[match.group(1)] = float(match.group(2))
-        return values
+        return metrics(self.current.metrics_port)
 
 
 @pytest.fixture

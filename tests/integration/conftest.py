@@ -9,13 +9,8 @@ from __future__ import annotations
 
 import base64
 import copy
-import os
-import re
-import socket
 import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +22,8 @@ import yaml
 from sampledb_operator.api import crdgen
 from sampledb_operator.k8s.api import ApiError, KubeApi, load_client
 from tests.conftest import external_kubeconfig
-from tests.webhook_process import WebhookReplicas, start_webhook
+from tests.operator_process import healthy, metrics, spawn_operator
+from tests.webhook_process import WebhookReplicas, free_port, start_webhook
 
 REPO = Path(__file__).resolve().parents[2]
 OPERATOR_SA = ("sampledb-system", "sampledb-operator")
@@ -143,13 +139,6 @@ def operator_rbac(request: pytest.FixtureRequest, admin: KubeApi) -> None:
             replace(body["metadata"]["name"], body)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @dataclass
 class OperatorProcess:
     """The operator running as a subprocess, with its log and metrics at hand."""
@@ -163,14 +152,7 @@ class OperatorProcess:
 
     def metrics(self) -> dict[str, float]:
         """Current values of the operator's own metrics (name{labels} -> value)."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
-            text = response.read().decode()
-        values = {}
-        for line in text.splitlines():
-            match = re.match(r"^(sampledb_[^\s]+)\s+([0-9.e+-]+)$", line)
-            if match:
-                values[match.group(1)] = float(match.group(2))
-        return values
+        return metrics(self.metrics_port)
 
 
 def _operator_kubeconfig(request: pytest.FixtureRequest, kube_config: str) -> str:
@@ -178,14 +160,6 @@ def _operator_kubeconfig(request: pytest.FixtureRequest, kube_config: str) -> st
         return kube_config
     cluster = request.getfixturevalue("local_cluster")
     return str(cluster.operator_kubeconfig)
-
-
-def _healthy(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="session")
@@ -199,25 +173,15 @@ def operator(
     """`python -m sampledb_operator run` against the test cluster, for the whole session."""
     log_path = tmp_path_factory.mktemp("operator") / "operator.log"
     metrics_port, health_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "KUBECONFIG": _operator_kubeconfig(request, kube_config),
-        "SAMPLEDB_METRICS_PORT": str(metrics_port),
-        "SAMPLEDB_HEALTH_PORT": str(health_port),
-        "SAMPLEDB_LOG_LEVEL": "DEBUG",
-        # The code under test, whether or not the package is installed in this environment.
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "operator"), os.environ.get("PYTHONPATH")])),
-    }
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "sampledb_operator", "run"], env=env, stdout=log, stderr=subprocess.STDOUT
-        )
+    process = spawn_operator(
+        _operator_kubeconfig(request, kube_config), log_path, metrics_port=metrics_port, health_port=health_port
+    )
     running = OperatorProcess(process, log_path, metrics_port)
 
     def started() -> bool:
         if process.poll() is not None:
             raise AssertionError(f"the operator exited with code {process.returncode}:\n{running.log()[-3000:]}")
-        return _healthy(health_port)
+        return healthy(health_port)
 
     try:
         wait_for(started, timeout=60, what=f"the operator to report healthy (log: {log_path})")

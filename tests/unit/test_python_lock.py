@@ -6,20 +6,15 @@ pyproject.toml without `make lock` would make that install fail or drift, so it 
 
 from __future__ import annotations
 
-import re
 import tomllib
 from importlib import metadata
 from pathlib import Path
 
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name as canonical
 
 OPERATOR = Path(__file__).resolve().parents[2] / "operator"
 FIX = "run `make lock` (after changing pyproject.toml) or `make venv` (after pulling a new lock)"
-
-
-def canonical(name: str) -> str:
-    """PEP 503 normalised name: `PyYAML`, `pyyaml` and `py_yaml` are one distribution."""
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def locked() -> dict[str, str]:
