@@ -50,8 +50,12 @@ tools: ## Build the pinned Kubernetes toolchain into ~/.cache/sampledb-operator/
 cluster-tools: ## Build only what the local cluster needs (etcd, kube-*, kwok, kubectl).
 	hack/build-tools.sh etcd kube-apiserver kube-controller-manager kube-scheduler kwok kubectl
 
+.PHONY: node-tools
+node-tools: cluster-tools ## Build what the real node needs besides Debian's containerd: kubelet, kube-proxy, CoreDNS.
+	hack/build-tools.sh kubelet kube-proxy coredns
+
 .PHONY: test-tools
-test-tools: cluster-tools ## Build what the tests need besides the cluster: helm, opm, OLM (olm, catalog).
+test-tools: cluster-tools node-tools ## Build what the tests need besides the cluster: the real node's tools, helm, opm, OLM (olm, catalog).
 	hack/build-tools.sh helm opm olm catalog
 
 .PHONY: generate
@@ -76,10 +80,11 @@ lint: $(PYTHON) ## ruff (lint + format check) and mypy --strict.
 
 ##@ Tests
 .PHONY: test
-test: lint test-tools base-images ## Everything CI runs: lint; unit, PostgreSQL 15+17 and integration tests; then the e2e tests.
-	SAMPLEDB_REQUIRE_PG_MAJORS=15,17 $(PYTHON) -m pytest tests/unit tests/postgres tests/integration $(PYTEST_ARGS)
-	@# A separate run: the image test starts its own operator, which must not share a cluster with the
-	@# integration tests' operator.
+test: lint test-tools base-images ## Everything CI runs: lint; unit, PostgreSQL 15+17+18 and integration tests; the real node; e2e; faults.
+	SAMPLEDB_REQUIRE_PG_MAJORS=15,17,18 $(PYTHON) -m pytest tests/unit tests/postgres tests/integration $(PYTEST_ARGS)
+	@# Separate runs: each tier below starts its own cluster and operator, which must not share a
+	@# cluster with the integration tests' operator.
+	$(PYTHON) -m pytest tests/node $(PYTEST_ARGS)
 	$(PYTHON) -m pytest tests/e2e $(PYTEST_ARGS)
 	$(PYTHON) -m pytest tests/faults $(PYTEST_ARGS)
 
@@ -103,6 +108,10 @@ test-e2e: $(PYTHON) test-tools base-images ## The image: builds it, runs it read
 test-kind: $(PYTHON) ## For Docker users: a kind cluster, images loaded, integration + e2e tests, Helm, OLM run bundle, scorecard (hack/test-kind.sh).
 	VERSION='$(VERSION)' IMG='$(IMG)' BUNDLE_IMG='$(BUNDLE_IMG)' PYTHON='$(PYTHON)' OPERATOR_SDK='$(OPERATOR_SDK)' \
 	  PYTEST_ARGS='$(PYTEST_ARGS)' hack/test-kind.sh
+
+.PHONY: test-node
+test-node: $(PYTHON) node-tools base-images ## The user journey on a real node: real PostgreSQL 15, 17, 18 in Pods (root; own cluster and operator).
+	$(PYTHON) -m pytest tests/node $(PYTEST_ARGS)
 
 .PHONY: test-faults
 test-faults: $(PYTHON) cluster-tools ## Fault injection (issue #7): operator SIGKILLs, an API server outage, hostile input, secret leaks; own cluster and operator.
@@ -156,9 +165,14 @@ undeploy: $(HELM) ## Uninstall the chart's release (the CRDs stay: `make uninsta
 	$(HELM) uninstall $(RELEASE) --namespace $(NAMESPACE) --ignore-not-found --wait --timeout 120s
 
 ##@ Local cluster
+# kwok: simulated nodes (fast, no root); real: one real node running real containers (root, see README).
+NODE ?= kwok
+# make demo: auto (a real node where the machine allows it), real, or kwok.
+DEMO_NODE ?= auto
+
 .PHONY: cluster-up
-cluster-up: $(PYTHON) cluster-tools ## Start the local control plane (etcd, kube-*, kwok) in the background.
-	cd operator && $(PY) -m sampledb_localcluster --state-dir ../$(CLUSTER_DIR) up
+cluster-up: $(PYTHON) cluster-tools $(if $(filter real,$(NODE)),node-tools base-images) ## Start the local cluster in the background (NODE=kwok or NODE=real).
+	cd operator && $(PY) -m sampledb_localcluster --state-dir ../$(CLUSTER_DIR) up --node $(NODE)
 
 .PHONY: cluster-down
 cluster-down: $(PYTHON) ## Stop the local control plane; safe to run twice.
@@ -182,8 +196,8 @@ run: $(PYTHON) ## Run the operator out of cluster against $KUBECONFIG.
 	cd operator && $(PY) -m sampledb_operator run
 
 .PHONY: demo
-demo: $(PYTHON) cluster-tools ## The main job: local cluster + operator + a sample SampleDB reconciled to Ready.
-	PYTHON=$(PYTHON) KUBECTL=$(KUBECTL) CLUSTER_DIR=$(CLUSTER_DIR) DEMO_DIR=$(DEMO_DIR) hack/demo.sh
+demo: $(PYTHON) cluster-tools ## The main job: local cluster (a real node where the machine allows; NODE=kwok|real) + operator + the sample, Ready and answering.
+	PYTHON=$(PYTHON) KUBECTL=$(KUBECTL) CLUSTER_DIR=$(CLUSTER_DIR) DEMO_DIR=$(DEMO_DIR) NODE=$(DEMO_NODE) hack/demo.sh
 
 .PHONY: demo-down
 demo-down: ## Stop what `make demo` started (operator, webhook, then the local cluster).
@@ -205,11 +219,13 @@ CONTAINER_BUILD_FLAGS ?= $(if $(filter podman,$(notdir $(CONTAINER_TOOL))),--run
 BUILD_CA_BUNDLE ?= $(wildcard /etc/ssl/certs/ca-certificates.crt)
 comma := ,
 
-# The images the tests need: the operator's base, and PostgreSQL 17 (15 comes from the host's packages).
-BASE_IMAGES ?= base postgres-17
+# The images the tests need: the operator's base, PostgreSQL 15, 17 and 18 (the real node runs them
+# under the operator's default image names; tests/postgres runs 17 and 18, 15 also from the host's
+# packages) and the real node's Pod sandbox.
+BASE_IMAGES ?= base postgres-15 postgres-17 postgres-18 pause
 
 .PHONY: base-images
-base-images: ## Build the local base images from Debian with debootstrap (needs root; cached by version); BASE_IMAGES="base postgres-17 postgres-15".
+base-images: ## Build the local base images from Debian with debootstrap (needs root; cached by version); BASE_IMAGES="base postgres-18 pause".
 	CONTAINER_TOOL=$(CONTAINER_TOOL) hack/base-images.sh $(BASE_IMAGES)
 
 .PHONY: docker-build

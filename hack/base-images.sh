@@ -6,26 +6,34 @@
 #
 #   localhost/sampledb-base:bookworm   bookworm + python3, python3-venv, ca-certificates, tzdata
 #                                      (the operator image's base: see BASE_IMAGE in the Dockerfile)
+#   localhost/sampledb-postgres:18     forky + postgresql-18    (its bin dir first on PATH)
 #   localhost/sampledb-postgres:17     trixie + postgresql-17   (its bin dir first on PATH)
 #   localhost/sampledb-postgres:15     bookworm + postgresql-15 (its bin dir first on PATH)
+#   localhost/sampledb-pause:1         hack/pause/pause.c compiled statically (the real node's Pod sandbox)
+#
+# The PostgreSQL images meet the operand-image contract the operator's Pods rely on (README,
+# "Operand images"): user and group `postgres` are 999, as in the official images, because the
+# Pods run as uid 999 and initdb refuses to run as a uid that has no passwd entry; `initdb`,
+# `postgres`, `pg_ctl`, `pg_isready`, `psql`, `pg_dump`, `pg_dumpall` and `pg_restore` are on PATH.
 #
 # Cached: an image is skipped when it exists with the label io.sampledb.base-images.version equal
 # to BASE_IMAGES_VERSION below. Bump that number when you change what goes into an image, and the
 # next run rebuilds them all. Needs root (debootstrap) and podman (or docker).
 #
-# Usage: hack/base-images.sh [--force] [base|postgres-17|postgres-15 ...]   (default: all three)
+# Usage: hack/base-images.sh [--force] [base|postgres-18|postgres-17|postgres-15|pause ...]   (default: all)
 # Environment: CONTAINER_TOOL (default: podman if installed, else docker),
 #              DEBIAN_MIRROR (default: http://deb.debian.org/debian), TMPDIR (scratch space),
 #              SAMPLEDB_DEBOOTSTRAP_CACHE (downloaded packages; default ~/.cache/sampledb-operator/debootstrap).
 set -euo pipefail
 
-BASE_IMAGES_VERSION=1
+BASE_IMAGES_VERSION=2
 VERSION_LABEL=io.sampledb.base-images.version
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 # Downloaded .deb files are kept here (per suite), so a rebuild after a version bump downloads
 # only what changed; `rm -rf` it freely.
 CACHE_DIR=${SAMPLEDB_DEBOOTSTRAP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sampledb-operator/debootstrap}
-ALL_IMAGES=(base postgres-17 postgres-15)
+ALL_IMAGES=(base postgres-18 postgres-17 postgres-15 pause)
+POSTGRES_UID=999
 DEFAULT_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
 started=$SECONDS
@@ -40,8 +48,10 @@ fi
 spec_of() {
   case "$1" in
     base) echo "localhost/sampledb-base:bookworm bookworm python3,python3-venv,ca-certificates,tzdata -" ;;
+    postgres-18) echo "localhost/sampledb-postgres:18 forky postgresql-18,ca-certificates,tzdata /usr/lib/postgresql/18/bin" ;;
     postgres-17) echo "localhost/sampledb-postgres:17 trixie postgresql-17,ca-certificates,tzdata /usr/lib/postgresql/17/bin" ;;
     postgres-15) echo "localhost/sampledb-postgres:15 bookworm postgresql-15,ca-certificates,tzdata /usr/lib/postgresql/15/bin" ;;
+    pause) echo "localhost/sampledb-pause:1 - - -" ;;
     *) die "unknown image '$1' (known: ${ALL_IMAGES[*]})" ;;
   esac
 }
@@ -67,25 +77,84 @@ trim_rootfs() {
   fi
 }
 
+# A system id (below 999) that no user or group of the root filesystem has.
+spare_id() {
+  local id
+  for id in $(seq 998 -1 900); do
+    chroot "$1" getent "$2" "$id" >/dev/null || { echo "$id"; return; }
+  done
+  die "no free system id in $1"
+}
+
+# Give `postgres` the uid/gid the Pods run as (Debian's package picks the next free system id),
+# and move every file it owned along with it.
+renumber_postgres() {
+  local root=$1 old_uid old_gid
+  old_uid=$(chroot "$root" id -u postgres) || die "$root has no postgres user"
+  old_gid=$(chroot "$root" id -g postgres)
+  [ "$old_uid" = "$POSTGRES_UID" ] && [ "$old_gid" = "$POSTGRES_UID" ] && return
+  # Newer suites give 999 to a system group of their own (forky: systemd's); it moves aside.
+  local other spare
+  other=$(chroot "$root" getent passwd "$POSTGRES_UID" | cut -d: -f1 || true)
+  if [ -n "$other" ] && [ "$other" != postgres ]; then
+    spare=$(spare_id "$root" passwd)
+    chroot "$root" usermod -u "$spare" "$other"
+    find "$root" -xdev -uid "$POSTGRES_UID" -exec chown -h "$spare" {} +
+    log "moved user $other from $POSTGRES_UID to $spare"
+  fi
+  other=$(chroot "$root" getent group "$POSTGRES_UID" | cut -d: -f1 || true)
+  if [ -n "$other" ] && [ "$other" != postgres ]; then
+    spare=$(spare_id "$root" group)
+    chroot "$root" groupmod -g "$spare" "$other"
+    find "$root" -xdev -gid "$POSTGRES_UID" -exec chgrp -h "$spare" {} +
+    log "moved group $other from $POSTGRES_UID to $spare"
+  fi
+  chroot "$root" groupmod -g "$POSTGRES_UID" postgres
+  chroot "$root" usermod -u "$POSTGRES_UID" -g "$POSTGRES_UID" postgres
+  find "$root" -xdev -uid "$old_uid" -exec chown -h "$POSTGRES_UID" {} +
+  find "$root" -xdev -gid "$old_gid" -exec chgrp -h "$POSTGRES_UID" {} +
+}
+
+# The Pod sandbox image: one static binary, no shell, runs as nobody.
+build_pause() {
+  local image=$1 root
+  command -v gcc >/dev/null 2>&1 || die "gcc is needed to build the pause image (apt-get install gcc libc6-dev)"
+  root=$(mktemp -d "${TMPDIR:-/var/tmp}/sampledb-pause.XXXXXX")
+  ROOTS+=("$root")
+  gcc -static -Os -s -o "$root/pause" "$(dirname "$0")/pause/pause.c"
+  tar --numeric-owner --owner=0 --group=0 -C "$root" -c pause | "$CONTAINER_TOOL" import \
+    --change 'ENTRYPOINT ["/pause"]' --change 'USER 65535:65535' \
+    --change "LABEL $VERSION_LABEL=$BASE_IMAGES_VERSION" \
+    --change 'LABEL org.opencontainers.image.description="Pod sandbox (hack/pause/pause.c)"' \
+    - "$image" >/dev/null
+  log "$image: built"
+}
+
 build_image() {
-  local name=$1 image suite packages bindir root t0 path
+  local name=$1 image suite packages bindir root t0 path script
   read -r image suite packages bindir <<<"$(spec_of "$name")"
   if [ "$FORCE" = 0 ] && [ "$(image_version "$image")" = "$BASE_IMAGES_VERSION" ]; then
     log "$image: up to date (base-images version $BASE_IMAGES_VERSION), skipped"
     return
   fi
+  if [ "$name" = pause ]; then build_pause "$image"; return; fi
   root=$(mktemp -d "${TMPDIR:-/var/tmp}/sampledb-rootfs.XXXXXX")
   ROOTS+=("$root")
   log "$image: debootstrap $suite (minbase + $packages) into $root"
   t0=$SECONDS
   mkdir -p "$CACHE_DIR/$suite"
+  # An older debootstrap (bookworm's) has no script for a newer suite; Debian's own script for
+  # every suite after trixie is sid's, which is what newer debootstraps link it to.
+  script=()
+  [ -e "/usr/share/debootstrap/scripts/$suite" ] || script=(/usr/share/debootstrap/scripts/sid)
   if ! debootstrap --variant=minbase --cache-dir="$CACHE_DIR/$suite" --include="$packages" "$suite" "$root" "$MIRROR" \
-    >"$root.log" 2>&1; then
+    "${script[@]}" >"$root.log" 2>&1; then
     tail -n 30 "$root.log" >&2
     die "$image: debootstrap failed (full log: $root.log)"
   fi
   log "$image: debootstrap done in $((SECONDS - t0)) s"
   trim_rootfs "$root"
+  case "$packages" in *postgresql-*) renumber_postgres "$root" ;; esac
   path=$DEFAULT_PATH
   [ "$bindir" = - ] || path="$bindir:$DEFAULT_PATH"
   t0=$SECONDS
@@ -121,6 +190,7 @@ trap cleanup EXIT
 needs_debootstrap=0
 for name in "${names[@]}"; do
   read -r image _ <<<"$(spec_of "$name")"
+  [ "$name" = pause ] && continue
   if [ "$FORCE" = 1 ] || [ "$(image_version "$image")" != "$BASE_IMAGES_VERSION" ]; then needs_debootstrap=1; fi
 done
 if [ "$needs_debootstrap" = 1 ]; then

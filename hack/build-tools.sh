@@ -19,7 +19,7 @@ TOOLS_DIR=${SAMPLEDB_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/sampledb-operato
 WORK_DIR=${SAMPLEDB_TOOLS_WORK:-${XDG_CACHE_HOME:-$HOME/.cache}/sampledb-operator/build}
 export GOFLAGS=-buildvcs=false GOTOOLCHAIN=local
 
-ALL_TOOLS=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm opm olm catalog)
+ALL_TOOLS=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok kubelet kube-proxy coredns helm opm olm catalog)
 # Not in the default set: the module proxy reachable here serves operator-sdk v1.42.0's .info and
 # .zip but refuses its .mod (403), and refuses older releases outright, so the Go client cannot
 # build it. `hack/build-tools.sh operator-sdk` still tries (and says why it fails).
@@ -31,7 +31,8 @@ die() { log "ERROR: $*"; exit 1; }
 version_of() {
   case "$1" in
     etcd) echo "$ETCD_VERSION" ;;
-    kube-apiserver|kube-controller-manager|kube-scheduler|kubectl) echo "$KUBERNETES_VERSION" ;;
+    kube-apiserver|kube-controller-manager|kube-scheduler|kubectl|kubelet|kube-proxy) echo "$KUBERNETES_VERSION" ;;
+    coredns) echo "$COREDNS_VERSION" ;;
     kwok) echo "$KWOK_VERSION" ;;
     helm) echo "$HELM_VERSION" ;;
     operator-sdk) echo "$OPERATOR_SDK_VERSION" ;;
@@ -101,6 +102,39 @@ build_etcd() {
   CGO_ENABLED=0 build_in_scratch go.etcd.io/etcd/server/v3 "$ETCD_VERSION" go.etcd.io/etcd/server/v3 "$1"
 }
 
+# CoreDNS with only the plugins the real node's DNS uses. The upstream main package compiles in every
+# plugin (cloud DNS providers included: hundreds of modules to download and build); CoreDNS's own
+# documented way to choose plugins is a main package that imports coremain and the wanted plugins
+# and sets dnsserver.Directives (their order is the order a query passes them). This one serves
+# cluster names only: there is deliberately no `forward` plugin, so nothing is ever asked upstream.
+build_coredns() {
+  local dir; dir=$(scratch_module coredns)
+  cat >"$dir/main.go" <<'GO'
+package main
+
+import (
+	"github.com/coredns/coredns/core/dnsserver"
+	"github.com/coredns/coredns/coremain"
+
+	_ "github.com/coredns/coredns/plugin/bind"
+	_ "github.com/coredns/coredns/plugin/cache"
+	_ "github.com/coredns/coredns/plugin/errors"
+	_ "github.com/coredns/coredns/plugin/health"
+	_ "github.com/coredns/coredns/plugin/kubernetes"
+	_ "github.com/coredns/coredns/plugin/log"
+	_ "github.com/coredns/coredns/plugin/ready"
+)
+
+func init() {
+	dnsserver.Directives = []string{"bind", "ready", "health", "errors", "log", "cache", "kubernetes"}
+}
+
+func main() { coremain.Run() }
+GO
+  (cd "$dir" && go get "github.com/coredns/coredns@$COREDNS_VERSION" >/dev/null && go mod tidy >/dev/null \
+    && CGO_ENABLED=0 go build -mod=mod -ldflags "-s -w -X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION" -o "$1" .)
+}
+
 build_helm() {
   local minor=${KUBERNETES_VERSION#v1.}; minor=${minor%%.*}
   local pkg=helm.sh/helm/v3/internal/version pkg2=helm.sh/helm/v3/pkg/chartutil
@@ -136,7 +170,8 @@ build_one() {
   local start=$SECONDS
   log "$name $(version_of "$name"): building (first build on a fresh machine takes minutes)..."
   case "$name" in
-    kube-apiserver|kube-controller-manager|kube-scheduler|kubectl) build_kubernetes "$name" "$target" ;;
+    kube-apiserver|kube-controller-manager|kube-scheduler|kubectl|kubelet|kube-proxy) build_kubernetes "$name" "$target" ;;
+    coredns) build_coredns "$target" ;;
     etcd) build_etcd "$target" ;;
     kwok) GOBIN=$(dirname "$target") CGO_ENABLED=0 go install "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" ;;
     helm) build_helm "$target" ;;

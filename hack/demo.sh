@@ -1,20 +1,45 @@
 #!/usr/bin/env bash
-# The main job on a fresh machine (`make demo`): a local control plane, the CRDs and RBAC, the
-# operator running out of cluster, and the sample SampleDB reconciled to Ready.
-# With $KUBECONFIG set, the existing cluster is used instead of starting a local one.
+# The main job on a fresh machine (`make demo`): a local cluster, the CRDs and RBAC, the operator
+# running out of cluster, and the sample SampleDB reconciled to Ready.
+#
+# Where the machine allows it (root, and Debian's packages installable as .ci/run does), the local
+# cluster has a real node and the sample is a real PostgreSQL 17 in a Pod that answers queries;
+# otherwise the demo says why and falls back to simulated (kwok) nodes. NODE=real or NODE=kwok
+# forces the choice. With $KUBECONFIG set, the existing cluster is used instead of a local one.
 # Everything started here is stopped by `make demo-down`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${PYTHON:=.venv/bin/python}" "${KUBECTL:=kubectl}" "${CLUSTER_DIR:=.local/cluster}" "${DEMO_DIR:=.local/demo}"
+: "${NODE:=auto}"
 repo=$(pwd)
 started=$SECONDS
 step() { printf '\n==> [%3ds] %s\n' "$((SECONDS - started))" "$*"; }
 localcluster() { (cd operator && "$repo/$PYTHON" -m sampledb_localcluster --state-dir "$repo/$CLUSTER_DIR" "$@"); }
 
+# Why this machine cannot run a real node ("" when it can), after installing what it may.
+real_node_blocker() {
+  [ "$(id -u)" = 0 ] || { echo "not root (containerd, network namespaces and mounts need it)"; return; }
+  command -v apt-get >/dev/null || { echo "no apt-get to install containerd and the CNI plugins"; return; }
+  hack/host-packages.sh node >&2 || { echo "the real node's Debian packages could not be installed"; return; }
+}
+
 operator_kubeconfig=${KUBECONFIG:-}
 if [ -z "${KUBECONFIG:-}" ]; then
-  step "starting the local control plane in $CLUSTER_DIR"
-  localcluster up
+  if [ "$NODE" != kwok ]; then
+    blocker=$(real_node_blocker)
+    if [ -n "$blocker" ]; then
+      [ "$NODE" = real ] && { echo "NODE=real: $blocker" >&2; exit 1; }
+      echo "note: simulated nodes instead of a real node: $blocker" >&2
+      NODE=kwok
+    else
+      NODE=real
+      step "building the real node's tools and images (cached; minutes the first time)"
+      make --no-print-directory node-tools
+      hack/base-images.sh postgres-17 pause
+    fi
+  fi
+  step "starting the local cluster in $CLUSTER_DIR ($NODE node)"
+  localcluster up --node "$NODE" --pg-majors 17  # the sample's major
   eval "$(localcluster env)"
   operator_kubeconfig="$repo/$CLUSTER_DIR/operator.kubeconfig"
   CLUSTER_STARTED_HERE=1
@@ -67,6 +92,11 @@ step "reconciled"
 "$KUBECTL" get sampledb demo -o wide
 "$KUBECTL" get statefulset,pod,service,pvc,secret,configmap,pdb,job -l sampledb.io/instance=demo
 "$KUBECTL" get events --field-selector involvedObject.name=demo
+connect="kubectl exec demo-0 -c postgres -- psql -h /var/run/postgresql -U postgres -c 'select version()'"
+if [ "${NODE:-}" = real ]; then
+  step "the database answers (a real PostgreSQL in a Pod on the real node)"
+  "$KUBECTL" exec demo-0 -c postgres -- psql -h /var/run/postgresql -U postgres -Atc 'select version()'
+fi
 if [ -n "${CLUSTER_STARTED_HERE:-}" ]; then
   step "the same object through the deprecated v1beta1 API (converted by the webhook)"
   "$KUBECTL" get sampledbs.v1beta1.sampledb.io demo -o jsonpath='{.apiVersion} version={.spec.version} storageSize={.spec.storageSize}{"\n"}'
@@ -75,6 +105,8 @@ cat <<EOF
 
 The sample database is Ready ($((SECONDS - started)) s). Try:
   export KUBECONFIG=$KUBECONFIG
+  $([ "${NODE:-}" = kwok ] && echo "# simulated nodes: nothing runs inside the Pods, so this one does not answer:")
+  $connect
   kubectl explain sampledb.spec.postgres
   kubectl describe sampledb demo
   curl -s http://127.0.0.1:18080/metrics | grep ^sampledb_

@@ -21,8 +21,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sampledb_localcluster import pki
-from sampledb_localcluster.cluster import DEFAULT_STATE_DIR, LocalCluster
+from sampledb_localcluster.cluster import DEFAULT_STATE_DIR, LocalCluster, NodeKind
 from sampledb_localcluster.errors import ClusterStartError
+from sampledb_localcluster.images import BUILT_MAJORS, node_images
 from sampledb_localcluster.tools import MissingToolError
 
 
@@ -34,23 +35,35 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", help="start a cluster in the background and return")
     up.add_argument("--nodes", type=int, default=1, help="number of fake kwok nodes (default 1)")
+    up.add_argument(
+        "--node",
+        choices=("kwok", "real"),
+        default="kwok",
+        help="kwok: simulated nodes (default); real: one real node running real containers (root)",
+    )
+    up.add_argument(
+        "--pg-majors",
+        default=",".join(map(str, BUILT_MAJORS)),
+        help="real node: the PostgreSQL majors whose default images to load (default: every one we build)",
+    )
     up.add_argument("--timeout", type=float, default=60.0, help="seconds each component may take (default 60)")
     commands.add_parser("down", help="stop the cluster started by `up` (safe to repeat)")
     commands.add_parser("env", help="print `export KUBECONFIG=...` lines for eval")
-    commands.add_parser("status", help="show which components are running")
+    commands.add_parser("status", help="show which components are running, and what a real node left behind")
     cert = commands.add_parser("cert", help="issue a serving certificate for 127.0.0.1 from the cluster's CA")
     cert.add_argument("--out", type=Path, required=True, help="folder for <name>.crt and <name>.key")
     cert.add_argument("--name", default="webhook", help="file name stem (default webhook)")
     return parser
 
 
-def _up(cluster: LocalCluster, nodes: int, timeout: float) -> int:
+def _up(cluster: LocalCluster, nodes: int, timeout: float, node: NodeKind, majors: str) -> int:
     running = cluster.status()
     if running and all(pid is not None for pid in running.values()):
         print(f"a cluster is already running from {cluster.state_dir}")
         print(f"export KUBECONFIG={cluster.kubeconfig}")
         return 0
-    detached = LocalCluster(cluster.state_dir, nodes, timeout=timeout, detached=True)
+    wanted = node_images(int(m) for m in majors.split(",") if m.strip()) if node == "real" else None
+    detached = LocalCluster(cluster.state_dir, nodes, timeout=timeout, detached=True, node=node, images=wanted)
     try:
         detached.start()
     except (ClusterStartError, MissingToolError) as error:
@@ -69,6 +82,7 @@ def _down(cluster: LocalCluster) -> int:
         print(f"stopped {', '.join(running)}")
     else:
         print(f"no cluster running from {cluster.state_dir}")
+    _down_report(cluster)
     return 0
 
 
@@ -107,6 +121,12 @@ def _status(cluster: LocalCluster) -> int:
     return 0 if all(pid is not None for pid in components.values()) else 1
 
 
+def _down_report(cluster: LocalCluster) -> None:
+    left = cluster.leftovers()
+    for item in left:
+        print(f"warning: still on the machine: {item}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line.
 
@@ -120,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     cluster = LocalCluster(args.state_dir)
     if args.command == "up":
-        return _up(cluster, args.nodes, args.timeout)
+        return _up(cluster, args.nodes, args.timeout, args.node, args.pg_majors)
     if args.command == "down":
         return _down(cluster)
     if args.command == "env":

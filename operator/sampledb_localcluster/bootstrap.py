@@ -12,9 +12,9 @@ import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from sampledb_localcluster.components import AUDIT_POLICY, FIRST_SERVICE_IP, ClusterContext, fake_node
+from sampledb_localcluster import node
+from sampledb_localcluster.components import AUDIT_POLICY, ClusterContext, fake_node
 from sampledb_localcluster.kubeconfig import write_kubeconfig
-from sampledb_localcluster.layout import StateLayout
 from sampledb_localcluster.pki import (
     create_ca,
     create_signing_key_pair,
@@ -40,6 +40,14 @@ CLIENT_IDENTITIES: Mapping[str, tuple[str, Sequence[str]]] = {
     "kube-controller-manager": ("system:kube-controller-manager", ()),
     "kube-scheduler": ("system:kube-scheduler", ()),
 }
+# The real node's identities: the kubelet as its Node (the Node authorizer and NodeRestriction
+# limit it to its own objects), kube-proxy with its bootstrap role (system:node-proxier), and the
+# API server's client certificate for calling kubelets (logs, exec).
+NODE_IDENTITIES: Mapping[str, tuple[str, Sequence[str]]] = {
+    "kubelet": (f"system:node:{node.NODE_NAME}", ("system:nodes",)),
+    "kube-proxy": ("system:kube-proxy", ()),
+    "apiserver-kubelet-client": ("kube-apiserver-kubelet-client", ("system:masters",)),
+}
 
 # Which client certificate each component's kubeconfig uses; kwok needs to write Node and Pod
 # status for every namespace, which no narrower bootstrap role grants.
@@ -47,6 +55,13 @@ COMPONENT_IDENTITIES: Mapping[str, str] = {
     "kube-controller-manager": "kube-controller-manager",
     "kube-scheduler": "kube-scheduler",
     "kwok": "admin",
+}
+NODE_COMPONENT_IDENTITIES: Mapping[str, str] = {
+    "kubelet": "kubelet",
+    "kube-proxy": "kube-proxy",
+    # No bootstrap role lets CoreDNS list Services and EndpointSlices cluster-wide before anything
+    # could create one; it is our own process, like kwok.
+    "coredns": "admin",
 }
 
 APISERVER_DNS_NAMES = (
@@ -58,21 +73,29 @@ APISERVER_DNS_NAMES = (
 )
 
 
-def write_pki(layout: StateLayout) -> None:
+def write_pki(ctx: ClusterContext) -> None:
     """Create the CA, the API server's serving cert, the ServiceAccount keys and every client cert."""
+    layout = ctx.layout
     ca = create_ca(layout.pki)
+    # With a real node the API server is also reached at the node's address (the forwarder).
+    ips = ["127.0.0.1", ctx.first_service_ip, *([str(ctx.network.node_ip)] if ctx.network else [])]
     issue_serving_cert(
-        "kube-apiserver",
-        ["127.0.0.1", FIRST_SERVICE_IP],
-        APISERVER_DNS_NAMES,
-        layout.pki,
-        ca_cert=ca.cert,
-        ca_key=ca.key,
-        name="apiserver",
+        "kube-apiserver", ips, APISERVER_DNS_NAMES, layout.pki, ca_cert=ca.cert, ca_key=ca.key, name="apiserver"
     )
     create_signing_key_pair(layout.pki, "sa")
-    for stem, (user, groups) in CLIENT_IDENTITIES.items():
+    identities = {**CLIENT_IDENTITIES, **(NODE_IDENTITIES if ctx.network else {})}
+    for stem, (user, groups) in identities.items():
         issue_client_cert(ca, user, groups, layout.pki, stem)
+    if ctx.network is not None:
+        issue_serving_cert(
+            node.NODE_NAME,
+            [str(ctx.network.node_ip)],
+            [node.NODE_NAME],
+            layout.pki,
+            ca_cert=ca.cert,
+            ca_key=ca.key,
+            name="kubelet-serving",
+        )
 
 
 def write_kubeconfigs(ctx: ClusterContext) -> None:
@@ -81,16 +104,19 @@ def write_kubeconfigs(ctx: ClusterContext) -> None:
     ca = layout.ca.cert
     write_kubeconfig(layout.kubeconfig, ctx.server, ca, layout.cert("admin"), "admin")
     write_kubeconfig(layout.operator_kubeconfig, ctx.server, ca, layout.cert("operator"), "sampledb-operator")
-    for component, identity in COMPONENT_IDENTITIES.items():
+    components = {**COMPONENT_IDENTITIES, **(NODE_COMPONENT_IDENTITIES if ctx.network else {})}
+    for component, identity in components.items():
         path = layout.component_kubeconfig(component)
         write_kubeconfig(path, ctx.server, ca, layout.cert(identity), component)
 
 
 def write_cluster_files(ctx: ClusterContext) -> None:
     """Write everything the components read at start-up."""
-    write_pki(ctx.layout)
+    write_pki(ctx)
     write_kubeconfigs(ctx)
     (ctx.layout.config / "audit-policy.yaml").write_text(AUDIT_POLICY, encoding="utf-8")
+    if ctx.network is not None:
+        node.write_files(ctx.network, ctx.layout)
 
 
 class ApiWaitTimeout(TimeoutError):

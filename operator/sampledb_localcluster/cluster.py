@@ -27,15 +27,16 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any
+from typing import Any, Literal
 
-from sampledb_localcluster import bootstrap, pki, process
+from sampledb_localcluster import bootstrap, images, node, pki, process, sweep
+from sampledb_localcluster import network as nodenet
 from sampledb_localcluster.components import (
-    BUILDERS,
     PORT_NAMES,
     STOP_LAST,
     ClusterContext,
     ComponentSpec,
+    binaries_needed,
     control_plane,
 )
 from sampledb_localcluster.errors import ClusterStartError
@@ -45,10 +46,15 @@ from sampledb_localcluster.tools import require_tools
 __all__ = ["DEFAULT_STATE_DIR", "ClusterStartError", "LocalCluster"]
 
 _SignalHandler = Any  # what signal.getsignal() returns: a callable, SIG_DFL, SIG_IGN or None
+NodeKind = Literal["kwok", "real"]
 
 
 class LocalCluster:
-    """A local Kubernetes control plane: etcd, kube-apiserver, controller manager, scheduler, kwok.
+    """A local Kubernetes control plane: etcd, kube-apiserver, controller manager, scheduler, and nodes.
+
+    The nodes are simulated by kwok (``node="kwok"``: fast, no root, nothing runs in a Pod) or one
+    real node (``node="real"``: containerd, kubelet, kube-proxy and CoreDNS in a network namespace
+    of its own, see :mod:`node`; needs root).
 
     Example:
         with LocalCluster() as cluster:
@@ -67,6 +73,8 @@ class LocalCluster:
         binaries: Mapping[str, Path] | None = None,
         extra_args: Mapping[str, Sequence[str]] | None = None,
         quiet: bool = False,
+        node: NodeKind = "kwok",
+        images: Mapping[str, str] | None = None,
     ) -> None:
         """Describe a cluster; nothing starts before :meth:`start`.
 
@@ -83,6 +91,9 @@ class LocalCluster:
             binaries: Replace the binary of a component (tests use it to simulate failures).
             extra_args: Extra command-line flags per component.
             quiet: Do not print progress to stderr.
+            node: ``"kwok"`` for ``nodes`` simulated nodes, ``"real"`` for one real node.
+            images: With a real node, the images to load into it, ``{name in manifests: local
+                image}``; :func:`images.node_images` (the operator's defaults) when omitted.
         """
         unknown = set(ports or {}) - set(PORT_NAMES)
         if unknown:
@@ -96,6 +107,8 @@ class LocalCluster:
         self._binary_overrides = dict(binaries or {})
         self._extra_args = {name: list(args) for name, args in (extra_args or {}).items()}
         self._quiet = quiet
+        self._real = node == "real"
+        self._images = images
         self._ctx: ClusterContext | None = None
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._previous_handlers: dict[int, _SignalHandler] = {}
@@ -152,6 +165,19 @@ class LocalCluster:
             raise RuntimeError(f"no cluster has been started in {self.state_dir}")
         return str(state["server"])
 
+    @property
+    def network(self) -> nodenet.NodeNetwork | None:
+        """The real node's network (``None`` with kwok nodes, or before start)."""
+        if self._ctx is not None:
+            return self._ctx.network
+        slot = (self.read_state() or {}).get("network_slot")
+        return nodenet.NodeNetwork(int(slot)) if slot is not None else None
+
+    @property
+    def containerd_socket(self) -> Path:
+        """The real node's containerd socket (``ctr --address``)."""
+        return node.NodePaths(self._layout).containerd_socket
+
     def issue_serving_cert(
         self, cn: str, ip_sans: Sequence[str], dns_sans: Sequence[str], out_dir: Path
     ) -> tuple[Path, Path]:
@@ -183,13 +209,16 @@ class LocalCluster:
         begin = time.monotonic()
         binaries = self._resolve_binaries()
         self._check_state_dir()
-        ctx = ClusterContext(self._layout, self._allocate_ports())
+        if self._real:
+            self._check_real_node_host()
+            self.sweep_real_node()  # what a SIGKILLed earlier cluster in this folder left
+        ports = self._allocate_ports()
         self._layout.reset()
-        self._ctx = ctx
         self._install_cleanup()
         try:
-            bootstrap.write_cluster_files(ctx)
+            self._ctx = ctx = ClusterContext(self._layout, ports, self._create_node_host() if self._real else None)
             self._write_state(ctx)
+            bootstrap.write_cluster_files(ctx)
             specs = control_plane(ctx)
             for _, stage in itertools.groupby(specs, key=lambda spec: spec.stage):
                 self._start_stage(list(stage), binaries)
@@ -208,7 +237,7 @@ class LocalCluster:
         ``up`` in the same state folder.
         """
         with self._stopping:
-            survivors: list[int] = []
+            survivors: list[int | str] = []
             for tier in self._stop_tiers():
                 survivors.extend(process.terminate(tier))
             for child in self._children.values():
@@ -216,10 +245,25 @@ class LocalCluster:
             self._children.clear()
             for pid_file in self._pid_files():
                 pid_file.unlink(missing_ok=True)
+            survivors.extend(self.sweep_real_node())
             self._remove_signal_handlers()
             atexit.unregister(self._stop_at_exit)
         if survivors:
-            print(f"warning: processes {survivors} did not exit even after SIGKILL", file=sys.stderr)
+            print(f"warning: left behind even after SIGKILL: {survivors}", file=sys.stderr)
+
+    def sweep_real_node(self) -> list[str]:
+        """Remove what a real node left (containers, shims, cgroups, its namespace); see :mod:`sweep`.
+
+        Returns:
+            What could not be removed (normally nothing).
+        """
+        net = self.network
+        return sweep.sweep(net, self._marker()) if net is not None else []
+
+    def leftovers(self) -> list[str]:
+        """What of this cluster's real node is still on the machine; [] after a clean stop."""
+        net = self.network
+        return sweep.leftovers(net, self._marker()) if net is not None else []
 
     def stop_component(self, name: str) -> None:
         """Stop one component (SIGTERM, then SIGKILL after a grace period); the others keep running.
@@ -309,7 +353,27 @@ class LocalCluster:
     # -- start-up steps -----------------------------------------------------------------------
 
     def _resolve_binaries(self) -> dict[str, Path]:
-        return require_tools(BUILDERS, self._tools_dir, self._binary_overrides)
+        return require_tools(binaries_needed(self._real), self._tools_dir, self._binary_overrides)
+
+    def _check_real_node_host(self) -> None:
+        if os.geteuid() != 0:
+            raise ClusterStartError("real node", "needs root (containerd, network namespaces, mounts); use node='kwok'")
+        missing = node.missing_host_commands()
+        if missing:
+            raise ClusterStartError(
+                "real node", f"missing on this machine: {'; '.join(missing)} (`.ci/run` shows how to install them)"
+            )
+
+    def _create_node_host(self) -> nodenet.NodeNetwork:
+        """What the real node needs of the machine: its network namespace and its cgroup root."""
+        try:
+            net = nodenet.choose()
+            nodenet.create(net)
+        except nodenet.NetworkError as error:
+            raise ClusterStartError("real node network", str(error)) from error
+        node.create_cgroup_root(net)
+        self._say(f"real node network: namespace {net.netns}, node {net.node_ip}, pods {net.pod_cidr}")
+        return net
 
     def _check_state_dir(self) -> None:
         running = {name: pid for name, pid in self.status().items() if pid is not None}
@@ -357,6 +421,8 @@ class LocalCluster:
             "kubeconfig": str(self.kubeconfig),
             "operator_kubeconfig": str(self.operator_kubeconfig),
             "nodes": self._nodes,
+            "node": "real" if self._real else "kwok",
+            "network_slot": ctx.network.slot if ctx.network else None,
             "detached": self._detached,
             "started_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         }
@@ -382,7 +448,7 @@ class LocalCluster:
         for name, port in spec.ports.items():
             # Re-checked right before the spawn: a free port picked earlier may have been taken since.
             self._check_port_free(name, port)
-        program = list(spec.command) if spec.command else [str(binary)]
+        program = list(spec.command) if spec.command else [*spec.wrapper, str(binary)]
         argv = [*program, *spec.args, *self._extra_args.get(spec.name, [])]
         env = {**os.environ, **spec.env}
         self._children[spec.name] = process.spawn(
@@ -416,7 +482,10 @@ class LocalCluster:
         return ClusterStartError(component, f"{cause}: {known}" if known else cause, log, tail)
 
     def _prepare_cluster(self, ctx: ClusterContext) -> None:
-        """Create the fake nodes and wait until Pods can be created and scheduled."""
+        """Create the fake nodes (or load the real node's images) and wait until Pods can run."""
+        if ctx.network is not None:
+            self._prepare_real_node(ctx)
+            return
         begin = time.monotonic()
         api = bootstrap.AdminApi(ctx)
         names = bootstrap.node_names(self._nodes)
@@ -431,6 +500,25 @@ class LocalCluster:
         except (bootstrap.ApiWaitTimeout, OSError) as error:
             raise self._start_error("kube-controller-manager", str(error)) from error
         self._say(f" ready in {time.monotonic() - begin:.1f} s")
+
+    def _prepare_real_node(self, ctx: ClusterContext) -> None:
+        begin = time.monotonic()
+        api = bootstrap.AdminApi(ctx)
+        self._say("loading images into the real node...")
+        try:
+            wanted = images.node_images() if self._images is None else self._images
+            images.ContainerdLoader(self.containerd_socket, quiet=self._quiet).load(wanted)
+        except images.ImageLoadError as error:
+            raise self._start_error("containerd", str(error)) from error
+        try:
+            bootstrap.wait_nodes_ready(api, [node.NODE_NAME], self._timeout)
+        except (bootstrap.ApiWaitTimeout, OSError) as error:
+            raise self._start_error("kubelet", str(error)) from error
+        try:
+            bootstrap.wait_default_service_account(api, self._timeout)
+        except (bootstrap.ApiWaitTimeout, OSError) as error:
+            raise self._start_error("kube-controller-manager", str(error)) from error
+        self._say(f"real node {node.NODE_NAME} ready, images loaded, in {time.monotonic() - begin:.1f} s")
 
     # -- process bookkeeping ------------------------------------------------------------------
 

@@ -16,7 +16,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sampledb_localcluster import node
 from sampledb_localcluster.layout import StateLayout
+from sampledb_localcluster.network import NodeNetwork
 from sampledb_localcluster.probes import Probe, client_tls_context, http_probe
 
 SERVICE_CIDR = "10.0.0.0/24"
@@ -63,6 +65,8 @@ class ComponentSpec:
         env: Extra environment variables.
         command: For a component that is not a pinned binary (our own Python helpers), the
             command to run instead of the binary; empty for pinned binaries.
+        wrapper: A command that runs the pinned binary, which follows it (the real node's
+            processes are started in its namespaces this way).
     """
 
     name: str
@@ -72,6 +76,7 @@ class ComponentSpec:
     stage: int
     env: Mapping[str, str] = field(default_factory=dict)
     command: Sequence[str] = ()
+    wrapper: Sequence[str] = ()
 
 
 @dataclass(frozen=True)
@@ -81,10 +86,22 @@ class ClusterContext:
     Attributes:
         layout: The state folder.
         ports: Every port, by name in :data:`PORT_NAMES`.
+        network: The real node's network; ``None`` for a cluster of simulated (kwok) nodes.
     """
 
     layout: StateLayout
     ports: Mapping[str, int]
+    network: NodeNetwork | None = None
+
+    @property
+    def service_cidr(self) -> str:
+        """The ClusterIP range: the real node's (routed into its namespace), or a virtual one."""
+        return str(self.network.service_cidr) if self.network else SERVICE_CIDR
+
+    @property
+    def first_service_ip(self) -> str:
+        """The ``kubernetes`` Service's ClusterIP."""
+        return str(self.network.first_service_ip) if self.network else FIRST_SERVICE_IP
 
     @property
     def server(self) -> str:
@@ -141,7 +158,7 @@ def kube_apiserver(ctx: ClusterContext) -> ComponentSpec:
         f"--secure-port={port}",
         "--bind-address=127.0.0.1",
         "--advertise-address=127.0.0.1",
-        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        f"--service-cluster-ip-range={ctx.service_cidr}",
         "--allow-privileged=true",
         "--authorization-mode=Node,RBAC",
         "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
@@ -156,10 +173,7 @@ def kube_apiserver(ctx: ClusterContext) -> ComponentSpec:
         # Reach nodes by InternalIP (127.0.0.1 for kwok nodes), never by a hostname that would
         # have to resolve somewhere.
         "--kubelet-preferred-address-types=InternalIP",
-        # The default reconciler tries to publish 127.0.0.1 as the `kubernetes` Service endpoint,
-        # which Endpoints validation rejects (loopback), and logs that error every 10 s. Nothing
-        # in-cluster can dial it anyway: kwok pods do not run.
-        "--endpoint-reconciler-type=none",
+        *_node_facing_args(ctx),
     ]
     tls = client_tls_context(layout.ca, layout.cert("admin"))
     return ComponentSpec(
@@ -169,6 +183,24 @@ def kube_apiserver(ctx: ClusterContext) -> ComponentSpec:
         ports={"kube-apiserver": port},
         stage=1,
     )
+
+
+def _node_facing_args(ctx: ClusterContext) -> list[str]:
+    """How the API server is reached from, and reaches, the node."""
+    if ctx.network is None:
+        # The default reconciler tries to publish 127.0.0.1 as the `kubernetes` Service endpoint,
+        # which Endpoints validation rejects (loopback), and logs that error every 10 s. Nothing
+        # in-cluster can dial it anyway: kwok pods do not run.
+        return ["--endpoint-reconciler-type=none"]
+    client = ctx.layout.cert("apiserver-kubelet-client")
+    return [
+        # The `kubernetes` Service points at the forwarder on the node's address, so Pods reach
+        # the API server through the namespace like on any cluster.
+        f"--advertise-address={ctx.network.node_ip}",
+        f"--kubelet-client-certificate={client.cert}",
+        f"--kubelet-client-key={client.key}",
+        f"--kubelet-certificate-authority={ctx.layout.ca.cert}",
+    ]
 
 
 def _delegated_auth_args(ctx: ClusterContext, component: str) -> list[str]:
@@ -205,7 +237,7 @@ def kube_controller_manager(ctx: ClusterContext) -> ComponentSpec:
         f"--root-ca-file={layout.ca.cert}",
         f"--cluster-signing-cert-file={layout.ca.cert}",
         f"--cluster-signing-key-file={layout.ca.key}",
-        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        f"--service-cluster-ip-range={ctx.service_cidr}",
         "--leader-elect=false",
         "--bind-address=127.0.0.1",
         f"--secure-port={port}",
@@ -280,16 +312,86 @@ def volume_provisioner(ctx: ClusterContext) -> ComponentSpec:
     Without a CSI driver a StatefulSet's claims would stay Pending and its Pods unscheduled.
     """
     port = ctx.ports["volume-provisioner"]
-    package_root = Path(__file__).resolve().parents[1]
-    return ComponentSpec(
-        name="volume-provisioner",
-        command=(sys.executable, "-m", "sampledb_localcluster.provisioner"),
-        args=[f"--kubeconfig={ctx.layout.kubeconfig}", f"--health-port={port}"],
+    args = [f"--kubeconfig={ctx.layout.kubeconfig}", f"--health-port={port}"]
+    if ctx.network is not None:
+        args += [f"--volume-root={ctx.layout.data / 'volumes'}", f"--node={node.NODE_NAME}"]
+    return _python_helper(
+        "volume-provisioner",
+        "sampledb_localcluster.provisioner",
+        args,
         probe=http_probe(f"http://127.0.0.1:{port}/healthz"),
         ports={"volume-provisioner": port},
         stage=2,
-        env={"PYTHONPATH": os.pathsep.join(filter(None, [str(package_root), os.environ.get("PYTHONPATH")]))},
     )
+
+
+def _python_helper(name: str, module: str, args: Sequence[str], **spec: object) -> ComponentSpec:
+    """A component that is one of our own modules, run by this Python with this package importable."""
+    package_root = Path(__file__).resolve().parents[1]
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(package_root), os.environ.get("PYTHONPATH")]))}
+    return ComponentSpec(name=name, command=(sys.executable, "-m", module), args=args, env=env, **spec)  # type: ignore[arg-type]
+
+
+def apiserver_forwarder(ctx: ClusterContext, network: NodeNetwork) -> ComponentSpec:
+    """The relay from inside the node's namespace to the API server (see :mod:`forwarder`)."""
+    port = ctx.ports["kube-apiserver"]
+    listen = [f"127.0.0.1:{port}", f"{network.node_ip}:{port}"]
+    tls = client_tls_context(ctx.layout.ca, ctx.layout.cert("admin"))
+    return _python_helper(
+        "apiserver-forwarder",
+        "sampledb_localcluster.forwarder",
+        [
+            f"--netns={network.netns_path}",
+            *(f"--listen={a}" for a in listen),
+            f"--to=127.0.0.1:{port}",
+            f"--cluster={ctx.layout.root}/",
+        ],
+        # Through the link into the namespace and back out to the API server: the whole path.
+        probe=http_probe(f"https://{network.node_ip}:{port}/readyz", tls),
+        ports={},
+        stage=2,
+    )
+
+
+def real_node(ctx: ClusterContext, network: NodeNetwork) -> list[ComponentSpec]:
+    """containerd, then the kubelet, kube-proxy and CoreDNS in its namespaces (see :mod:`node`)."""
+    paths = node.NodePaths(ctx.layout)
+    probes = node.health_probes(network)
+    return [
+        apiserver_forwarder(ctx, network),
+        ComponentSpec(
+            name="containerd",
+            command=node.containerd_command(network, paths),
+            args=[],
+            probe=node.unix_socket_probe(paths.containerd_socket),
+            ports={},
+            stage=2,
+        ),
+        ComponentSpec(
+            name="kubelet",
+            wrapper=node.join_node(paths),
+            args=node.kubelet_args(network, paths),
+            probe=probes["kubelet"],
+            ports={},
+            stage=3,
+        ),
+        ComponentSpec(
+            name="kube-proxy",
+            wrapper=node.join_node(paths),
+            args=[f"--config={paths.kube_proxy_config}"],
+            probe=probes["kube-proxy"],
+            ports={},
+            stage=3,
+        ),
+        ComponentSpec(
+            name="coredns",
+            wrapper=node.join_node(paths),
+            args=[f"-conf={paths.corefile}"],
+            probe=probes["coredns"],
+            ports={},
+            stage=3,
+        ),
+    ]
 
 
 BUILDERS: Mapping[str, Callable[[ClusterContext], ComponentSpec]] = {
@@ -299,7 +401,17 @@ BUILDERS: Mapping[str, Callable[[ClusterContext], ComponentSpec]] = {
     "kube-scheduler": kube_scheduler,
     "kwok": kwok,
 }
-"""Every component by name (also its binary's name), in start order. A real kubelet would go here."""
+"""The control plane's pinned binaries by name, in start order (kwok only with simulated nodes)."""
+
+NODE_BINARIES = ("kubelet", "kube-proxy", "coredns")
+"""The pinned binaries of the real node (containerd and runc come from Debian)."""
+
+
+def binaries_needed(real: bool) -> list[str]:
+    """The pinned binaries a cluster with a real node (or with kwok nodes) runs."""
+    control = [name for name in BUILDERS if not (real and name == "kwok")]
+    return control + list(NODE_BINARIES) if real else control
+
 
 HELPERS: Mapping[str, Callable[[ClusterContext], ComponentSpec]] = {"volume-provisioner": volume_provisioner}
 """Components that are our own Python code rather than pinned binaries, started with the rest."""
@@ -312,7 +424,11 @@ whose etcd is gone spends seconds retrying before it exits, so etcd goes last.""
 
 def control_plane(ctx: ClusterContext) -> list[ComponentSpec]:
     """Return every component of the local cluster in start order."""
-    return sorted((build(ctx) for build in [*BUILDERS.values(), *HELPERS.values()]), key=lambda spec: spec.stage)
+    builders = [build for name, build in BUILDERS.items() if not (ctx.network and name == "kwok")]
+    specs = [build(ctx) for build in [*builders, *HELPERS.values()]]
+    if ctx.network is not None:
+        specs.extend(real_node(ctx, ctx.network))
+    return sorted(specs, key=lambda spec: spec.stage)
 
 
 def fake_node(name: str) -> dict[str, object]:

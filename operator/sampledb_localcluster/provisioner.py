@@ -1,28 +1,38 @@
-"""A stand-in volume provisioner for the simulated nodes: binds every claim of its StorageClass.
+"""A stand-in volume provisioner for the local cluster: binds every claim of its StorageClass.
 
-With kwok's simulated nodes no CSI driver runs, so a StatefulSet's PersistentVolumeClaims would
-stay Pending and the scheduler would never place its Pods. This loop plays the external
+No CSI driver runs in the local cluster, so a StatefulSet's PersistentVolumeClaims would stay
+Pending and the scheduler would never place its Pods. This loop plays the external
 provisioner's part of the real protocol: it watches claims of the default StorageClass
-`kwok-standard` and creates a matching PersistentVolume pre-bound to each; the controller
-manager's PV binder then binds them, exactly as with a real provisioner. It also deletes the
-volume of a claim that is gone (reclaim policy Delete), and supports expansion (it grows the PV).
+`standard` and creates a matching PersistentVolume pre-bound to each; the controller manager's
+PV binder then binds them, exactly as with a real provisioner. It also deletes the volume of a
+claim that is gone (reclaim policy Delete), and supports expansion (it grows the PV).
+
+With simulated nodes the volume is a hostPath nothing ever mounts. With the real node
+(``--volume-root``, ``--node``) each volume is a real folder under the volume root, served as a
+`local` PersistentVolume pinned to the node: unlike hostPath, the kubelet applies the Pod's
+``fsGroup`` to a local volume on its first mount, so a Pod running as a non-root user can write
+it, as with any CSI volume. Deleting the claim deletes the folder. Expansion changes the recorded
+capacity only: the folders share the machine's filesystem and have no quota (a size limit, if a
+test ever needs one, would be a loop-mounted image per volume, grown with ``resize2fs``).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import signal
 import threading
 from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
-STORAGE_CLASS = "kwok-standard"
-PROVISIONER = "sampledb.io/kwok-fake-provisioner"
+STORAGE_CLASS = "standard"
+PROVISIONER = "sampledb.io/local-provisioner"
 logger = logging.getLogger(__name__)
 
 
@@ -42,7 +52,18 @@ def storage_class() -> dict[str, Any]:
     }
 
 
-def volume_for(claim: dict[str, Any]) -> dict[str, Any]:
+def _source(uid: str, volume_root: Path | None, node: str | None) -> dict[str, Any]:
+    """Where the volume's data is: a hostPath nothing mounts (kwok), or a local folder on the real node."""
+    if volume_root is None or node is None:
+        return {"hostPath": {"path": f"/var/lib/kwok-volumes/{uid}", "type": "DirectoryOrCreate"}}
+    selector = {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}
+    return {
+        "local": {"path": str(volume_root / uid)},
+        "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [selector]}]}},
+    }
+
+
+def volume_for(claim: dict[str, Any], volume_root: Path | None = None, node: str | None = None) -> dict[str, Any]:
     """A PersistentVolume pre-bound to `claim`, as large as it asks for."""
     meta = claim["metadata"]
     size = claim["spec"]["resources"]["requests"]["storage"]
@@ -62,7 +83,7 @@ def volume_for(claim: dict[str, Any]) -> dict[str, Any]:
                 "name": meta["name"],
                 "uid": meta["uid"],
             },
-            "hostPath": {"path": f"/var/lib/kwok-volumes/{meta['uid']}", "type": "DirectoryOrCreate"},
+            **_source(meta["uid"], volume_root, node),
         },
     }
 
@@ -70,7 +91,9 @@ def volume_for(claim: dict[str, Any]) -> dict[str, Any]:
 class FakeProvisioner:
     """Runs the provisioning loop in a daemon thread until `stop()`."""
 
-    def __init__(self, api_client: client.ApiClient) -> None:
+    def __init__(self, api_client: client.ApiClient, volume_root: Path | None = None, node: str | None = None) -> None:
+        self._volume_root = volume_root
+        self._node = node
         self._core = client.CoreV1Api(api_client)
         self._storage = client.StorageV1Api(api_client)
         self._stop = threading.Event()
@@ -117,8 +140,11 @@ class FakeProvisioner:
         if claim["spec"].get("volumeName"):
             self._grow(claim)
             return
+        if self._volume_root is not None:
+            # Root-owned 0755: the kubelet hands it to the Pod's fsGroup on the first mount.
+            (self._volume_root / claim["metadata"]["uid"]).mkdir(parents=True, exist_ok=True)
         try:
-            self._core.create_persistent_volume(volume_for(claim))  # type: ignore[arg-type]
+            self._core.create_persistent_volume(volume_for(claim, self._volume_root, self._node))  # type: ignore[arg-type]
         except ApiException as err:
             if err.status != 409:
                 raise
@@ -133,11 +159,14 @@ class FakeProvisioner:
         self._core.patch_namespaced_persistent_volume_claim_status(meta["name"], meta["namespace"], status)
 
     def _release(self, claim: dict[str, Any]) -> None:
+        uid = claim["metadata"]["uid"]
         try:
-            self._core.delete_persistent_volume(f"pv-{claim['metadata']['uid']}")
+            self._core.delete_persistent_volume(f"pv-{uid}")
         except ApiException as err:
             if err.status != 404:
                 raise
+        if self._volume_root is not None:
+            shutil.rmtree(self._volume_root / uid, ignore_errors=True)
 
 
 def _serve_health(port: int) -> ThreadingHTTPServer:
@@ -159,11 +188,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--kubeconfig", required=True)
     parser.add_argument("--health-port", type=int, required=True)
+    parser.add_argument("--volume-root", type=Path, help="real node: create each volume as a folder here")
+    parser.add_argument("--node", help="real node: the node that holds --volume-root")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
-    provisioner = FakeProvisioner(config.new_client_from_config(config_file=args.kubeconfig))
+    api_client = config.new_client_from_config(config_file=args.kubeconfig)
+    provisioner = FakeProvisioner(api_client, args.volume_root, args.node)
     provisioner.start()
     server = _serve_health(args.health_port)
     logger.info("provisioning claims of StorageClass %s", STORAGE_CLASS)

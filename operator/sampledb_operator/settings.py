@@ -13,10 +13,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 ENV_PREFIX = "SAMPLEDB_"
 
+# The official images by default. Any image works that meets the operand-image contract (README,
+# "Operand images"): user postgres = uid/gid 999, the server's binaries on PATH. The local real
+# node serves our Debian-built images under these names (sampledb_localcluster.images).
 DEFAULT_IMAGES = {
     15: "docker.io/library/postgres:15.14",
     16: "docker.io/library/postgres:16.10",
     17: "docker.io/library/postgres:17.6",
+    18: "docker.io/library/postgres:18.1",
 }
 
 

@@ -43,7 +43,7 @@ UPDATE_EXAMPLES = 10
 REPORT_SECONDS = 60.0
 SAMPLEDBS = Resource("/apis/sampledb.io/v1", "sampledbs")
 STRICT = {"fieldValidation": "Strict"}  # what kubectl sends by default: unknown fields are errors
-STORAGE_CLASS = "kwok-standard"  # the local cluster's default class
+STORAGE_CLASS = "standard"  # the local cluster's default class
 
 # -- building blocks -----------------------------------------------------------------------------------
 
@@ -110,7 +110,7 @@ SPEC_FIELDS = {"postgres", "storage", "backup", "resources", "database", "creden
 SPEC_CATEGORIES: list[tuple[str, st.SearchStrategy[Any]]] = [
     ("spec: not an object", NOT_OBJECT.map(lambda v: {"__spec__": v})),
     ("postgres.version: wrong type", NOT_INT.map(at("postgres", "version"))),
-    ("postgres.version: unsupported", INT64.filter(lambda v: v not in (15, 16, 17)).map(at("postgres", "version"))),
+    ("postgres.version: unsupported", INT64.filter(lambda v: v not in (15, 16, 17, 18)).map(at("postgres", "version"))),
     ("postgres.image: wrong type", NOT_STRING.map(at("postgres", "image"))),
     ("postgres.image: empty or too long", st.sampled_from(["", "i" * 513]).map(at("postgres", "image"))),
     ("postgres.parameters: wrong type", st.one_of(TEXT, INT64, LISTS).map(at("postgres", "parameters"))),

@@ -39,7 +39,7 @@ def installed_majors() -> list[int]:
     return sorted(int(p.name) for p in PG_ROOT.glob("*") if (p / "bin" / "initdb").exists()) if PG_ROOT.is_dir() else []
 
 
-def image_majors(candidates: tuple[int, ...] = (15, 16, 17)) -> list[int]:
+def image_majors(candidates: tuple[int, ...] = (15, 16, 17, 18)) -> list[int]:
     if shutil.which("podman") is None:
         return []
     exists = lambda m: subprocess.run(["podman", "image", "exists", IMAGE.format(major=m)], check=False).returncode == 0  # noqa: E731
@@ -117,7 +117,7 @@ def runtimes() -> list[Runtime]:
     if missing or not found:
         pytest.fail(
             f"PostgreSQL {sorted(missing) or 'any'} not available: .ci/run installs postgresql-15 and "
-            "`make base-images` builds localhost/sampledb-postgres:17"
+            "`make base-images` builds localhost/sampledb-postgres:17 and :18"
         )
     return found
 

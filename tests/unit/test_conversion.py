@@ -29,7 +29,7 @@ short_text = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("
 parameters = st.dictionaries(st.from_regex(r"\A[a-z_]{1,20}\Z"), short_text, max_size=4)
 cron = st.sampled_from(["@daily", "0 3 * * *", "*/15 * * * *"])
 policy = st.sampled_from(["Snapshot", "Retain", "Delete"])
-version = st.sampled_from([15, 16, 17])
+version = st.sampled_from([15, 16, 17, 18])
 
 
 def optional_keys(**fields: st.SearchStrategy[Any]) -> st.SearchStrategy[dict[str, Any]]:

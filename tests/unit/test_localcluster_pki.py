@@ -12,7 +12,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from sampledb_localcluster import OPERATOR_USER, issue_serving_cert
 from sampledb_localcluster.bootstrap import write_pki
+from sampledb_localcluster.components import ClusterContext
 from sampledb_localcluster.layout import StateLayout
+from sampledb_localcluster.network import NodeNetwork
 from sampledb_localcluster.tools import VERSIONS_FILE, load_versions, tool_path, tools_dir
 
 
@@ -24,8 +26,22 @@ def load(path: Path) -> x509.Certificate:
 def layout(tmp_path_factory: pytest.TempPathFactory) -> StateLayout:
     layout = StateLayout(tmp_path_factory.mktemp("pki-cluster"))
     layout.reset()
-    write_pki(layout)
+    write_pki(ClusterContext(layout, {}))
     return layout
+
+
+def test_a_real_node_gets_its_identities_and_the_api_server_its_node_facing_address(tmp_path: Path) -> None:
+    layout = StateLayout(tmp_path)
+    layout.reset()
+    network = NodeNetwork(3)
+    write_pki(ClusterContext(layout, {}, network))
+    kubelet = load(layout.cert("kubelet").cert).subject
+    assert kubelet.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "system:node:sampledb-node"
+    assert kubelet.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == "system:nodes"
+    sans = load(layout.cert("apiserver").cert).extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert {network.node_ip, network.first_service_ip} <= set(sans.get_values_for_type(x509.IPAddress))
+    serving = load(layout.cert("kubelet-serving").cert).extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    assert serving.value.get_values_for_type(x509.IPAddress) == [network.node_ip]
 
 
 def test_every_certificate_is_signed_by_the_ca(layout: StateLayout) -> None:

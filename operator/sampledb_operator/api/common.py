@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SupportedMajor = Literal[15, 16, 17]
+SupportedMajor = Literal[15, 16, 17, 18]
 DEFAULT_MAJOR_VERSION: SupportedMajor = 17
 
 # A Kubernetes resource quantity such as `10Gi` or `500M`: the same pattern the API server uses.

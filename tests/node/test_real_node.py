@@ -1,0 +1,137 @@
+"""The real node itself: containment of its network, and a tear-down that leaves nothing behind.
+
+Containment is checked by reading routes, rules and configuration, never by sending traffic out.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sampledb_localcluster import LocalCluster
+from sampledb_localcluster import network as nodenet
+from sampledb_localcluster.node import NODE_NAME, PAUSE_IMAGE
+from sampledb_localcluster.tools import tool_path
+from sampledb_operator.k8s.api import KubeApi
+from tests.node.conftest import client_pod, wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _pod_routes(kubectl: Any, namespace: str, pod: str) -> list[ipaddress.IPv4Network]:
+    """The Pod's IPv4 routes, read from /proc/net/route inside it."""
+    table = kubectl("exec", "-n", namespace, pod, "--", "cat", "/proc/net/route").splitlines()[1:]
+    routes = []
+    for line in table:
+        fields = line.split()
+        dst, mask = (ipaddress.IPv4Address(int(f, 16).to_bytes(4, "little")) for f in (fields[1], fields[7]))
+        routes.append(ipaddress.IPv4Network(f"{dst}/{mask}"))
+    return routes
+
+
+def test_the_node_runs_pods_and_nothing_leads_off_the_machine(
+    local_cluster: LocalCluster, admin: KubeApi, kubectl: Any, namespace: str
+) -> None:
+    net = local_cluster.network
+    assert net is not None
+    node = admin.get("Node", None, NODE_NAME)
+    assert node is not None
+    assert {"type": "InternalIP", "address": str(net.node_ip)} in node["status"]["addresses"]
+
+    # The namespace: no default route, nothing but the link, the Pods' bridge and loopback.
+    routes = nodenet.node_routes(net)
+    assert any(r.get("dst") == str(net.pod_cidr) for r in routes), routes  # the filter below sees real routes
+    allowed = [net.link, net.pod_cidr, ipaddress.IPv4Network("127.0.0.0/8")]
+    assert nodenet.outside(routes, allowed) == []
+
+    # A Pod: routes to Pods, ClusterIPs and the node only, and the cluster DNS as its only resolver.
+    admin.create(client_pod(namespace, "probe", "docker.io/library/postgres:17.6", database="postgres"))
+    wait_for(lambda: (admin.get("Pod", namespace, "client-probe") or {}).get("status", {}).get("phase") == "Running",
+             timeout=60, what="the probe Pod to run")  # fmt: skip
+    pod_routes = _pod_routes(kubectl, namespace, "client-probe")
+    assert ipaddress.IPv4Network(f"{net.node_ip}/32") in pod_routes
+    leaks = [r for r in pod_routes if not any(r.subnet_of(a) for a in (net.pod_cidr, net.service_cidr, net.link))]
+    assert leaks == [], f"the Pod can route to {leaks}"
+    resolv = kubectl("exec", "-n", namespace, "client-probe", "--", "cat", "/etc/resolv.conf")
+    assert [line.split()[1] for line in resolv.splitlines() if line.startswith("nameserver")] == [str(net.node_ip)]
+
+    # CoreDNS cannot ask upstream: the plugin is not even compiled in, and the Corefile has none.
+    plugins = subprocess.run([tool_path("coredns"), "-plugins"], capture_output=True, text=True, check=True).stdout
+    assert "dns.kubernetes" in plugins and "forward" not in plugins
+    assert "forward" not in (local_cluster.state_dir / "config" / "Corefile").read_text()
+
+    # kube-proxy's rules live in the namespace, none on the host; the host forwards nothing.
+    inside = subprocess.run(["ip", "netns", "exec", net.netns, "iptables-save", "-t", "nat"],
+                            capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert "KUBE-SERVICES" in inside
+    assert "KUBE-" not in subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
+    assert Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() == "0"
+
+
+def test_the_node_range_refuses_what_overlaps_the_machine() -> None:
+    taken = {ipaddress.IPv4Network("10.245.255.0/29"): "route via eth9"}
+    assert nodenet.choose(taken).slot == 2  # slots 0 and 1 share that /29
+    with pytest.raises(nodenet.NetworkError, match=r"10\.245\.255\.0/30 overlaps 10\.244\.0\.0/14"):
+        nodenet.choose({ipaddress.IPv4Network("10.244.0.0/14"): "route via eth9"})
+
+
+_OWNER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from sampledb_localcluster import LocalCluster
+    cluster = LocalCluster(Path(sys.argv[1]), node="real", images={{"{pause}": "{pause}"}}, quiet=True)
+    cluster.start()
+    print(cluster.kubeconfig, flush=True)
+    time.sleep(3600)
+    """
+)
+
+
+def _run_a_pod(kubeconfig: str) -> None:
+    kubectl = [str(tool_path("kubectl")), "--kubeconfig", kubeconfig]
+    run = ["run", "sleeper", f"--image={PAUSE_IMAGE}", "--image-pull-policy=IfNotPresent"]
+    subprocess.run([*kubectl, *run], check=True)
+    subprocess.run([*kubectl, "wait", "--for=condition=Ready", "pod/sleeper", "--timeout=60s"], check=True)
+
+
+def test_tear_down_leaves_nothing_even_after_the_owner_is_killed(
+    local_cluster: LocalCluster, tmp_path: Path
+) -> None:
+    """A second real node with a running Pod; its owner SIGKILLed; `down` finds and removes the rest."""
+    state = tmp_path / "cluster"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "operator")}
+    owner = subprocess.Popen([sys.executable, "-c", _OWNER.format(pause=PAUSE_IMAGE), str(state)],
+                             stdout=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    try:
+        assert owner.stdout is not None
+        kubeconfig = owner.stdout.readline().strip()
+        assert kubeconfig, "the second cluster did not start"
+        _run_a_pod(kubeconfig)
+        second = LocalCluster(state)
+        net = second.network
+        assert net is not None and net.slot != local_cluster.network.slot  # type: ignore[union-attr]
+        before = second.leftovers()
+        # Everything a node leaves is there while it runs: the filter finds it.
+        assert any("containerd-shim" in item for item in before), before
+        assert any(item.startswith("cgroup ") for item in before), before
+        assert any("network namespace" in item for item in before), before
+    finally:
+        owner.send_signal(signal.SIGKILL)
+        owner.wait()
+    time.sleep(1)  # the components die with their owner (PDEATHSIG); shims and containers do not
+    assert any("containerd-shim" in item for item in second.leftovers())
+    down = subprocess.run([sys.executable, "-m", "sampledb_localcluster", "--state-dir", str(state), "down"],
+                          capture_output=True, text=True, env=env, cwd=REPO / "operator")  # fmt: skip
+    assert down.returncode == 0, down.stderr
+    assert second.leftovers() == []
+    assert "still on the machine" not in down.stderr
