@@ -106,23 +106,12 @@ def psql(kubectl: Any) -> Any:
     return run
 
 
-def client_pod(namespace: str, instance: str, image: str, *, database: str) -> dict[str, Any]:
-    """A Pod that connects like an application: the client Service's DNS name, the generated Secret.
-
-    It satisfies Pod Security "restricted" like the operator's own Pods.
-    """
-    secret = f"{instance}-credentials"
-    env = [
-        {"name": "PGHOST", "value": f"{instance}.{namespace}.svc"},
-        {"name": "PGDATABASE", "value": database},
-        {"name": "PGCONNECT_TIMEOUT", "value": "10"},
-        {"name": "PGUSER", "valueFrom": {"secretKeyRef": {"name": secret, "key": "username"}}},
-        {"name": "PGPASSWORD", "valueFrom": {"secretKeyRef": {"name": secret, "key": "password"}}},
-    ]
+def restricted_pod(namespace: str, name: str, image: str, env: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A Pod that idles in ``image`` and satisfies Pod Security "restricted", like the operator's Pods."""
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": f"{CLIENT_POD}-{instance}", "namespace": namespace},
+        "metadata": {"name": name, "namespace": namespace},
         "spec": {
             "automountServiceAccountToken": False,
             "terminationGracePeriodSeconds": 1,
@@ -138,7 +127,7 @@ def client_pod(namespace: str, instance: str, image: str, *, database: str) -> d
                     "image": image,
                     "imagePullPolicy": "IfNotPresent",
                     "command": ["sleep", "infinity"],
-                    "env": env,
+                    "env": env or [],
                     "securityContext": {
                         "allowPrivilegeEscalation": False,
                         "capabilities": {"drop": ["ALL"]},
@@ -148,6 +137,19 @@ def client_pod(namespace: str, instance: str, image: str, *, database: str) -> d
             ],
         },
     }
+
+
+def client_pod(namespace: str, instance: str, image: str, *, database: str) -> dict[str, Any]:
+    """A Pod that connects like an application: the client Service's DNS name, the generated Secret."""
+    secret = f"{instance}-credentials"
+    env = [
+        {"name": "PGHOST", "value": f"{instance}.{namespace}.svc"},
+        {"name": "PGDATABASE", "value": database},
+        {"name": "PGCONNECT_TIMEOUT", "value": "10"},
+        {"name": "PGUSER", "valueFrom": {"secretKeyRef": {"name": secret, "key": "username"}}},
+        {"name": "PGPASSWORD", "valueFrom": {"secretKeyRef": {"name": secret, "key": "password"}}},
+    ]
+    return restricted_pod(namespace, f"{CLIENT_POD}-{instance}", image, env)
 
 
 def checksum(rows: str) -> str:
