@@ -161,7 +161,11 @@ class Reconciler:
         if plan is not None and plan.event is not None:
             type_, reason, note = plan.event
             self.api.emit_event(obj, type_=type_, reason=reason, note=note, action="Upgrade")
-        requeue = [RECHECK_SECONDS if restore is not None and restore.wait else None, plan and plan.requeue_after]
+        requeue = [
+            RECHECK_SECONDS if restore is not None and restore.wait else None,
+            plan and plan.requeue_after,
+            migrations and migrations.requeue_after,
+        ]
         outcome.requeue_after = min((r for r in requeue if r), default=None)
         return outcome
 

@@ -5,6 +5,10 @@ content, so an unchanged ConfigMap never runs twice (even across operator restar
 edited one runs once more (the script itself skips what the database already has). The Job only
 starts once the database is initialised and ready. A failed file becomes a Degraded condition
 naming the file and PostgreSQL's error; the database keeps serving.
+
+The ConfigMap is the user's and is not watched (that would take a watch on every ConfigMap of the
+cluster), so an instance with migrations is checked again every :data:`RECHECK_SECONDS`: an edit
+runs within that time, with one GET per instance and no write while nothing changed.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from sampledb_operator.jobs.migrate import migration_job
 from sampledb_operator.reconcile.children import Action, Verb
 from sampledb_operator.reconcile.status import JobState, Problem, job_failure_message, job_state, termination_summary
 from sampledb_operator.resources.instance import Instance
+
+RECHECK_SECONDS = 30.0
 
 
 def job_name(instance: Instance, config_map: dict[str, Any]) -> str:
@@ -33,6 +39,7 @@ class MigrationPlan:
     action: Action | None
     status: dict[str, Any]
     problem: Problem | None = None
+    requeue_after: float = RECHECK_SECONDS
 
 
 def plan_migrations(
