@@ -6,6 +6,7 @@ under those names), in a namespace enforcing Pod Security "restricted".
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 from pathlib import Path
@@ -177,7 +178,7 @@ def test_schema_migrations_apply_once_and_a_bad_file_reports_postgres_error(
         lambda: next((c for c in status(admin, namespace, "mig").get("conditions", [])
                       if c["type"] == "Degraded" and c.get("reason") == "MigrationFailed"), None),
         timeout=180, what="the bad migration to be reported", interval=1)  # fmt: skip
-    assert "003_bad.sql" in degraded["message"]
+    assert "migration 003_bad failed and was rolled back" in degraded["message"]
     assert 'null value in column "name"' in degraded["message"]
     assert psql(namespace, "mig", "select count(*) from items", db="app") == "2"
     assert psql(namespace, "mig", "select count(*) from sampledb_schema_migrations", db="app") == recorded
@@ -305,3 +306,26 @@ def test_a_killed_server_comes_back_with_every_committed_row(
     assert restarts >= 1 and pod_uid(admin, namespace, "crash-0") == uid  # the container restarted in place
     stored = {int(v) for v in psql(namespace, "crash", "select id from load", db="app").split()}
     assert set(acked) <= stored, f"committed but lost: {sorted(set(acked) - stored)[:20]}"
+
+
+def test_a_scheduled_backup_fires_and_retention_prunes(
+    admin: KubeApi, psql: Any, namespace: str, local_cluster: Any
+) -> None:
+    admin.create(sampledb("cron", namespace, 17, backup={"schedule": "* * * * *", "retention": 2}))
+    wait_phase(admin, namespace, "cron")
+    seed(psql, namespace, "cron", 100)
+
+    def succeeded() -> int:
+        jobs = admin.list_objects("Job", namespace)
+        ours = [j for j in jobs if j["metadata"]["name"].startswith("cron-backup-")]
+        return sum(1 for j in ours if (j.get("status") or {}).get("succeeded"))
+
+    wait_for(lambda: succeeded() >= 3, timeout=300, what="three scheduled backups", interval=5)
+    claim = admin.get("PersistentVolumeClaim", namespace, "cron-backups")
+    assert claim is not None
+    folder = local_cluster.state_dir / "data" / "volumes" / claim["spec"]["volumeName"].removeprefix("pv-") / "cron"
+    dumps = sorted(folder.glob("*-scheduled.dump"))
+    assert len(dumps) == 2, f"retention 2 kept {[d.name for d in dumps]}"
+    for dump in dumps:
+        recorded = dump.with_suffix(".sha256").read_text().split()[0]
+        assert hashlib.sha256(dump.read_bytes()).hexdigest() == recorded
