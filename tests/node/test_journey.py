@@ -112,6 +112,38 @@ def test_a_parameter_change_rolls_the_pod_and_the_server_runs_with_it(
     assert checksum(psql(namespace, "params", "table kept", db="app")) == rows
 
 
+def degraded(admin: KubeApi, namespace: str, name: str) -> dict[str, Any]:
+    return next((c for c in status(admin, namespace, name).get("conditions", []) if c["type"] == "Degraded"), {})
+
+
+def set_parameter(admin: KubeApi, namespace: str, name: str, value: str | None) -> None:
+    patch = {"spec": {"postgres": {"parameters": {"transaction_timeout": value}}}}
+    admin.merge_patch("SampleDB", namespace, name, patch)
+
+
+def test_a_parameter_the_server_refuses_is_reported_and_the_database_keeps_serving(
+    admin: KubeApi, psql: Any, namespace: str
+) -> None:
+    admin.create(sampledb("refuse", namespace, 15))
+    wait_phase(admin, namespace, "refuse")
+    rows, before = seed(psql, namespace, "refuse", 300), pod_uid(admin, namespace, "refuse-0")
+
+    # A PostgreSQL 17+ parameter: known to the operator, refused by a 15 server at start.
+    set_parameter(admin, namespace, "refuse", "5s")
+    rejected = wait_for(lambda: (c := degraded(admin, namespace, "refuse")).get("reason") == "ParametersRejected" and c,
+                        timeout=120, what="the refusal to be reported", interval=1)  # fmt: skip
+    assert "unrecognized configuration parameter 'transaction_timeout'" in rejected["message"]
+    assert status(admin, namespace, "refuse")["phase"] == "Degraded"
+    # The database was never taken down for it: same Pod, same server, same rows.
+    assert pod_uid(admin, namespace, "refuse-0") == before
+    assert checksum(psql(namespace, "refuse", ROWS, db="app")) == rows
+
+    set_parameter(admin, namespace, "refuse", None)
+    wait_for(lambda: degraded(admin, namespace, "refuse").get("status") == "False", timeout=120,
+             what="the instance to recover once the parameter is gone", interval=1)  # fmt: skip
+    assert pod_uid(admin, namespace, "refuse-0") == before
+
+
 def backup(name: str, namespace: str, instance: str, **spec: Any) -> dict[str, Any]:
     meta, body = {"name": name, "namespace": namespace}, {"instance": instance, **spec}
     return {"apiVersion": "sampledb.io/v1", "kind": "SampleDBBackup", "metadata": meta, "spec": body}

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from sampledb_operator.jobs.initialize import init_job
 from sampledb_operator.k8s.api import ApiError, KubeApi
-from sampledb_operator.reconcile import children, deletion, upgrade
+from sampledb_operator.reconcile import children, config_check, deletion, upgrade
 from sampledb_operator.reconcile.migrations import MigrationPlan, job_name, plan_migrations
 from sampledb_operator.reconcile.outcome import Outcome
 from sampledb_operator.reconcile.restore import RECHECK_SECONDS, RestorePlan, plan_restore
@@ -114,14 +114,18 @@ class Reconciler:
         plan = self._plan_upgrade(obj, instance, blocked=bool(problems))
         if plan is not None:
             instance = dataclasses.replace(instance, workload=plan.workload)
-        # With a bad configuration or unusable credentials, the last good children keep serving.
-        blocked = {"ConfigMap", "StatefulSet"} if problems else set()
+        observed_sts = self.api.get("StatefulSet", ns, instance.statefulset)
+        check = self._plan_config_check(obj, instance, observed_sts) if not problems and plan is None else None
+        if check is not None and check.problem is not None:
+            problems.append(check.problem)
+        # With a bad or unchecked configuration or unusable credentials, the last good children keep serving.
+        blocked = {"ConfigMap", "StatefulSet"} if problems or (check and check.hold) else set()
         actions = [a for a in [children.plan_secret(instance, secret, self.password)] if a]
-        observed_sts: dict[str, Any] | None = None
+        if check is not None and check.action is not None:
+            actions.append(check.action)
         for child in children.CHILDREN:
-            observed = self.api.get(child.kind, ns, child.name(instance))
-            if child.kind == "StatefulSet":
-                observed_sts = observed
+            is_sts = child.kind == "StatefulSet"
+            observed = observed_sts if is_sts else self.api.get(child.kind, ns, child.name(instance))
             if child.kind not in blocked:
                 action = children.plan_child(child, instance, observed)
                 if action:
@@ -165,6 +169,7 @@ class Reconciler:
             RECHECK_SECONDS if restore is not None and restore.wait else None,
             plan and plan.requeue_after,
             migrations and migrations.requeue_after,
+            check and check.requeue_after,
         ]
         outcome.requeue_after = min((r for r in requeue if r), default=None)
         return outcome
@@ -196,6 +201,18 @@ class Reconciler:
             else None
         )
         return plan_restore(instance, backup, claim)
+
+    def _plan_config_check(
+        self, obj: dict[str, Any], instance: Instance, sts: dict[str, Any] | None
+    ) -> config_check.ConfigCheckPlan | None:
+        """Observe the check Job of a changed configuration (and its Pods once done) and decide."""
+        if not initialized(obj.get("status") or {}):
+            return None
+        job = self.api.get("Job", instance.namespace, config_check.job_name(instance))
+        finished = job is not None and job_state(job) is JobState.FAILED
+        labels = {"job-name": config_check.job_name(instance)}
+        pods = self.api.list_objects("Pod", instance.namespace, labels=labels) if finished else []
+        return config_check.plan_config_check(instance, sts, job, pods)
 
     def _plan_migrations(
         self,
