@@ -120,15 +120,18 @@ test-faults: $(PYTHON) cluster-tools ## Fault injection (issue #7): operator SIG
 ##@ Benchmarks
 # Extra arguments of the scale benchmark, e.g. `make bench-scale BENCH_SCALE_ARGS="--sizes 100,1000"`.
 BENCH_SCALE_ARGS ?=
+# Extra arguments of the real-node benchmark, e.g. `make bench-node BENCH_NODE_ARGS="--runs 3 --majors 17"`.
+BENCH_NODE_ARGS ?=
 # Extra arguments of the lifecycle benchmark, e.g. `make bench-lifecycle BENCH_LIFECYCLE_ARGS=--quick`.
 BENCH_LIFECYCLE_ARGS ?=
 
 .PHONY: bench
-bench: ## Every benchmark (not tests), one after the other: conversion, scale, then lifecycle; each prints a table.
+bench: ## Every benchmark (not tests), one after the other: conversion, scale, lifecycle, then the real node; each prints a table.
 	@# One at a time even under `make -j`: on a small machine they would distort each other's figures.
 	$(MAKE) --no-print-directory bench-conversion
 	$(MAKE) --no-print-directory bench-scale
 	$(MAKE) --no-print-directory bench-lifecycle
+	$(MAKE) --no-print-directory bench-node
 
 .PHONY: bench-conversion
 bench-conversion: $(PYTHON) cluster-tools ## Conversion webhook latency and LIST cost (benchmarks/results/conversion.md).
@@ -137,6 +140,10 @@ bench-conversion: $(PYTHON) cluster-tools ## Conversion webhook latency and LIST
 .PHONY: bench-scale
 bench-scale: $(PYTHON) cluster-tools ## The operator at N = 100, 1,000, 5,000 SampleDBs: convergence vs a floor, memory, API load (results/scale.md).
 	PYTHONPATH=.:operator $(PYTHON) benchmarks/bench_scale.py $(BENCH_SCALE_ARGS)
+
+.PHONY: bench-node
+bench-node: $(PYTHON) node-tools base-images ## The real node: apply -> Ready and -> first answer, median of 10 per major (root; results/node.md).
+	PYTHONPATH=.:operator $(PYTHON) benchmarks/bench_node.py $(BENCH_NODE_ARGS)
 
 .PHONY: bench-lifecycle
 bench-lifecycle: $(PYTHON) base-images ## Backup/restore scripts vs plain pg_dump/pg_restore, 15 -> 17 upgrade downtime, 1 GiB (results/lifecycle.md).
