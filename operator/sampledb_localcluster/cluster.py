@@ -495,11 +495,14 @@ class LocalCluster:
             bootstrap.wait_nodes_ready(api, names, self._timeout)
         except (bootstrap.ApiWaitTimeout, RuntimeError, OSError) as error:
             raise self._start_error("kwok", str(error)) from error
+        self._wait_service_account(api)
+        self._say(f" ready in {time.monotonic() - begin:.1f} s")
+
+    def _wait_service_account(self, api: bootstrap.AdminApi) -> None:
         try:
             bootstrap.wait_default_service_account(api, self._timeout)
         except (bootstrap.ApiWaitTimeout, OSError) as error:
             raise self._start_error("kube-controller-manager", str(error)) from error
-        self._say(f" ready in {time.monotonic() - begin:.1f} s")
 
     def _prepare_real_node(self, ctx: ClusterContext) -> None:
         begin = time.monotonic()
@@ -514,10 +517,7 @@ class LocalCluster:
             bootstrap.wait_nodes_ready(api, [node.NODE_NAME], self._timeout)
         except (bootstrap.ApiWaitTimeout, OSError) as error:
             raise self._start_error("kubelet", str(error)) from error
-        try:
-            bootstrap.wait_default_service_account(api, self._timeout)
-        except (bootstrap.ApiWaitTimeout, OSError) as error:
-            raise self._start_error("kube-controller-manager", str(error)) from error
+        self._wait_service_account(api)
         self._say(f"real node {node.NODE_NAME} ready, images loaded, in {time.monotonic() - begin:.1f} s")
 
     # -- process bookkeeping ------------------------------------------------------------------

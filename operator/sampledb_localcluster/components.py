@@ -357,6 +357,11 @@ def real_node(ctx: ClusterContext, network: NodeNetwork) -> list[ComponentSpec]:
     """containerd, then the kubelet, kube-proxy and CoreDNS in its namespaces (see :mod:`node`)."""
     paths = node.NodePaths(ctx.layout)
     probes = node.health_probes(network)
+    joined = {
+        "kubelet": node.kubelet_args(network, paths),
+        "kube-proxy": [f"--config={paths.kube_proxy_config}"],
+        "coredns": [f"-conf={paths.corefile}"],
+    }
     return [
         apiserver_forwarder(ctx, network),
         ComponentSpec(
@@ -367,29 +372,9 @@ def real_node(ctx: ClusterContext, network: NodeNetwork) -> list[ComponentSpec]:
             ports={},
             stage=2,
         ),
-        ComponentSpec(
-            name="kubelet",
-            wrapper=node.join_node(paths),
-            args=node.kubelet_args(network, paths),
-            probe=probes["kubelet"],
-            ports={},
-            stage=3,
-        ),
-        ComponentSpec(
-            name="kube-proxy",
-            wrapper=node.join_node(paths),
-            args=[f"--config={paths.kube_proxy_config}"],
-            probe=probes["kube-proxy"],
-            ports={},
-            stage=3,
-        ),
-        ComponentSpec(
-            name="coredns",
-            wrapper=node.join_node(paths),
-            args=[f"-conf={paths.corefile}"],
-            probe=probes["coredns"],
-            ports={},
-            stage=3,
+        *(
+            ComponentSpec(name=name, wrapper=node.join_node(paths), args=args, probe=probes[name], ports={}, stage=3)
+            for name, args in joined.items()
         ),
     ]
 
