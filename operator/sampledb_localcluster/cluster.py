@@ -15,6 +15,7 @@ through their pid files).
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import datetime
 import itertools
 import json
@@ -258,12 +259,22 @@ class LocalCluster:
             What could not be removed (normally nothing).
         """
         net = self.network
-        return sweep.sweep(net, self._marker()) if net is not None else []
+        if net is None:
+            return []
+        problems = sweep.sweep(net, self.containerd_socket)
+        state = self.read_state()
+        if not problems:
+            # Swept: never sweep this slot again from here, as another cluster may take it next.
+            if self._ctx is not None:
+                self._ctx = dataclasses.replace(self._ctx, network=None)
+            if state is not None:
+                self._layout.state_file.write_text(json.dumps({**state, "network_slot": None}, indent=2) + "\n")
+        return problems
 
     def leftovers(self) -> list[str]:
         """What of this cluster's real node is still on the machine; [] after a clean stop."""
         net = self.network
-        return sweep.leftovers(net, self._marker()) if net is not None else []
+        return sweep.leftovers(net, self.containerd_socket) if net is not None else []
 
     def stop_component(self, name: str) -> None:
         """Stop one component (SIGTERM, then SIGKILL after a grace period); the others keep running.
@@ -358,6 +369,9 @@ class LocalCluster:
     def _check_real_node_host(self) -> None:
         if os.geteuid() != 0:
             raise ClusterStartError("real node", "needs root (containerd, network namespaces, mounts); use node='kwok'")
+        cgroups = node.cgroup_problem()
+        if cgroups:
+            raise ClusterStartError("real node", cgroups)
         missing = node.missing_host_commands()
         if missing:
             raise ClusterStartError(
@@ -371,7 +385,11 @@ class LocalCluster:
             nodenet.create(net)
         except nodenet.NetworkError as error:
             raise ClusterStartError("real node network", str(error)) from error
-        node.create_cgroup_root(net)
+        try:
+            node.create_cgroup_root(net)
+        except BaseException:
+            nodenet.destroy(net)
+            raise
         self._say(f"real node network: namespace {net.netns}, node {net.node_ip}, pods {net.pod_cidr}")
         return net
 

@@ -199,8 +199,8 @@ def create(network: NodeNetwork) -> None:
         NetworkError: A command failed; whatever was created is removed again.
     """
     ns, node_cidr = network.netns, f"{network.node_ip}/{network.link.prefixlen}"
+    _run("ip", "netns", "add", ns)  # fails if another cluster took the slot meanwhile: nothing of ours to undo
     try:
-        _run("ip", "netns", "add", ns)
         _run("ip", "link", "add", network.host_link, "type", "veth", "peer", "name", NODE_INTERFACE, "netns", ns)
         _run("ip", "addr", "add", f"{network.host_ip}/{network.link.prefixlen}", "dev", network.host_link)
         _run("ip", "link", "set", network.host_link, "up")

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import socket
 from pathlib import Path
@@ -112,6 +113,15 @@ def create_cgroup_root(network: NodeNetwork) -> None:
         for name in ("cpuset.cpus", "cpuset.mems"):
             if (hierarchy / name).exists():
                 (folder / name).write_text((hierarchy / name).read_text())
+
+
+def cgroup_problem() -> str | None:
+    """Why this host's cgroups cannot hold the node (None when they can)."""
+    if (CGROUP_MOUNT / "cgroup.controllers").exists():
+        return "the host has cgroup v2 only; the local real node is built for cgroup v1 (hybrid) hosts"
+    if not cgroup_hierarchies():
+        return f"no cgroup v1 hierarchy under {CGROUP_MOUNT}"
+    return None
 
 
 def missing_host_commands() -> list[str]:
@@ -308,9 +318,11 @@ def containerd_command(network: NodeNetwork, paths: NodePaths) -> list[str]:
     """
     mounts = " && ".join(f"mount -t tmpfs -o mode=0755 sampledb-node {d}" for d in PRIVATE_HOST_DIRS)
     # The node's own resolv.conf: a pull attempt (there should be none) asks nobody but loopback.
-    resolv = f"mount --bind {paths.resolv_conf} /etc/resolv.conf"
+    # /etc/resolv.conf may be a link into /run (systemd-resolved), which the tmpfs has just hidden.
+    own = shlex.quote(str(paths.resolv_conf))
+    resolv = f'mkdir -p "$(dirname "$resolv")"; [ -e "$resolv" ] || touch "$resolv"; mount --bind {own} "$resolv"'
     script = (
-        f"set -e; {mounts}; {resolv}; "
+        f"set -e; resolv=$(readlink -f /etc/resolv.conf); {mounts}; {resolv}; "
         "echo 1 >/proc/sys/net/ipv4/ip_forward; echo 1 >/proc/sys/net/bridge/bridge-nf-call-iptables; "
         'exec "$@"'
     )

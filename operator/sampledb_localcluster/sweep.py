@@ -6,9 +6,9 @@ node's network namespace outlive every process. This sweep finds what is left by
 by remembering it, so it works the same after a clean stop, after the owner was SIGKILLed, and
 from a later ``down`` in another shell:
 
-1. every process in the node's cgroups (the containers) is SIGKILLed;
-2. every other process whose command line names the state folder (the shims, and any
-   component whose pid file was lost) is SIGKILLed;
+1. every process in the node's cgroups (the containers), in its network namespace (containerd,
+   the kubelet, kube-proxy, CoreDNS) or talking to its containerd (the shims, by the socket on
+   their command line) is SIGKILLed, until none is left;
 3. the node's cgroups are removed, deepest first, in every hierarchy;
 4. the network namespace is deleted, and with it the veth pair, the routes through it and every
    iptables rule kube-proxy wrote (they live in the namespace).
@@ -28,13 +28,13 @@ from pathlib import Path
 
 from sampledb_localcluster import network as net
 from sampledb_localcluster import process
-from sampledb_localcluster.node import CGROUP_MOUNT, cgroup_root
+from sampledb_localcluster.node import cgroup_hierarchies, cgroup_root
 
 
 def node_cgroups(network: net.NodeNetwork) -> list[Path]:
     """The node's cgroup folders in every hierarchy, deepest first."""
     found: list[Path] = []
-    for hierarchy in CGROUP_MOUNT.iterdir() if CGROUP_MOUNT.is_dir() else []:
+    for hierarchy in cgroup_hierarchies():
         root = hierarchy / cgroup_root(network).lstrip("/")
         if root.is_dir():
             found.extend(Path(path) for path, _, _ in os.walk(root))
@@ -55,21 +55,24 @@ def _all_pids() -> Iterator[int]:
             yield int(entry.name)
 
 
-def _ancestors() -> set[int]:
-    pids, pid = set(), os.getpid()
-    while pid > 1:
-        pids.add(pid)
-        try:
-            pid = int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
-        except (OSError, ValueError, IndexError):
-            break
+def _netns_inode(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
+def node_pids(network: net.NodeNetwork, containerd_socket: Path) -> set[int]:
+    """The node's processes: in its cgroups, in its network namespace, or shims of its containerd."""
+    pids = _cgroup_pids(node_cgroups(network))
+    inode, socket = _netns_inode(network.netns_path), str(containerd_socket)
+    for pid in _all_pids():
+        if pid == os.getpid():
+            continue
+        same_netns = inode is not None and _netns_inode(Path(f"/proc/{pid}/ns/net")) == inode
+        if same_netns or socket in process.command_line(pid):
+            pids.add(pid)
     return pids
-
-
-def marked_pids(marker: str) -> set[int]:
-    """Processes whose command line contains ``marker``, but this one and its ancestors (``down`` itself)."""
-    spared = _ancestors()
-    return {pid for pid in _all_pids() if pid not in spared and marker in process.command_line(pid)}
 
 
 def _kill(pids: set[int]) -> None:
@@ -87,18 +90,22 @@ def _wait_gone(pids: set[int], timeout: float = 10.0) -> set[int]:
     return alive
 
 
-def sweep(network: net.NodeNetwork, marker: str) -> list[str]:
+def sweep(network: net.NodeNetwork, containerd_socket: Path) -> list[str]:
     """Remove everything the real node left; return what could not be removed (normally [])."""
     problems: list[str] = []
-    cgroups = node_cgroups(network)
-    victims = _cgroup_pids(cgroups) | marked_pids(marker)
-    _kill(victims)
-    survivors = _wait_gone(victims)
-    if survivors:
+    for _ in range(5):  # again, for anything forked while the previous round was being killed
+        victims = node_pids(network, containerd_socket)
+        if not victims:
+            break
+        _kill(victims)
+        survivors = _wait_gone(victims)
+    else:
         problems.append(f"processes {sorted(survivors)} survived SIGKILL")
     for folder in node_cgroups(network):
         try:
             folder.rmdir()
+        except FileNotFoundError:
+            continue
         except OSError as error:
             problems.append(f"cgroup {folder}: {error.strerror}")
     net.destroy(network)
@@ -107,16 +114,14 @@ def sweep(network: net.NodeNetwork, marker: str) -> list[str]:
     return problems
 
 
-def leftovers(network: net.NodeNetwork, marker: str) -> list[str]:
-    """What of the node is still on the machine (for tests, and for ``status``)."""
-    found = [f"process {pid}: {process.command_line(pid)[:120]}" for pid in sorted(marked_pids(marker))]
+def leftovers(network: net.NodeNetwork, containerd_socket: Path) -> list[str]:
+    """What of the node is still on the machine (for tests, and for ``down``)."""
+    pids = sorted(node_pids(network, containerd_socket))
+    found = [f"process {pid}: {process.command_line(pid)[:120]}" for pid in pids if process.is_alive(pid)]
     found.extend(f"cgroup {folder}" for folder in node_cgroups(network))
     if net.exists(network):
         found.append(f"network namespace {network.netns} / link {network.host_link}")
-    found.extend(f"mount {line}" for line in _host_mounts(marker, network))
+    mounts = Path("/proc/self/mountinfo").read_text(encoding="utf-8").splitlines()
+    state = str(containerd_socket.parent.parent)
+    found.extend(f"mount {line}" for line in mounts if f"{state}/" in line or f"/netns/{network.netns} " in line)
     return found
-
-
-def _host_mounts(marker: str, network: net.NodeNetwork) -> list[str]:
-    text = Path("/proc/self/mountinfo").read_text(encoding="utf-8")
-    return [line for line in text.splitlines() if marker in line or f"/netns/{network.netns} " in line]

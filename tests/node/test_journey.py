@@ -179,8 +179,9 @@ def test_backup_reports_what_the_job_measured_and_restores_into_a_new_instance(
     assert done["phase"] == "Succeeded", done
     assert done["verified"] is True and done["bytes"] > 0 and len(done["sha256"]) == 64
     # The figures come from the Job's real termination message, which the kubelet wrote.
-    pods = [p for p in admin.list_objects("Pod", namespace) if p["metadata"]["name"].startswith("b1-")]
-    terminated = pods[0]["status"]["containerStatuses"][0]["state"]["terminated"]
+    pods = admin.list_objects("Pod", namespace, labels={"job-name": "b1"})
+    succeeded = [p for p in pods if p["status"].get("phase") == "Succeeded"]
+    terminated = succeeded[0]["status"]["containerStatuses"][0]["state"]["terminated"]
     assert done["sha256"] in terminated["message"] and str(done["bytes"]) in terminated["message"]
     claim, _, path = done["location"].partition(":")
     assert volume_sha256(admin, kubectl, namespace, claim, path.removeprefix("/backups/")) == done["sha256"]
@@ -356,6 +357,12 @@ def test_a_scheduled_backup_fires_and_retention_prunes(
     claim = admin.get("PersistentVolumeClaim", namespace, "cron-backups")
     assert claim is not None
     folder = local_cluster.state_dir / "data" / "volumes" / claim["spec"]["volumeName"].removeprefix("pv-") / "cron"
+
+    def between_runs() -> bool:  # a run writing its dump (before retention prunes) would show three
+        cronjob = admin.get("CronJob", namespace, "cron-backup") or {}
+        return not (cronjob.get("status") or {}).get("active")
+
+    wait_for(between_runs, timeout=90, what="a moment between two scheduled runs", interval=1)
     dumps = sorted(folder.glob("*-scheduled.dump"))
     assert len(dumps) == 2, f"retention 2 kept {[d.name for d in dumps]}"
     for dump in dumps:

@@ -113,12 +113,12 @@ def test_tear_down_leaves_nothing_even_after_the_owner_is_killed(
     env = {**os.environ, "PYTHONPATH": str(REPO / "operator")}
     owner = subprocess.Popen([sys.executable, "-c", _OWNER.format(pause=PAUSE_IMAGE), str(state)],
                              stdout=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    second = LocalCluster(state)
     try:
         assert owner.stdout is not None
         kubeconfig = owner.stdout.readline().strip()
         assert kubeconfig, "the second cluster did not start"
         _run_a_pod(kubeconfig)
-        second = LocalCluster(state)
         net = second.network
         assert net is not None and net.slot != local_cluster.network.slot  # type: ignore[union-attr]
         before = second.leftovers()
@@ -126,9 +126,12 @@ def test_tear_down_leaves_nothing_even_after_the_owner_is_killed(
         assert any("containerd-shim" in item for item in before), before
         assert any(item.startswith("cgroup ") for item in before), before
         assert any("network namespace" in item for item in before), before
-    finally:
-        owner.send_signal(signal.SIGKILL)
-        owner.wait()
+    except BaseException:
+        owner.kill()
+        LocalCluster(state).stop()  # never leave the second node behind when the test fails early
+        raise
+    owner.send_signal(signal.SIGKILL)
+    owner.wait()
     time.sleep(1)  # the components die with their owner (PDEATHSIG); shims and containers do not
     assert any("containerd-shim" in item for item in second.leftovers())
     down = subprocess.run([sys.executable, "-m", "sampledb_localcluster", "--state-dir", str(state), "down"],

@@ -41,7 +41,8 @@ if pg_ctl -D "$PGDATA" -o "{overrides}" -l {CHECK_DIR}/server.log -w -t 60 start
 fi
 cat {CHECK_DIR}/server.log >&2
 reason=$(grep -E 'FATAL|ERROR|LOG:  .*(invalid|unrecognized|out of range)' {CHECK_DIR}/server.log | head -n 5 \\
-  | sed 's/^.*\\(FATAL\\|ERROR\\|LOG\\):  */\\1: /' | tr '"\\\\' "''" | tr '\\n' ';' | sed 's/;$//')
+  | sed 's/^.*\\(FATAL\\|ERROR\\|LOG\\):  */\\1: /' | tr -d '\\000-\\011\\013-\\037' | tr '"\\\\' "''" \\
+  | tr '\\n' ';' | sed 's/;$//')
 printf '{{"error": "%s"}}\\n' "${{reason:-the server did not start (see the Job's log)}}" > {termination_log}
 exit 1
 """

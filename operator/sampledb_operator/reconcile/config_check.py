@@ -13,6 +13,8 @@ States, per configuration (its hash names the check Job, so each configuration i
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +22,7 @@ from sampledb_operator.jobs.config_check import config_check_job
 from sampledb_operator.reconcile.children import Action, Verb
 from sampledb_operator.reconcile.status import JobState, Problem, job_failure_message, job_state, termination_summary
 from sampledb_operator.resources.instance import Instance
-from sampledb_operator.resources.statefulset import CONFIG_HASH_ANNOTATION, config_hash
+from sampledb_operator.resources.statefulset import CONFIG_HASH_ANNOTATION, config_hash, resources
 
 RECHECK_SECONDS = 5.0
 
@@ -36,8 +38,9 @@ class ConfigCheckPlan:
 
 
 def job_name(instance: Instance) -> str:
-    """`<instance>-config-<first 10 hex digits of the configuration's hash>`."""
-    return f"{instance.name}-config-{config_hash(instance)[:10]}"
+    """`<instance>-config-<digest>` of what the check runs with: the configuration, the image, the resources."""
+    content = json.dumps([config_hash(instance), instance.image, resources(instance)], sort_keys=True)
+    return f"{instance.name}-config-{hashlib.sha256(content.encode()).hexdigest()[:10]}"
 
 
 def running_hash(statefulset: dict[str, Any] | None) -> str | None:

@@ -115,7 +115,8 @@ class Reconciler:
         if plan is not None:
             instance = dataclasses.replace(instance, workload=plan.workload)
         observed_sts = self.api.get("StatefulSet", ns, instance.statefulset)
-        check = self._plan_config_check(obj, instance, observed_sts) if not problems and plan is None else None
+        upgrading = plan is not None and plan.progress is not None
+        check = self._plan_config_check(obj, instance, observed_sts) if not problems and not upgrading else None
         if check is not None and check.problem is not None:
             problems.append(check.problem)
         # With a bad or unchecked configuration or unusable credentials, the last good children keep serving.
@@ -139,7 +140,6 @@ class Reconciler:
         ):
             body = init_job(instance, restore.source if restore else None)
             actions.append(children.Action(children.Verb.CREATE, "Job", instance.init_job, "InitJobMissing", body))
-        upgrading = plan is not None and plan.progress is not None
         migrations = self._plan_migrations(obj, instance, observed_sts, job, upgrading=upgrading)
         if migrations is not None and migrations.action is not None:
             actions.append(migrations.action)
