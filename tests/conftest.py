@@ -31,7 +31,7 @@ from kubernetes.client.rest import ApiException
 from sampledb_localcluster import LocalCluster
 
 TESTS_DIR = Path(__file__).parent
-FOLDER_MARKERS = ("unit", "postgres", "integration", "e2e", "faults")
+FOLDER_MARKERS = ("unit", "postgres", "integration", "node", "e2e", "faults")
 
 
 # -- markers ---------------------------------------------------------------------------------------

@@ -19,6 +19,8 @@ from sampledb_operator.settings import DEFAULT_IMAGES
 from tests.node.conftest import checksum, client_pod, restricted_pod, wait_for
 
 ROWS = "select id, payload from journey order by id"
+# Real Pods, Jobs and CronJobs take minutes (an upgrade with its rollback, three scheduled runs).
+pytestmark = pytest.mark.timeout(900)
 
 
 def sampledb(name: str, namespace: str, version: int, **spec: Any) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from sampledb_operator.settings import DEFAULT_IMAGES
 from tests.node.conftest import restricted_pod, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.timeout(600)  # the first test also starts the session's cluster
 
 
 def _pod_routes(kubectl: Any, namespace: str, pod: str) -> list[ipaddress.IPv4Network]:
