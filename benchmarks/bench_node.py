@@ -77,6 +77,18 @@ def _one(api: KubeApi, cluster: LocalCluster, major: int, run: int) -> tuple[flo
     return ready, answered
 
 
+def _measured(api: KubeApi, cluster: LocalCluster, major: int, run: int) -> tuple[float, float]:
+    """One run, with what the cluster shows when it fails (the logs stay in the kept folder)."""
+    try:
+        ready, answered = _one(api, cluster, major, run)
+    except RuntimeError:
+        for what in ("sampledb,statefulset,pod,pvc,pv,job -o wide", "events --sort-by=.lastTimestamp"):
+            sys.stderr.write(_kubectl(cluster.kubeconfig, "get", *what.split()).stdout)
+        raise
+    progress(f"PostgreSQL {major} run {run + 1}: Ready {ready:.1f} s, answers {answered:.1f} s")
+    return ready, answered
+
+
 def _summary(major: int, what: str, values: list[float]) -> Row:
     ordered = sorted(values)
     p90 = ordered[max(0, round(0.9 * len(ordered)) - 1)]
@@ -95,29 +107,25 @@ def main() -> int:
     signal.signal(signal.SIGTERM, exit_on_sigterm)
     machine = machine_rows(("node", "local real node (containerd 1.6, kubelet v1.34.4)"))
     rows: list[Row] = []
-    with tempfile.TemporaryDirectory(prefix="bench-node-") as tmp:
-        begin = time.monotonic()
-        cluster = LocalCluster(Path(tmp) / "cluster", node="real", images=node_images(majors), timeout=120)
-        with cluster:
-            rows.append(Row("Cluster", "start with a real node, images loaded", f"{time.monotonic() - begin:.1f} s"))
-            _setup(cluster)
-            health = free_port()
-            operator = spawn_operator(str(cluster.operator_kubeconfig), Path(tmp) / "operator.log",
-                                      metrics_port=free_port(), health_port=health, log_level="INFO")  # fmt: skip
-            try:
-                wait_until(lambda: healthy(health), "the operator", timeout=60)
-                api = KubeApi(load_client(str(cluster.kubeconfig)))
-                for major in majors:
-                    times = []
-                    for run in range(args.runs):
-                        times.append(_one(api, cluster, major, run))
-                        ready, answered = times[-1]
-                        progress(f"PostgreSQL {major} run {run + 1}: Ready {ready:.1f} s, answers {answered:.1f} s")
-                    rows.append(_summary(major, "apply -> status Ready", [t[0] for t in times]))
-                    rows.append(_summary(major, "apply -> `select 1` answered", [t[1] for t in times]))
-            finally:
-                operator.terminate()
-                operator.wait(timeout=30)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-node-"))  # kept: the cluster's and the operator's logs
+    progress(f"logs in {tmp}")
+    begin = time.monotonic()
+    with LocalCluster(tmp / "cluster", node="real", images=node_images(majors), timeout=120) as cluster:
+        rows.append(Row("Cluster", "start with a real node, images loaded", f"{time.monotonic() - begin:.1f} s"))
+        _setup(cluster)
+        health = free_port()
+        operator = spawn_operator(str(cluster.operator_kubeconfig), tmp / "operator.log",
+                                  metrics_port=free_port(), health_port=health, log_level="INFO")  # fmt: skip
+        try:
+            wait_until(lambda: healthy(health), "the operator", timeout=60)
+            api = KubeApi(load_client(str(cluster.kubeconfig)))
+            for major in majors:
+                times = [_measured(api, cluster, major, run) for run in range(args.runs)]
+                rows.append(_summary(major, "apply -> status Ready", [t[0] for t in times]))
+                rows.append(_summary(major, "apply -> `select 1` answered", [t[1] for t in times]))
+        finally:
+            operator.terminate()
+            operator.wait(timeout=30)
     table = markdown_table([*rows, *machine])
     RESULTS.write_text("# The real node: apply to Ready (`make bench-node`)\n\n" + table, encoding="utf-8")
     sys.stdout.write(table)

@@ -36,8 +36,17 @@ PROVISIONER = "sampledb.io/local-provisioner"
 logger = logging.getLogger(__name__)
 
 
-def storage_class() -> dict[str, Any]:
-    """The cluster's default StorageClass, served by this provisioner."""
+SELECTED_NODE = "volume.kubernetes.io/selected-node"
+
+
+def storage_class(*, wait_for_consumer: bool = False) -> dict[str, Any]:
+    """The cluster's default StorageClass, served by this provisioner.
+
+    The real node's class binds when the first Pod is scheduled (as local volumes do): the
+    scheduler then waits for the claim to be bound before it hands the Pod to the kubelet. With
+    immediate binding it could hand over a Pod whose claim the PV controller had not bound yet, and
+    the kubelet then backed off for 10 s or more ("PVC is not bound"), seen on the real node.
+    """
     return {
         "apiVersion": "storage.k8s.io/v1",
         "kind": "StorageClass",
@@ -48,7 +57,7 @@ def storage_class() -> dict[str, Any]:
         "provisioner": PROVISIONER,
         "reclaimPolicy": "Delete",
         "allowVolumeExpansion": True,
-        "volumeBindingMode": "Immediate",
+        "volumeBindingMode": "WaitForFirstConsumer" if wait_for_consumer else "Immediate",
     }
 
 
@@ -102,7 +111,8 @@ class FakeProvisioner:
     def start(self) -> None:
         """Install the StorageClass (if missing) and start watching claims."""
         try:
-            self._storage.create_storage_class(storage_class())  # type: ignore[arg-type]  # dicts are accepted
+            body = storage_class(wait_for_consumer=self._volume_root is not None)
+            self._storage.create_storage_class(body)  # type: ignore[arg-type]  # dicts are accepted
         except ApiException as err:
             if err.status != 409:
                 raise
@@ -140,6 +150,8 @@ class FakeProvisioner:
         if claim["spec"].get("volumeName"):
             self._grow(claim)
             return
+        if self._volume_root is not None and SELECTED_NODE not in (claim["metadata"].get("annotations") or {}):
+            return  # not yet: the scheduler names the node when the claim's first Pod is placed
         if self._volume_root is not None:
             # Root-owned 0755: the kubelet hands it to the Pod's fsGroup on the first mount.
             (self._volume_root / claim["metadata"]["uid"]).mkdir(parents=True, exist_ok=True)
