@@ -125,8 +125,12 @@ def namespace(request: pytest.FixtureRequest, k8s_api: k8s.ApiClient) -> Iterato
                 raise
 
 
-def _wait_for_default_service_account(core: k8s.CoreV1Api, namespace: str, timeout: float = 30.0) -> None:
-    """Pods are rejected until the controller manager has created the namespace's `default` SA."""
+def _wait_for_default_service_account(core: k8s.CoreV1Api, namespace: str, timeout: float = 90.0) -> None:
+    """Pods are rejected until the controller manager has created the namespace's `default` SA.
+
+    90 s: after the fault suite's API server outage the controller manager may still be re-listing
+    (under load, 30 s was once not enough).
+    """
     deadline = time.monotonic() + timeout
     while True:
         try:
