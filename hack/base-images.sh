@@ -86,6 +86,18 @@ spare_id() {
   die "no free system id in $1"
 }
 
+# If a user (passwd) or group other than postgres has id 999, give it a spare id, files included.
+move_aside() {
+  local root=$1 db=$2 mod=$3 flag=$4 own=$5 other spare test
+  other=$(chroot "$root" getent "$db" "$POSTGRES_UID" | cut -d: -f1 || true)
+  [ -n "$other" ] && [ "$other" != postgres ] || return 0
+  spare=$(spare_id "$root" "$db")
+  chroot "$root" "$mod" "$flag" "$spare" "$other"
+  test=-uid; [ "$db" = group ] && test=-gid
+  find "$root" -xdev "$test" "$POSTGRES_UID" -exec "$own" -h "$spare" {} +
+  log "moved $db entry $other from $POSTGRES_UID to $spare"
+}
+
 # Give `postgres` the uid/gid the Pods run as (Debian's package picks the next free system id),
 # and move every file it owned along with it.
 renumber_postgres() {
@@ -93,22 +105,9 @@ renumber_postgres() {
   old_uid=$(chroot "$root" id -u postgres) || die "$root has no postgres user"
   old_gid=$(chroot "$root" id -g postgres)
   [ "$old_uid" = "$POSTGRES_UID" ] && [ "$old_gid" = "$POSTGRES_UID" ] && return
-  # Newer suites give 999 to a system group of their own (forky: systemd's); it moves aside.
-  local other spare
-  other=$(chroot "$root" getent passwd "$POSTGRES_UID" | cut -d: -f1 || true)
-  if [ -n "$other" ] && [ "$other" != postgres ]; then
-    spare=$(spare_id "$root" passwd)
-    chroot "$root" usermod -u "$spare" "$other"
-    find "$root" -xdev -uid "$POSTGRES_UID" -exec chown -h "$spare" {} +
-    log "moved user $other from $POSTGRES_UID to $spare"
-  fi
-  other=$(chroot "$root" getent group "$POSTGRES_UID" | cut -d: -f1 || true)
-  if [ -n "$other" ] && [ "$other" != postgres ]; then
-    spare=$(spare_id "$root" group)
-    chroot "$root" groupmod -g "$spare" "$other"
-    find "$root" -xdev -gid "$POSTGRES_UID" -exec chgrp -h "$spare" {} +
-    log "moved group $other from $POSTGRES_UID to $spare"
-  fi
+  # Newer suites give 999 to a system group of their own (forky: lpadmin); it moves aside.
+  move_aside "$root" passwd usermod -u chown
+  move_aside "$root" group groupmod -g chgrp
   chroot "$root" groupmod -g "$POSTGRES_UID" postgres
   chroot "$root" usermod -u "$POSTGRES_UID" -g "$POSTGRES_UID" postgres
   find "$root" -xdev -uid "$old_uid" -exec chown -h "$POSTGRES_UID" {} +

@@ -111,10 +111,10 @@ class Reconciler:
         restore = self._plan_restore(obj, instance)
         if restore is not None and restore.problem is not None:
             problems.append(restore.problem)
-        plan = self._plan_upgrade(obj, instance, blocked=bool(problems))
+        observed_sts = self.api.get("StatefulSet", ns, instance.statefulset)
+        plan = self._plan_upgrade(obj, instance, observed_sts, blocked=bool(problems))
         if plan is not None:
             instance = dataclasses.replace(instance, workload=plan.workload)
-        observed_sts = self.api.get("StatefulSet", ns, instance.statefulset)
         upgrading = plan is not None and plan.progress is not None
         check = self._plan_config_check(obj, instance, observed_sts) if not problems and not upgrading else None
         if check is not None and check.problem is not None:
@@ -174,13 +174,14 @@ class Reconciler:
         outcome.requeue_after = min((r for r in requeue if r), default=None)
         return outcome
 
-    def _plan_upgrade(self, obj: dict[str, Any], instance: Instance, *, blocked: bool) -> upgrade.UpgradePlan | None:
+    def _plan_upgrade(
+        self, obj: dict[str, Any], instance: Instance, sts: dict[str, Any] | None, *, blocked: bool
+    ) -> upgrade.UpgradePlan | None:
         """Observe what a major upgrade needs (only when one concerns this instance) and decide."""
         status = obj.get("status") or {}
         if not upgrade.concerned(instance, status):
             return None
         ns = instance.namespace
-        sts = self.api.get("StatefulSet", ns, instance.statefulset)
         job_name = upgrade.watched_job(instance, status)
         job = self.api.get("Job", ns, job_name) if job_name else None
         finished = job is not None and job_state(job) is not JobState.RUNNING
