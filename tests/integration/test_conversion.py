@@ -28,7 +28,9 @@ def beta_object(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
     }
 
 
-def read_v1beta1(admin: KubeApi, namespace: str, name: str | None = None) -> dict[str, Any]:
+def read_v1beta1(
+    admin: KubeApi, namespace: str, name: str | None = None
+) -> dict[str, Any]:
     return admin._request("GET", V1BETA1.path(namespace, name))
 
 
@@ -38,7 +40,15 @@ def create_v1beta1(admin: KubeApi, obj: dict[str, Any]) -> dict[str, Any]:
 
 def test_created_as_v1beta1_read_as_v1_and_back(admin: KubeApi, namespace: str) -> None:
     create_v1beta1(
-        admin, beta_object("old", namespace, version=16, storageSize="2Gi", backupSchedule="@daily", backupRetention=3)
+        admin,
+        beta_object(
+            "old",
+            namespace,
+            version=16,
+            storageSize="2Gi",
+            backupSchedule="@daily",
+            backupRetention=3,
+        ),
     )
     as_v1 = admin.get("SampleDB", namespace, "old")
     assert as_v1 is not None
@@ -53,7 +63,9 @@ def test_created_as_v1beta1_read_as_v1_and_back(admin: KubeApi, namespace: str) 
     assert as_beta["spec"]["backupRetention"] == 3
 
 
-def test_v1_only_fields_survive_a_v1beta1_read_modify_write(admin: KubeApi, namespace: str) -> None:
+def test_v1_only_fields_survive_a_v1beta1_read_modify_write(
+    admin: KubeApi, namespace: str
+) -> None:
     spec = {
         "postgres": {"version": 17},
         "storage": {"size": "1Gi"},
@@ -89,13 +101,24 @@ def test_v1_only_fields_survive_a_v1beta1_read_modify_write(admin: KubeApi, name
     assert after["spec"]["resources"] == before["spec"]["resources"]
     assert after["spec"]["database"] == {"name": "shop", "owner": "shopper"}
     assert after["spec"]["backup"]["retention"] == 9
-    assert "conversion.sampledb.io/v1-spec" not in (after["metadata"].get("annotations") or {})
+    assert "conversion.sampledb.io/v1-spec" not in (
+        after["metadata"].get("annotations") or {}
+    )
 
 
 def kubectl_names(kubeconfig: str, resource: str, namespace: str) -> list[str]:
     kubectl = tool_path("kubectl")
     out = subprocess.run(
-        [str(kubectl), f"--kubeconfig={kubeconfig}", "get", resource, "-n", namespace, "-o", "json"],
+        [
+            str(kubectl),
+            f"--kubeconfig={kubeconfig}",
+            "get",
+            resource,
+            "-n",
+            namespace,
+            "-o",
+            "json",
+        ],
         check=True,
         capture_output=True,
         text=True,
@@ -103,7 +126,9 @@ def kubectl_names(kubeconfig: str, resource: str, namespace: str) -> list[str]:
     return sorted(item["metadata"]["name"] for item in json.loads(out.stdout)["items"])
 
 
-def test_kubectl_lists_the_same_objects_in_both_versions(admin: KubeApi, namespace: str, kube_config: str) -> None:
+def test_kubectl_lists_the_same_objects_in_both_versions(
+    admin: KubeApi, namespace: str, kube_config: str
+) -> None:
     create_v1beta1(admin, beta_object("b1", namespace))
     admin.create(
         {
@@ -118,11 +143,20 @@ def test_kubectl_lists_the_same_objects_in_both_versions(admin: KubeApi, namespa
     assert v1_names == beta_names == ["a1", "b1"]
 
 
-def test_operator_reconciles_an_object_created_as_v1beta1(admin: KubeApi, namespace: str) -> None:
-    create_v1beta1(admin, beta_object("legacy", namespace, version=15, storageSize="1Gi", deletionPolicy="Delete"))
+def test_operator_reconciles_an_object_created_as_v1beta1(
+    admin: KubeApi, namespace: str
+) -> None:
+    create_v1beta1(
+        admin,
+        beta_object(
+            "legacy", namespace, version=15, storageSize="1Gi", deletionPolicy="Delete"
+        ),
+    )
     ready = wait_for(
         lambda: (
-            (o := admin.get("SampleDB", namespace, "legacy")) and (o.get("status") or {}).get("phase") == "Ready" and o
+            (o := admin.get("SampleDB", namespace, "legacy"))
+            and (o.get("status") or {}).get("phase") == "Ready"
+            and o
         ),
         timeout=90,
         what="legacy to be Ready",
@@ -130,7 +164,12 @@ def test_operator_reconciles_an_object_created_as_v1beta1(admin: KubeApi, namesp
     assert ready["status"]["version"] == 15
     sts = admin.get("StatefulSet", namespace, "legacy")
     assert sts is not None
-    assert sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "1Gi"
+    assert (
+        sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"][
+            "storage"
+        ]
+        == "1Gi"
+    )
     assert read_v1beta1(admin, namespace, "legacy")["status"]["phase"] == "Ready"
 
 
@@ -138,7 +177,9 @@ def test_v1beta1_reads_never_fail_while_webhook_replicas_restart(
     admin: KubeApi, namespace: str, conversion_webhook: WebhookReplicas | None
 ) -> None:
     if conversion_webhook is None:
-        pytest.skip("the webhook runs inside the existing cluster; restarting it is the e2e suite's job")
+        pytest.skip(
+            "the webhook runs inside the existing cluster; restarting it is the e2e suite's job"
+        )
     create_v1beta1(admin, beta_object("probe", namespace))
     failures: list[str] = []
     reads = 0
@@ -167,3 +208,40 @@ def test_v1beta1_reads_never_fail_while_webhook_replicas_restart(
         thread.join()
     assert failures == []
     assert reads >= 10
+
+
+@pytest.mark.parametrize(
+    ("database", "field"),
+    [
+        ({"owner": "postgres"}, "spec.database.owner"),
+        ({"owner": "pg_monitor"}, "spec.database.owner"),
+        ({"name": "template0"}, "spec.database.name"),
+    ],
+)
+def test_reserved_names_are_refused_in_both_versions(
+    admin: KubeApi, namespace: str, database: dict[str, str], field: str
+) -> None:
+    """The superuser's name as owner would hand the application the superuser's rights: never admitted."""
+    v1 = {
+        "apiVersion": "sampledb.io/v1",
+        "kind": "SampleDB",
+        "metadata": {"name": "v1r", "namespace": namespace},
+    }
+    with pytest.raises(ApiError) as err:
+        admin.create({**v1, "spec": {"database": database}})
+    assert err.value.status == 422 and f"{field}: Invalid value" in err.value.message, (
+        err.value.message
+    )
+    beta = beta_object("betar", namespace)
+    beta["metadata"]["annotations"] = {
+        "conversion.sampledb.io/v1-spec": json.dumps({"database": database})
+    }
+    with pytest.raises(ApiError) as err:
+        create_v1beta1(admin, beta)
+    assert f"{field} must not be" in err.value.message, err.value.message
+    # The same objects with an ordinary name are admitted: the refusal is about the name alone.
+    admin.create({**v1, "spec": {"database": dict.fromkeys(database, "app_owner")}})
+    beta["metadata"]["annotations"] = {
+        "conversion.sampledb.io/v1-spec": json.dumps({"database": {"owner": "x"}})
+    }
+    create_v1beta1(admin, beta)

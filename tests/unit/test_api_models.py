@@ -31,6 +31,18 @@ def test_v1_defaults_are_safe() -> None:
         ({"database": {"name": "Robert'); DROP TABLE students;--"}}, "name"),
         ({"deletionPolicy": "Shred"}, "deletionPolicy"),
         ({"unknownField": 1}, "unknownField"),
+        (
+            {"database": {"owner": "postgres"}},
+            "database.owner must not be a reserved role name",
+        ),
+        (
+            {"database": {"owner": "pg_read_all_data"}},
+            "database.owner must not be a reserved role name",
+        ),
+        (
+            {"database": {"name": "template1"}},
+            "database.name must not be one of PostgreSQL's own databases",
+        ),
     ],
 )
 def test_v1_rejects_invalid_fields(spec: dict[str, object], field: str) -> None:
@@ -39,18 +51,37 @@ def test_v1_rejects_invalid_fields(spec: dict[str, object], field: str) -> None:
     assert field in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("owner", "name"),
+    [("postgres2", "postgresql"), ("app_pg_", "template"), ("pgx", "app")],
+)
+def test_names_close_to_reserved_ones_are_accepted(owner: str, name: str) -> None:
+    assert v1.DatabaseSpec(owner=owner, name=name).owner == owner
+
+
 def test_v1beta1_flat_shape() -> None:
-    spec = v1beta1.SampleDBSpec.model_validate({"version": 15, "storageSize": "5Gi", "backupSchedule": "@daily"})
-    assert (spec.version, spec.storageSize, spec.backupSchedule, spec.backupRetention) == (15, "5Gi", "@daily", 7)
+    spec = v1beta1.SampleDBSpec.model_validate(
+        {"version": 15, "storageSize": "5Gi", "backupSchedule": "@daily"}
+    )
+    assert (
+        spec.version,
+        spec.storageSize,
+        spec.backupSchedule,
+        spec.backupRetention,
+    ) == (15, "5Gi", "@daily", 7)
 
 
 def test_committed_crds_match_the_models() -> None:
     for filename, crd in crdgen.all_crds().items():
         committed = (REPO / "crds" / filename).read_text()
-        assert committed == crdgen.render(crd), f"crds/{filename} is stale: run `make generate`"
+        assert committed == crdgen.render(crd), (
+            f"crds/{filename} is stale: run `make generate`"
+        )
 
 
-def _walk(schema: dict[str, object], path: str = "") -> list[tuple[str, dict[str, object]]]:
+def _walk(
+    schema: dict[str, object], path: str = ""
+) -> list[tuple[str, dict[str, object]]]:
     nodes = [(path, schema)]
     for name, child in (schema.get("properties") or {}).items():  # type: ignore[attr-defined]
         nodes += _walk(child, f"{path}.{name}")
@@ -63,12 +94,18 @@ def _walk(schema: dict[str, object], path: str = "") -> list[tuple[str, dict[str
 @pytest.mark.parametrize("version", ["v1", "v1beta1"])
 def test_generated_schema_is_structural_and_described(version: str) -> None:
     crd = crdgen.sampledb_crd()
-    schema = next(v for v in crd["spec"]["versions"] if v["name"] == version)["schema"]["openAPIV3Schema"]
+    schema = next(v for v in crd["spec"]["versions"] if v["name"] == version)["schema"][
+        "openAPIV3Schema"
+    ]
     for path, node in _walk(schema):
         assert "type" in node, f"{path} has no type"
-        assert not {"$ref", "anyOf", "allOf", "title"} & node.keys(), f"{path} is not structural"
+        assert not {"$ref", "anyOf", "allOf", "title"} & node.keys(), (
+            f"{path} is not structural"
+        )
         if path.startswith((".spec", ".status")) and not path.endswith("[]"):
-            assert node.get("description"), f"{path} has no description for kubectl explain"
+            assert node.get("description"), (
+                f"{path} has no description for kubectl explain"
+            )
 
 
 def test_crd_versions_printer_columns_and_conversion() -> None:
@@ -92,7 +129,12 @@ def test_cel_rules_present_for_transitions() -> None:
 def test_crd_names_resolve_unambiguously_in_kubectl() -> None:
     """A category equal to a resource's name makes `kubectl get <name> <object>` ambiguous."""
     crds = crdgen.all_crds().values()
-    names = {n.lower() for crd in crds for key in ("plural", "singular", "kind") for n in [crd["spec"]["names"][key]]}
+    names = {
+        n.lower()
+        for crd in crds
+        for key in ("plural", "singular", "kind")
+        for n in [crd["spec"]["names"][key]]
+    }
     names |= {s for crd in crds for s in crd["spec"]["names"].get("shortNames", [])}
     categories = {c for crd in crds for c in crd["spec"]["names"].get("categories", [])}
     assert not categories & names

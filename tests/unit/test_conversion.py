@@ -11,6 +11,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sampledb_operator.api import v1, v1beta1
+from sampledb_operator.api.common import (
+    RESERVED_DATABASES,
+    RESERVED_ROLES,
+    reserved_name_problem,
+)
 from sampledb_operator.conversion.convert import (
     RESERVED_ANNOTATION,
     V1,
@@ -21,29 +26,44 @@ from sampledb_operator.conversion.convert import (
     v1beta1_to_v1,
 )
 
-PROPERTY = settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(
+    max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 names = st.from_regex(r"\A[a-z][a-z0-9-]{0,20}[a-z0-9]\Z")
 quantities = st.sampled_from(["1Gi", "10Gi", "512Mi", "2T", "100G", "1.5Gi"])
-short_text = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=30)
+short_text = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=30
+)
 parameters = st.dictionaries(st.from_regex(r"\A[a-z_]{1,20}\Z"), short_text, max_size=4)
 cron = st.sampled_from(["@daily", "0 3 * * *", "*/15 * * * *"])
 policy = st.sampled_from(["Snapshot", "Retain", "Delete"])
 version = st.sampled_from([15, 16, 17, 18])
+# Valid names only: reserved ones are refused on the way to v1 (test_reserved_names_are_refused...).
+database_names = st.from_regex(r"\A[a-z_][a-z0-9_]{0,20}\Z").filter(
+    lambda n: not reserved_name_problem("name", n)
+)
+owner_names = st.from_regex(r"\A[a-z_]{1,10}\Z").filter(
+    lambda n: not reserved_name_problem("owner", n)
+)
 
 
-def optional_keys(**fields: st.SearchStrategy[Any]) -> st.SearchStrategy[dict[str, Any]]:
+def optional_keys(
+    **fields: st.SearchStrategy[Any],
+) -> st.SearchStrategy[dict[str, Any]]:
     """Objects where each field is independently present or absent."""
     return st.fixed_dictionaries({}, optional=fields)
 
 
-quantity_map = st.dictionaries(st.sampled_from(["cpu", "memory", "ephemeral-storage"]), quantities, max_size=3)
+quantity_map = st.dictionaries(
+    st.sampled_from(["cpu", "memory", "ephemeral-storage"]), quantities, max_size=3
+)
 v1_spec = optional_keys(
     postgres=optional_keys(version=version, image=names, parameters=parameters),
     storage=optional_keys(size=quantities, storageClassName=names),
     backup=optional_keys(schedule=cron, retention=st.integers(1, 1000)),
     resources=optional_keys(requests=quantity_map, limits=quantity_map),
-    database=optional_keys(name=st.from_regex(r"\A[a-z_][a-z0-9_]{0,20}\Z"), owner=st.from_regex(r"\A[a-z_]{1,10}\Z")),
+    database=optional_keys(name=database_names, owner=owner_names),
     credentials=optional_keys(secretName=names),
     deletionPolicy=policy,
 )
@@ -75,20 +95,34 @@ status = optional_keys(
     initialization=optional_keys(job=names, completed=st.booleans()),
 )
 metadata = st.fixed_dictionaries(
-    {"name": names, "namespace": names, "uid": st.uuids().map(str), "generation": st.integers(1, 10**6)},
+    {
+        "name": names,
+        "namespace": names,
+        "uid": st.uuids().map(str),
+        "generation": st.integers(1, 10**6),
+    },
     optional={
         "labels": st.dictionaries(names, names, min_size=1, max_size=3),
         "annotations": st.dictionaries(
-            st.from_regex(r"\Aexample\.com/[a-z]{1,10}\Z"), short_text, min_size=1, max_size=3
+            st.from_regex(r"\Aexample\.com/[a-z]{1,10}\Z"),
+            short_text,
+            min_size=1,
+            max_size=3,
         ),
         "finalizers": st.just(["sampledb.io/finalizer"]),
     },
 )
 
 
-def objects(api_version: str, spec: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[dict[str, Any]]:
+def objects(
+    api_version: str, spec: st.SearchStrategy[dict[str, Any]]
+) -> st.SearchStrategy[dict[str, Any]]:
     return st.fixed_dictionaries(
-        {"apiVersion": st.just(api_version), "kind": st.just("SampleDB"), "metadata": metadata},
+        {
+            "apiVersion": st.just(api_version),
+            "kind": st.just("SampleDB"),
+            "metadata": metadata,
+        },
         optional={"spec": spec, "status": status},
     )
 
@@ -131,7 +165,12 @@ def test_field_mapping_example() -> None:
         "apiVersion": V1BETA1,
         "kind": "SampleDB",
         "metadata": {"name": "a", "namespace": "n"},
-        "spec": {"version": 15, "storageSize": "5Gi", "backupSchedule": "@daily", "backupRetention": 3},
+        "spec": {
+            "version": 15,
+            "storageSize": "5Gi",
+            "backupSchedule": "@daily",
+            "backupRetention": 3,
+        },
     }
     assert v1beta1_to_v1(beta)["spec"] == {
         "postgres": {"version": 15},
@@ -145,7 +184,10 @@ def test_v1_only_fields_travel_in_the_reserved_annotation() -> None:
         "apiVersion": V1,
         "kind": "SampleDB",
         "metadata": {"name": "a", "namespace": "n", "annotations": {"team": "x"}},
-        "spec": {"postgres": {"version": 16}, "resources": {"limits": {"memory": "2Gi"}}},
+        "spec": {
+            "postgres": {"version": 16},
+            "resources": {"limits": {"memory": "2Gi"}},
+        },
     }
     beta = v1_to_v1beta1(obj)
     assert beta["spec"] == {"version": 16}
@@ -157,9 +199,17 @@ def test_v1_only_fields_travel_in_the_reserved_annotation() -> None:
 @pytest.mark.parametrize(
     ("obj", "desired", "message"),
     [
-        ({"apiVersion": "sampledb.io/v2", "kind": "SampleDB"}, V1, "apiVersion 'sampledb.io/v2'"),
+        (
+            {"apiVersion": "sampledb.io/v2", "kind": "SampleDB"},
+            V1,
+            "apiVersion 'sampledb.io/v2'",
+        ),
         ({"apiVersion": V1, "kind": "Other"}, V1BETA1, "kind 'Other'"),
-        ({"apiVersion": V1, "kind": "SampleDB"}, "sampledb.io/v0", "desiredAPIVersion 'sampledb.io/v0'"),
+        (
+            {"apiVersion": V1, "kind": "SampleDB"},
+            "sampledb.io/v0",
+            "desiredAPIVersion 'sampledb.io/v0'",
+        ),
         (
             {
                 "apiVersion": V1BETA1,
@@ -173,6 +223,45 @@ def test_v1_only_fields_travel_in_the_reserved_annotation() -> None:
         ("not an object", V1, "not a JSON object"),
     ],
 )
-def test_bad_objects_are_refused_with_a_reason(obj: Any, desired: str, message: str) -> None:
+def test_bad_objects_are_refused_with_a_reason(
+    obj: Any, desired: str, message: str
+) -> None:
     with pytest.raises(ConversionError, match=message):
         convert(obj, desired)
+
+
+@pytest.mark.parametrize(
+    ("database", "field"),
+    [
+        *(({"owner": role}, "spec.database.owner") for role in RESERVED_ROLES),
+        ({"owner": "pg_monitor"}, "spec.database.owner"),
+        *(({"name": name}, "spec.database.name") for name in RESERVED_DATABASES),
+    ],
+)
+def test_reserved_names_are_refused_on_the_way_from_v1beta1(
+    database: dict[str, str], field: str
+) -> None:
+    """A v1beta1 write cannot smuggle a name the v1 schema refuses in the reserved annotation."""
+    hostile = {
+        "apiVersion": V1BETA1,
+        "kind": "SampleDB",
+        "metadata": {
+            "name": "x",
+            "annotations": {RESERVED_ANNOTATION: json.dumps({"database": database})},
+        },
+        "spec": {},
+    }
+    with pytest.raises(
+        ConversionError, match=f"{RESERVED_ANNOTATION}: {field} must not"
+    ):
+        convert(hostile, V1)
+    # Reads of a stored object never fail: the other direction carries the names as they are.
+    stored = {
+        "apiVersion": V1,
+        "kind": "SampleDB",
+        "metadata": {"name": "x"},
+        "spec": {"database": database},
+    }
+    assert json.loads(
+        convert(stored, V1BETA1)["metadata"]["annotations"][RESERVED_ANNOTATION]
+    ) == {"database": database}

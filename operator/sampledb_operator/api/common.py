@@ -23,6 +23,42 @@ CRON_PATTERN = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 SQL_IDENTIFIER_PATTERN = r"^[a-z_][a-z0-9_]{0,62}$"
 
+# Names an application role must not take. The operator's Jobs log in as the superuser `postgres`
+# with the superuser password: an owner of that name would get the application's password (the
+# initial-configuration Job runs ALTER ROLE ... PASSWORD), so the application Secret would carry
+# superuser rights and every superuser Job would fail. PostgreSQL reserves `pg_*` for its own
+# roles and refuses `public`, `none` and the CURRENT_/SESSION_ keywords as role names.
+SUPERUSER = "postgres"
+RESERVED_ROLES = (SUPERUSER, "public", "none", "current_user", "current_role", "session_user")
+RESERVED_ROLE_PREFIX = "pg_"
+# The databases every cluster has: the operator's maintenance database and the two templates.
+RESERVED_DATABASES = ("postgres", "template0", "template1")
+
+
+def _cel_list(names: tuple[str, ...]) -> str:
+    return "[" + ", ".join(f"'{n}'" for n in names) + "]"
+
+
+ROLE_RULE = f"!(self in {_cel_list(RESERVED_ROLES)}) && !self.startsWith('{RESERVED_ROLE_PREFIX}')"
+ROLE_MESSAGE = (
+    f"database.owner must not be a reserved role name ({', '.join(RESERVED_ROLES)} or {RESERVED_ROLE_PREFIX}*): "
+    "the superuser and PostgreSQL's own roles cannot own the application database; choose another name, e.g. app"
+)
+DATABASE_RULE = f"!(self in {_cel_list(RESERVED_DATABASES)})"
+DATABASE_MESSAGE = (
+    f"database.name must not be one of PostgreSQL's own databases ({', '.join(RESERVED_DATABASES)}); "
+    "choose another name, e.g. app"
+)
+
+
+def reserved_name_problem(field: str, value: str) -> str | None:
+    """Why `value` cannot be `database.<field>` (None when it can): the model's copy of the CEL rules."""
+    if field == "owner" and (value in RESERVED_ROLES or value.startswith(RESERVED_ROLE_PREFIX)):
+        return ROLE_MESSAGE
+    if field == "name" and value in RESERVED_DATABASES:
+        return DATABASE_MESSAGE
+    return None
+
 
 def cel(rule: str, message: str, *, reason: str | None = None, field_path: str | None = None) -> dict[str, str]:
     """One `x-kubernetes-validations` entry; the message names the field and the fix."""

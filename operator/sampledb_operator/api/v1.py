@@ -6,12 +6,19 @@ checked at admission is expressed here, next to the field, as a schema constrain
 
 from __future__ import annotations
 
-from pydantic import Field
+from collections.abc import Callable
+from typing import Annotated
+
+from pydantic import AfterValidator, Field
 
 from sampledb_operator.api.common import (
     CRON_PATTERN,
+    DATABASE_MESSAGE,
+    DATABASE_RULE,
     DEFAULT_MAJOR_VERSION,
     DNS_LABEL_PATTERN,
+    ROLE_MESSAGE,
+    ROLE_RULE,
     SQL_IDENTIFIER_PATTERN,
     ApiModel,
     DeletionPolicy,
@@ -21,6 +28,7 @@ from sampledb_operator.api.common import (
     SampleDBStatus,
     cel,
     k8s_extra,
+    reserved_name_problem,
 )
 
 VERSION = "v1"
@@ -131,12 +139,35 @@ class ResourceRequirements(ApiModel):
     )
 
 
+def _not_reserved(field: str) -> Callable[[str], str]:
+    """A pydantic check refusing what the field's CEL rule refuses (objects admitted before the rule)."""
+
+    def check(value: str) -> str:
+        problem = reserved_name_problem(field, value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    return check
+
+
 class DatabaseSpec(ApiModel):
     """The application database and its owner role, created by the initial-configuration Job."""
 
-    name: str = Field("app", description="Name of the application database.", pattern=SQL_IDENTIFIER_PATTERN)
-    owner: str = Field(
-        "app", description="Name of the role that owns the application database.", pattern=SQL_IDENTIFIER_PATTERN
+    name: Annotated[str, AfterValidator(_not_reserved("name"))] = Field(
+        "app",
+        description="Name of the application database; not postgres, template0 or template1.",
+        pattern=SQL_IDENTIFIER_PATTERN,
+        json_schema_extra=k8s_extra(**{"x-kubernetes-validations": [cel(DATABASE_RULE, DATABASE_MESSAGE)]}),
+    )
+    owner: Annotated[str, AfterValidator(_not_reserved("owner"))] = Field(
+        "app",
+        description=(
+            "Name of the role that owns the application database; not the superuser (postgres), a pg_* role, "
+            "public, none, current_user, current_role or session_user."
+        ),
+        pattern=SQL_IDENTIFIER_PATTERN,
+        json_schema_extra=k8s_extra(**{"x-kubernetes-validations": [cel(ROLE_RULE, ROLE_MESSAGE)]}),
     )
 
 

@@ -18,6 +18,7 @@ import json
 from typing import Any
 
 from sampledb_operator.api import GROUP
+from sampledb_operator.api.common import reserved_name_problem
 
 V1 = f"{GROUP}/v1"
 V1BETA1 = f"{GROUP}/v1beta1"
@@ -117,7 +118,25 @@ def v1beta1_to_v1(obj: Obj) -> Obj:
     out["metadata"] = _with_annotation(obj.get("metadata") or {}, None)
     if "spec" in obj:
         out["spec"] = _flat_to_nested(spec, kept) if isinstance(spec, dict) else copy.deepcopy(spec)
+    _refuse_reserved_names(kept)
     return out
+
+
+def _refuse_reserved_names(kept: Obj) -> None:
+    """Refuse what the v1 schema's CEL rules refuse, when it arrives through v1beta1.
+
+    The API server validates a write against the schema of the version it was sent in, so a
+    `v1beta1` object could smuggle `database.owner: postgres` past the `v1` rules in the
+    annotation. Only this direction is checked: reads (v1 -> v1beta1) never fail on stored objects.
+    """
+    database = kept.get("database")
+    if not isinstance(database, dict):
+        return
+    for field in ("owner", "name"):
+        value = database.get(field)
+        problem = reserved_name_problem(field, value) if isinstance(value, str) else None
+        if problem:
+            raise ConversionError(f"annotation {RESERVED_ANNOTATION}: spec.{problem}")
 
 
 def _encode(rest: Obj) -> str:
