@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Build the pinned Kubernetes toolchain from the Go module proxy and cache it outside the repo.
+# (One exception: checkov, the manifest linter, is a Python tool installed from PyPI into a venv.)
 #
 # Why a script and not `go install` everywhere: k8s.io/kubernetes and etcd carry `replace`
 # directives, which `go install mod@ver` refuses, so they are built in a scratch module that
@@ -19,7 +20,7 @@ TOOLS_DIR=${SAMPLEDB_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/sampledb-operato
 WORK_DIR=${SAMPLEDB_TOOLS_WORK:-${XDG_CACHE_HOME:-$HOME/.cache}/sampledb-operator/build}
 export GOFLAGS=-buildvcs=false GOTOOLCHAIN=local
 
-ALL_TOOLS=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok kubelet kube-proxy coredns helm opm olm catalog)
+ALL_TOOLS=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok kubelet kube-proxy coredns helm opm olm catalog bundle-validate checkov)
 # Not in the default set: the module proxy reachable here serves operator-sdk v1.42.0's .info and
 # .zip but refuses its .mod (403), and refuses older releases outright, so the Go client cannot
 # build it. `hack/build-tools.sh operator-sdk` still tries (and says why it fails).
@@ -38,6 +39,8 @@ version_of() {
     operator-sdk) echo "$OPERATOR_SDK_VERSION" ;;
     opm) echo "$OPM_VERSION" ;;
     olm|catalog) echo "$OLM_VERSION" ;;
+    bundle-validate) echo "$OPERATOR_FRAMEWORK_API_VERSION" ;;
+    checkov) echo "$CHECKOV_VERSION" ;;
     *) die "unknown tool '$1' (known: ${ALL_TOOLS[*]})" ;;
   esac
 }
@@ -163,10 +166,35 @@ build_olm() {  # olm and catalog share a module
   CGO_ENABLED=0 build_in_scratch "$mod" "$OLM_VERSION" "$mod/cmd/$2" "$1" -ldflags "-s -w"
 }
 
+# operator-sdk's `bundle validate` checks without operator-sdk (see hack/bundle-validate/main.go):
+# our small main package built against the pinned github.com/operator-framework/api.
+build_bundle_validate() {
+  local dir; dir=$(scratch_module bundle-validate)
+  cp "$here/bundle-validate/main.go" "$dir/"
+  (cd "$dir" && go get "github.com/operator-framework/api@$OPERATOR_FRAMEWORK_API_VERSION" >/dev/null && go mod tidy >/dev/null \
+    && CGO_ENABLED=0 go build -mod=mod -ldflags "-s -w" -o "$1" .)
+}
+
+# checkov (hack/manifest_lint.py) from PyPI, in its own venv next to the link $1: never in the
+# project's venv, whose pins (operator/constraints.txt) its many dependencies would fight.
+build_checkov() {
+  local venv; venv="$(dirname "$1")/venv"
+  local python=${CHECKOV_PYTHON:-python3.11}
+  command -v "$python" >/dev/null || python=python3
+  rm -rf "$venv"
+  "$python" -m venv "$venv" \
+    && "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "checkov==$CHECKOV_VERSION" \
+    && "$venv/bin/checkov" --version >/dev/null \
+    && ln -sfn venv/bin/checkov "$1"
+}
+
 build_one() {
   local name=$1 target; target=$(target_of "$name")
   if [ -x "$target" ]; then log "$name $(version_of "$name"): cached"; return 0; fi
   mkdir -p "$(dirname "$target")"
+  if [ "$name" != checkov ]; then
+    command -v go >/dev/null || die "go is not on PATH; install Go (>= 1.24) first"
+  fi
   local start=$SECONDS
   log "$name $(version_of "$name"): building (first build on a fresh machine takes minutes)..."
   case "$name" in
@@ -178,13 +206,14 @@ build_one() {
     operator-sdk) build_operator_sdk "$target" ;;
     opm) build_opm "$target" ;;
     olm|catalog) build_olm "$target" "$name" ;;
-  esac || { rm -f "$target"; die "$name failed to build (see the go output above)"; }
+    bundle-validate) build_bundle_validate "$target" ;;
+    checkov) build_checkov "$target" ;;
+  esac || { rm -f "$target"; die "$name failed to build (see the go or pip output above)"; }
   [ -x "$target" ] || die "$name: build finished but $target is missing"
   log "$name: built in $((SECONDS - start)) s -> $target"
 }
 
 if [ "${1:-}" = "--print-dir" ]; then echo "$TOOLS_DIR"; exit 0; fi
-command -v go >/dev/null || die "go is not on PATH; install Go (>= 1.24) first"
 tools=("$@")
 if [ ${#tools[@]} -eq 0 ]; then
   tools=("${ALL_TOOLS[@]}")

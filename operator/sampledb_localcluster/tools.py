@@ -33,6 +33,8 @@ _VERSION_KEYS: Mapping[str, str] = {
     "opm": "OPM_VERSION",
     "olm": "OLM_VERSION",
     "catalog": "OLM_VERSION",
+    "bundle-validate": "OPERATOR_FRAMEWORK_API_VERSION",
+    "checkov": "CHECKOV_VERSION",
 }
 
 

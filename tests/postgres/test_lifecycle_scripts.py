@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from sampledb_operator.jobs.backup import backup_env, backup_script
+from sampledb_operator.jobs.common import credentials_volume
 from sampledb_operator.jobs.initialize import init_job
 from sampledb_operator.jobs.migrate import TRACKING_TABLE, migrate_script
+from sampledb_operator.resources.secret import SUPERUSER_PASSWORD_KEY
 from tests.postgres.conftest import Runtime, Server
 from tests.postgres.test_scripts import APP_PASSWORD, job_env, secret_data
 from tests.unit.conftest import make_instance
@@ -39,7 +41,9 @@ def load_orders(server: Server, rows: int) -> None:
 
 
 def env_of(instance: Any, server: Server, entries: list[dict[str, Any]]) -> dict[str, str]:
-    fake_job = {"spec": {"template": {"spec": {"containers": [{"env": entries}]}}}}
+    """A backup Job's environment and credentials volume around `entries` (the backup_env under test)."""
+    volumes = [credentials_volume(instance, (SUPERUSER_PASSWORD_KEY,))]
+    fake_job = {"spec": {"template": {"spec": {"containers": [{"env": entries}], "volumes": volumes}}}}
     return job_env(fake_job, server, secret_data(instance, server))
 
 

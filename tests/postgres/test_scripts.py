@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from sampledb_operator.jobs.common import superuser_env
 from sampledb_operator.jobs.initialize import init_job
-from sampledb_operator.jobs.snapshot import snapshot_script
+from sampledb_operator.jobs.snapshot import snapshot_job, snapshot_script
 from sampledb_operator.resources import secret
+from sampledb_operator.resources.statefulset import CREDENTIALS_DIR
 from tests.postgres.conftest import Runtime, Server
 from tests.unit.conftest import make_instance
 
@@ -18,14 +18,24 @@ APP_PASSWORD = "app-secret-Pw2"
 
 
 def job_env(job: dict[str, Any], server: Server, secret_data: dict[str, str]) -> dict[str, str]:
-    """The Job container's environment as the kubelet would build it, aimed at the test server."""
-    env = {}
-    for var in job["spec"]["template"]["spec"]["containers"][0]["env"]:
-        if "value" in var:
-            env[var["name"]] = var["value"]
-        else:
-            env[var["name"]] = secret_data[var["valueFrom"]["secretKeyRef"]["key"]]
+    """The Job container's environment as the kubelet would build it, aimed at the test server.
+
+    The Job's credentials Secret volume becomes a folder of files under the server's root (paths in
+    the environment follow it there), and the libpq password file goes next to it.
+    """
+    pod = job["spec"]["template"]["spec"]
+    env_vars = pod["containers"][0]["env"]
+    assert not [var["name"] for var in env_vars if "valueFrom" in var], "secrets reach a Job as files only"
+    mount = server.root / "job-credentials"
+    mount.mkdir(exist_ok=True)
+    for volume in pod.get("volumes", []):
+        for item in volume.get("secret", {}).get("items", []):
+            (mount / item["path"]).write_text(secret_data[item["key"]])
+    server.chown(mount)
+    env = {var["name"]: var["value"].replace(CREDENTIALS_DIR, str(mount)) for var in env_vars}
     env.update(PGHOST="127.0.0.1", PGPORT=str(server.port))
+    if "PGPASSFILE" in env:
+        env["PGPASSFILE"] = str(server.root / "pgpass")
     return env
 
 
@@ -88,8 +98,7 @@ def test_snapshot_dumps_every_database_restorably(make_server: Any, pg: Runtime,
     mount = pg_workdir / "snapshot"
     mount.mkdir()
     server.chown(mount)
-    env = {e["name"]: e.get("value", "") for e in superuser_env(instance)}
-    env.update(PGHOST="127.0.0.1", PGPORT=str(server.port), PGPASSWORD=server.superuser_password)
+    env = job_env(snapshot_job(instance), server, secret_data(instance, server))
     result = server.run_script(snapshot_script(str(mount)), env)
     (folder,) = mount.iterdir()
     assert (folder / "COMPLETE").exists()

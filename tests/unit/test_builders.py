@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import stat
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from sampledb_operator.jobs.common import PASSFILE_FROM_SECRET
 from sampledb_operator.jobs.initialize import init_job
+from sampledb_operator.jobs.migrate import migration_job
 from sampledb_operator.jobs.snapshot import snapshot_job, snapshot_pvc
 from sampledb_operator.resources import config, pdb, secret, services, statefulset
 from sampledb_operator.resources.instance import Instance
@@ -66,8 +71,9 @@ def test_pods_pass_restricted_and_carry_no_secret_on_the_command_line(build: Any
         command = json.dumps(container.get("command", []) + container.get("args", []))
         assert "PGPASSWORD=" not in command and "--password=" not in command
         for env in container.get("env", []):
+            assert "valueFrom" not in env, f"{env['name']}: secrets reach our Pods as mounted files only"
             if "PASSWORD" in env["name"]:
-                assert "value" not in env and "secretKeyRef" in env["valueFrom"]
+                assert env["value"].startswith(f"{statefulset.CREDENTIALS_DIR}/"), env
 
 
 def test_jobs_are_bounded(instance: Instance) -> None:
@@ -173,3 +179,34 @@ def test_services_and_pdb_select_the_database_pod(instance: Instance) -> None:
     assert pdb.pod_disruption_budget(instance)["spec"] == {"minAvailable": 1, "selector": {"matchLabels": selector}}
     pod_labels = statefulset.statefulset(instance)["spec"]["template"]["metadata"]["labels"]
     assert selector.items() <= pod_labels.items()
+
+
+@pytest.mark.parametrize(
+    ("build", "keys"),
+    [
+        (init_job, [secret.SUPERUSER_PASSWORD_KEY, secret.PASSWORD_KEY]),
+        (snapshot_job, [secret.SUPERUSER_PASSWORD_KEY]),
+        (lambda inst: migration_job(inst, name="m", config_map="cm"), [secret.PASSWORD_KEY]),
+    ],
+)
+def test_jobs_mount_only_the_credentials_they_use(build: Any, keys: list[str], instance: Instance) -> None:
+    pod = build(instance)["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if "secret" in v]
+    assert volume["secret"]["secretName"] == "db1-credentials"
+    assert [item["key"] for item in volume["secret"]["items"]] == keys
+    assert volume["secret"]["defaultMode"] == 0o440
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == volume["name"])
+    assert mount == {"name": "credentials", "mountPath": statefulset.CREDENTIALS_DIR, "readOnly": True}
+
+
+def test_password_file_becomes_a_private_libpq_passfile(tmp_path: Path) -> None:
+    """The script prelude escapes `\\` and `:` (the passfile format) and writes the file 0600."""
+    password_file, passfile = tmp_path / "password", tmp_path / "pgpass"
+    password_file.write_text("a:b\\c")
+    env = {"PASSWORD_FILE": str(password_file), "PGPASSFILE": str(passfile), "PATH": "/usr/bin:/bin"}
+    subprocess.run(["/bin/sh", "-c", f"set -eu\n{PASSFILE_FROM_SECRET}"], env=env, check=True)
+    assert passfile.read_text() == "*:*:*:*:a\\:b\\\\c"
+    assert stat.S_IMODE(passfile.stat().st_mode) == 0o600
+    passfile.unlink()
+    subprocess.run(["/bin/sh", "-c", f"set -eu\n{PASSFILE_FROM_SECRET}"], env={"PATH": "/usr/bin:/bin"}, check=True)
+    assert not passfile.exists()  # no mounted password (a test's own PGPASSWORD): nothing written

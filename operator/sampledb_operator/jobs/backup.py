@@ -8,7 +8,7 @@ Steps of one backup run (the script below):
 3. with retention, delete the oldest scheduled dumps beyond the count;
 4. write a one-line JSON summary (file, bytes, sha256, verified) to the termination log, where
    the operator reads it back into the SampleDBBackup's status.
-Credentials come from the instance's Secret through the environment, never the command line.
+Credentials come from the instance's Secret as a mounted file, never the command line or environment.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 
 from sampledb_operator.jobs.common import TERMINATION_LOG, WAIT_FOR_SERVER, job, superuser_env
 from sampledb_operator.resources.instance import Instance
+from sampledb_operator.resources.secret import SUPERUSER_PASSWORD_KEY
 from sampledb_operator.resources.volumes import claim
 
 BACKUP_MOUNT = "/backups"
@@ -89,6 +90,7 @@ def backup_job(instance: Instance, *, name: str, label: str, verify: bool) -> di
         env=backup_env(instance, label=label, verify=verify, retain=None),
         volumes=[{"name": "backups", "persistentVolumeClaim": {"claimName": instance.backup_pvc}}],
         mounts=[{"name": "backups", "mountPath": BACKUP_MOUNT}],
+        credentials=(SUPERUSER_PASSWORD_KEY,),
     )
 
 
@@ -105,6 +107,7 @@ def backup_cronjob(instance: Instance) -> dict[str, Any] | None:
         env=backup_env(instance, label="scheduled", verify=backup.verify, retain=backup.retention),
         volumes=[{"name": "backups", "persistentVolumeClaim": {"claimName": instance.backup_pvc}}],
         mounts=[{"name": "backups", "mountPath": BACKUP_MOUNT}],
+        credentials=(SUPERUSER_PASSWORD_KEY,),
     )
     return {
         "apiVersion": "batch/v1",

@@ -7,32 +7,60 @@ from typing import Any
 from sampledb_operator.resources import security
 from sampledb_operator.resources.instance import POSTGRES_PORT, Instance
 from sampledb_operator.resources.secret import SUPERUSER_PASSWORD_KEY
+from sampledb_operator.resources.statefulset import CREDENTIALS_DIR
 
 JOB_TTL_SECONDS = 7 * 24 * 3600
-# Every script starts by waiting for the server (bounded by the Job's activeDeadlineSeconds).
-WAIT_FOR_SERVER = 'until pg_isready --quiet; do echo "sampledb: waiting for $PGHOST"; sleep 2; done\n'
+# Jobs mount the keys they need of the credentials Secret in CREDENTIALS_DIR, as the StatefulSet does:
+# secrets reach a Job as files, never as environment variables that `kubectl describe` lists. The
+# scripts turn the file into libpq's password file, in the Pod's private /tmp emptyDir.
+PASSFILE = "/tmp/pgpass"  # noqa: S108
+# When a password file is mounted ($PASSWORD_FILE), it becomes libpq's $PGPASSFILE: mode 0600, any
+# host/port/database/user, `\` and `:` escaped as that format requires.
+PASSFILE_FROM_SECRET = r"""if [ -n "${PASSWORD_FILE:-}" ]; then
+  (umask 077 && sed 's/[\\:]/\\&/g; s/^/*:*:*:*:/' "$PASSWORD_FILE" > "$PGPASSFILE")
+fi
+"""  # noqa: S105 - a script that copies the mounted file, no password in it
+# Every script that connects starts with this: the password file, then waiting for the server
+# (bounded by the Job's activeDeadlineSeconds).
+WAIT_FOR_SERVER = (
+    PASSFILE_FROM_SECRET + 'until pg_isready --quiet; do echo "sampledb: waiting for $PGHOST"; sleep 2; done\n'
+)
 # Where a script leaves its one-line JSON summary for the operator (the Pod's termination message).
 TERMINATION_LOG = "/dev/termination-log"
 
 
 def connection_env(instance: Instance, *, user: str, database: str, password_key: str) -> list[dict[str, Any]]:
-    """The libpq variables to reach the instance as `user`; the password via secretKeyRef."""
+    """The libpq variables to reach the instance as `user`; the password from the mounted Secret.
+
+    The Job must mount `password_key` (see `job(credentials=...)`); the script's WAIT_FOR_SERVER turns
+    the file into the libpq password file.
+    """
     return [
         {"name": "PGHOST", "value": f"{instance.client_service}.{instance.namespace}.svc"},
         {"name": "PGPORT", "value": str(POSTGRES_PORT)},
         {"name": "PGUSER", "value": user},
         {"name": "PGDATABASE", "value": database},
         {"name": "PGCONNECT_TIMEOUT", "value": "10"},
-        {
-            "name": "PGPASSWORD",
-            "valueFrom": {"secretKeyRef": {"name": instance.credentials_secret, "key": password_key}},
-        },
+        {"name": "PGPASSFILE", "value": PASSFILE},
+        {"name": "PASSWORD_FILE", "value": f"{CREDENTIALS_DIR}/{password_key}"},
     ]
 
 
 def superuser_env(instance: Instance) -> list[dict[str, Any]]:
     """The libpq variables to reach the instance as the superuser."""
     return connection_env(instance, user="postgres", database="postgres", password_key=SUPERUSER_PASSWORD_KEY)
+
+
+def credentials_volume(instance: Instance, keys: tuple[str, ...]) -> dict[str, Any]:
+    """The Secret volume with only `keys` of the credentials Secret, readable by the Pod's group."""
+    return {
+        "name": "credentials",
+        "secret": {
+            "secretName": instance.credentials_secret,
+            "items": [{"key": key, "path": key} for key in keys],
+            "defaultMode": 0o440,
+        },
+    }
 
 
 def job(
@@ -45,8 +73,15 @@ def job(
     volumes: list[dict[str, Any]] | None = None,
     mounts: list[dict[str, Any]] | None = None,
     image: str | None = None,
+    credentials: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """A Job running `script` with /bin/sh in `image` (by default the instance's job image)."""
+    """A Job running `script` with /bin/sh in `image` (by default the instance's job image).
+
+    `credentials`: the keys of the instance's credentials Secret to mount read-only in CREDENTIALS_DIR.
+    """
+    if credentials:
+        volumes = [*(volumes or []), credentials_volume(instance, credentials)]
+        mounts = [*(mounts or []), {"name": "credentials", "mountPath": CREDENTIALS_DIR, "readOnly": True}]
     container = {
         "name": component,
         "image": image or instance.job_image,

@@ -1,7 +1,8 @@
 r"""The initial-configuration Job: creates the application role and database, once per instance.
 
 The SQL is idempotent (it checks the catalogs first), so a retried Pod does no harm; the role's
-password reaches psql through `\getenv` from the environment, never through an argument.
+password reaches psql from the mounted Secret file (`\set` with a backquoted `cat`), never through
+an argument or the environment.
 """
 
 from __future__ import annotations
@@ -10,12 +11,15 @@ from typing import Any
 
 from sampledb_operator.jobs.common import WAIT_FOR_SERVER, job, superuser_env
 from sampledb_operator.resources.instance import Instance
-from sampledb_operator.resources.secret import PASSWORD_KEY
+from sampledb_operator.resources.secret import PASSWORD_KEY, SUPERUSER_PASSWORD_KEY
+from sampledb_operator.resources.statefulset import CREDENTIALS_DIR
+
+CREDENTIALS = (SUPERUSER_PASSWORD_KEY, PASSWORD_KEY)
 
 INIT_SQL = r"""\set ON_ERROR_STOP on
 \getenv owner APP_OWNER
 \getenv db APP_DATABASE
-\getenv owner_password APP_PASSWORD
+\set owner_password `cat "$APP_PASSWORD_FILE"`
 SELECT format('CREATE ROLE %I LOGIN', :'owner')
  WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'owner') \gexec
 SELECT format('ALTER ROLE %I WITH LOGIN PASSWORD %L', :'owner', :'owner_password') \gexec
@@ -56,13 +60,12 @@ def init_job(instance: Instance, restore: tuple[str, str] | None = None) -> dict
         *superuser_env(instance),
         {"name": "APP_OWNER", "value": db.owner},
         {"name": "APP_DATABASE", "value": db.name},
-        {
-            "name": "APP_PASSWORD",
-            "valueFrom": {"secretKeyRef": {"name": instance.credentials_secret, "key": PASSWORD_KEY}},
-        },
+        {"name": "APP_PASSWORD_FILE", "value": f"{CREDENTIALS_DIR}/{PASSWORD_KEY}"},
     ]
     if restore is None:
-        return job(instance, name=instance.init_job, component="init", script=INIT_SCRIPT, env=env)
+        return job(
+            instance, name=instance.init_job, component="init", script=INIT_SCRIPT, env=env, credentials=CREDENTIALS
+        )
     claim, file = restore
     env.append({"name": "RESTORE_FILE", "value": f"{RESTORE_MOUNT}/{file}"})
     return job(
@@ -73,4 +76,5 @@ def init_job(instance: Instance, restore: tuple[str, str] | None = None) -> dict
         env=env,
         volumes=[{"name": "restore", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}],
         mounts=[{"name": "restore", "mountPath": RESTORE_MOUNT, "readOnly": True}],
+        credentials=CREDENTIALS,
     )

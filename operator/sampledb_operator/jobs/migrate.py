@@ -72,4 +72,5 @@ def migration_job(instance: Instance, *, name: str, config_map: str) -> dict[str
         env=env,
         volumes=[{"name": "migrations", "configMap": {"name": config_map}}],
         mounts=[{"name": "migrations", "mountPath": MIGRATIONS_MOUNT, "readOnly": True}],
+        credentials=(PASSWORD_KEY,),
     )

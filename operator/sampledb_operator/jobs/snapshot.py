@@ -14,6 +14,7 @@ from typing import Any
 
 from sampledb_operator.jobs.common import WAIT_FOR_SERVER, job, superuser_env
 from sampledb_operator.resources.instance import Instance
+from sampledb_operator.resources.secret import SUPERUSER_PASSWORD_KEY
 from sampledb_operator.resources.volumes import claim
 
 SNAPSHOT_MOUNT = "/snapshot"
@@ -51,4 +52,5 @@ def snapshot_job(instance: Instance) -> dict[str, Any]:
         env=superuser_env(instance),
         volumes=[{"name": "snapshot", "persistentVolumeClaim": {"claimName": instance.snapshot_pvc}}],
         mounts=[{"name": "snapshot", "mountPath": SNAPSHOT_MOUNT}],
+        credentials=(SUPERUSER_PASSWORD_KEY,),
     )

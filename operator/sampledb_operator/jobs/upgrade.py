@@ -237,18 +237,6 @@ def upgrade_job(
     if step in OFFLINE_STEPS:
         volumes.append({"name": "data", "persistentVolumeClaim": {"claimName": instance.data_pvcs[0]}})
         mounts.append({"name": "data", "mountPath": DATA_MOUNT})
-    if step is Step.RUN:  # initdb sets the superuser password from the Secret, as the StatefulSet does
-        volumes.append(
-            {
-                "name": "credentials",
-                "secret": {
-                    "secretName": instance.credentials_secret,
-                    "items": [{"key": SUPERUSER_PASSWORD_KEY, "path": SUPERUSER_PASSWORD_KEY}],
-                    "defaultMode": 0o440,
-                },
-            }
-        )
-        mounts.append({"name": "credentials", "mountPath": CREDENTIALS_DIR, "readOnly": True})
     manifest = job(
         instance,
         name=job_name(instance, to_version, attempt, step),
@@ -258,6 +246,9 @@ def upgrade_job(
         volumes=volumes,
         mounts=mounts,
         image=image,
+        # The online steps connect with the superuser password; RUN's initdb sets it from the file,
+        # as the StatefulSet does. Both read it from the mounted Secret.
+        credentials=(SUPERUSER_PASSWORD_KEY,) if step in ONLINE_STEPS or step is Step.RUN else (),
     )
     manifest["metadata"]["labels"][UPGRADE_LABEL] = str(to_version)
     return manifest
