@@ -67,6 +67,7 @@ class WebhookReplicas:
                 "--host=127.0.0.1",
                 f"--port={self.port}",
                 "--drain-seconds=2",
+                "--linger-seconds=1",
                 f"--reload-seconds={reload_seconds}",
             ],
             env=env,

@@ -111,6 +111,7 @@ def run_webhook(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         drain_seconds=args.drain_seconds,
+        linger_seconds=args.linger_seconds,
         reload_interval=args.reload_seconds,
     )
     for path in (config.cert_file, config.key_file):
@@ -145,7 +146,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     hook.add_argument("--key", type=Path, default=Path("/tls/tls.key"), help="its private key (PEM)")
     hook.add_argument("--host", default="0.0.0.0", help="address to listen on")  # noqa: S104
     hook.add_argument("--port", type=int, default=9443)
-    hook.add_argument("--drain-seconds", type=float, default=3.0, help="grace period on SIGTERM")
+    hook.add_argument(
+        "--linger-seconds",
+        type=float,
+        default=5.0,
+        help="on SIGTERM, keep accepting this long (behind a Service, until kube-proxy drops the endpoint)",
+    )
+    hook.add_argument("--drain-seconds", type=float, default=3.0, help="then, time for in-flight requests")
     hook.add_argument("--reload-seconds", type=float, default=5.0, help="how often to check the certificate files")
     args = parser.parse_args(argv)
     if args.command == "generate-crds":

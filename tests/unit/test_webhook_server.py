@@ -126,3 +126,27 @@ def test_plain_http_is_refused(webhook: WebhookReplicas) -> None:
 
     with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
         urllib.request.urlopen(f"http://127.0.0.1:{webhook.port}/healthz", timeout=5)
+
+
+def conversion_counts(webhook: WebhookReplicas) -> dict[str, float]:
+    """The webhook's own request counters, as Prometheus would scrape them."""
+    counts = {}
+    for line in webhook.get("/metrics").splitlines():
+        if line.startswith(("sampledb_conversion_requests_total{", "sampledb_conversion_objects_total ")):
+            name, value = line.rsplit(" ", 1)
+            counts[name] = float(value)
+    return counts
+
+
+def test_metrics_count_requests_by_result(webhook: WebhookReplicas) -> None:
+    before = conversion_counts(webhook)
+    webhook.post(review([beta("a"), beta("b")]))
+    webhook.post(review([{"apiVersion": "sampledb.io/v9", "kind": "SampleDB"}]))
+    after = conversion_counts(webhook)
+
+    def grew(name: str) -> float:
+        return after.get(name, 0) - before.get(name, 0)
+
+    assert grew('sampledb_conversion_requests_total{result="Success"}') == 1
+    assert grew('sampledb_conversion_requests_total{result="Failure"}') == 1
+    assert grew("sampledb_conversion_objects_total") == 2

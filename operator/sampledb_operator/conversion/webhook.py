@@ -8,9 +8,14 @@ so an operator crash never makes SampleDBs unreadable. Design points:
 - A bad request never crashes it: it answers a ConversionReview with `result.status: Failure`
   and a message naming the problem (and the object, for a batch), or HTTP 400 when there is no
   review to answer. A batch is converted whole or not at all: no object is silently dropped.
-- Graceful restart: on SIGTERM it stops accepting connections (the other replica takes new ones),
-  answers in-flight and keep-alive requests with `Connection: close` for a short drain period,
-  then exits. With two replicas, readers see no failed request.
+- Graceful restart: on SIGTERM it first keeps accepting for `linger_seconds`, answering every
+  request with `Connection: close` and /readyz with 503: behind a Service, the API server's new
+  connections still reach this Pod until kube-proxy has dropped its endpoint (the deletion and the
+  rule update are asynchronous; closing the listener at once refused them, seen as failed v1beta1
+  requests on the real node). Then it stops accepting, answers what is in flight for
+  `drain_seconds`, and exits. With two replicas, readers see no failed request.
+- `GET /metrics` (Prometheus text) counts conversion requests by result and times them, so an
+  operator of the cluster can see that the API server calls it, and how often it refuses.
 """
 
 from __future__ import annotations
@@ -28,12 +33,24 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
 from sampledb_operator.conversion.convert import ConversionError, convert
 
 logger = logging.getLogger(__name__)
 REVIEW_API_VERSION = "apiextensions.k8s.io/v1"
 DRAINING = web.AppKey("draining", asyncio.Event)
+CONVERSIONS = Counter(
+    "sampledb_conversion_requests_total",
+    "ConversionReviews answered, by result (Success, Failure, BadRequest).",
+    ["result"],
+)
+CONVERTED_OBJECTS = Counter("sampledb_conversion_objects_total", "Objects converted successfully.")
+CONVERSION_SECONDS = Histogram(
+    "sampledb_conversion_duration_seconds",
+    "Time to answer one ConversionReview.",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+)
 
 
 @dataclass(frozen=True)
@@ -45,6 +62,7 @@ class WebhookConfig:
     host: str = "0.0.0.0"  # noqa: S104 - in a Pod; tests pass 127.0.0.1
     port: int = 9443
     drain_seconds: float = 3.0
+    linger_seconds: float = 5.0
     reload_interval: float = 5.0
 
 
@@ -119,15 +137,17 @@ async def handle_convert(request: web.Request) -> web.Response:
     started = time.perf_counter()
     response, problem = convert_review(review)
     if response is None:
+        CONVERSIONS.labels("BadRequest").inc()
         return web.json_response({"error": problem}, status=400)
     result = response["response"]["result"]
+    CONVERSIONS.labels(result["status"]).inc()
     if result["status"] != "Success":
         logger.warning("conversion failed: %s", result["message"])
-    logger.debug(
-        "converted %d object(s) in %.2f ms",
-        len(review["request"].get("objects") or []),
-        (time.perf_counter() - started) * 1e3,
-    )
+    else:
+        CONVERTED_OBJECTS.inc(len(response["response"]["convertedObjects"]))
+    elapsed = time.perf_counter() - started
+    CONVERSION_SECONDS.observe(elapsed)
+    logger.debug("converted %d object(s) in %.2f ms", len(review["request"].get("objects") or []), elapsed * 1e3)
     reply = web.json_response(response)
     if request.app[DRAINING].is_set():
         reply.force_close()
@@ -141,6 +161,13 @@ async def handle_health(request: web.Request) -> web.Response:
     return web.Response(text="ok\n")
 
 
+async def handle_metrics(request: web.Request) -> web.Response:
+    """GET /metrics: the Prometheus text of this process's counters."""
+    reply = web.Response(body=generate_latest())
+    reply.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+    return reply
+
+
 def make_app() -> web.Application:
     """The aiohttp application (also used by tests and benchmarks without TLS)."""
     app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -148,6 +175,7 @@ def make_app() -> web.Application:
     app.router.add_post("/convert", handle_convert)
     app.router.add_get("/healthz", handle_health)
     app.router.add_get("/readyz", handle_health)
+    app.router.add_get("/metrics", handle_metrics)
     return app
 
 
@@ -181,8 +209,10 @@ async def serve(config: WebhookConfig) -> None:
             await asyncio.wait_for(stop.wait(), timeout=config.reload_interval)
         except TimeoutError:
             reloader.reload_if_changed()
-    logger.info("draining for %.1f s before stopping", config.drain_seconds)
-    app[DRAINING].set()
-    await site.stop()  # no new connections; open ones are answered with Connection: close
+    logger.info("draining: serving %.1f s more while the endpoint goes, then %.1f s for in-flight requests",
+                config.linger_seconds, config.drain_seconds)  # fmt: skip
+    app[DRAINING].set()  # /readyz 503; every answer carries Connection: close
+    await asyncio.sleep(config.linger_seconds)
+    await site.stop()  # no new connections
     await asyncio.sleep(config.drain_seconds)
     await runner.cleanup()
