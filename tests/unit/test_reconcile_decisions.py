@@ -44,6 +44,20 @@ def test_changed_spec_patches_only_mutable_fields() -> None:
     assert "volumeClaimTemplates" not in action.body["spec"]  # immutable in a StatefulSet
 
 
+def test_statefulset_scaled_by_hand_is_scaled_back(instance: Instance) -> None:
+    created = children.plan_child(STS_CHILD, instance, None)
+    assert created is not None
+    scaled = as_created(created)
+    scaled["spec"]["replicas"] = 0  # `kubectl scale --replicas=0`: the fingerprint annotation is unchanged
+    action = children.plan_child(STS_CHILD, instance, scaled)
+    assert action is not None
+    assert (action.verb, action.reason, action.body["spec"]["replicas"]) == (
+        children.Verb.PATCH,
+        "StatefulSetDrifted",
+        1,
+    )
+
+
 def test_storage_size_alone_does_not_touch_the_statefulset() -> None:
     created = children.plan_child(STS_CHILD, make_instance(), None)
     assert created is not None

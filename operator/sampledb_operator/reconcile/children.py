@@ -54,6 +54,9 @@ class ChildSpec:
     unhashed_spec_keys: tuple[str, ...] = ()
     # Delete the child when it is no longer called for (never for volumes: they hold data).
     prune: bool = False
+    # Fields someone else may change by hand, compared with the live object (the fingerprint only
+    # says what the operator last wrote): a StatefulSet scaled to 0 is scaled back.
+    drift_paths: tuple[tuple[str, ...], ...] = ()
 
 
 def _when_scheduled(build: Callable[[Instance], dict[str, Any] | None]) -> Callable[[Instance], dict[str, Any] | None]:
@@ -70,6 +73,7 @@ CHILDREN: tuple[ChildSpec, ...] = (
         statefulset.statefulset,
         mutable_spec_keys=("spec",),
         unhashed_spec_keys=("volumeClaimTemplates",),
+        drift_paths=(("spec", "replicas"),),
     ),
     ChildSpec("PodDisruptionBudget", lambda i: i.pdb, pdb.pod_disruption_budget, mutable_spec_keys=("spec",)),
     # Scheduled backups: the volume is created on first need and kept; the CronJob follows the schedule.
@@ -127,9 +131,17 @@ def plan_child(child: ChildSpec, instance: Instance, observed: dict[str, Any] | 
     if observed is None:
         return Action(Verb.CREATE, child.kind, name, f"{child.kind}Missing", with_fingerprint(desired, digest))
     current = (observed["metadata"].get("annotations") or {}).get(HASH_ANNOTATION)
-    if current == digest:
-        return None
-    return Action(Verb.PATCH, child.kind, name, f"{child.kind}Outdated", _update_body(child, desired, digest))
+    if current != digest:
+        return Action(Verb.PATCH, child.kind, name, f"{child.kind}Outdated", _update_body(child, desired, digest))
+    if any(_at(desired, path) != _at(observed, path) for path in child.drift_paths):
+        return Action(Verb.PATCH, child.kind, name, f"{child.kind}Drifted", _update_body(child, desired, digest))
+    return None
+
+
+def _at(obj: dict[str, Any], path: tuple[str, ...]) -> Any:
+    for key in path:
+        obj = obj.get(key) if isinstance(obj, dict) else None  # type: ignore[assignment]
+    return obj
 
 
 def plan_secret(instance: Instance, observed: dict[str, Any] | None, password: Callable[[], str]) -> Action | None:
