@@ -9,13 +9,14 @@
 #      registry container next to it (the kind docs' recipe): `operator-sdk run bundle` pulls the
 #      bundle image from a registry, on this machine and inside the cluster, not from kind's nodes;
 #   3. `make docker-build` and `make bundle-build`, `kind load docker-image` both, and push the
-#      bundle image to the local registry;
+#      bundle image to the local registry (the e2e tests load their own images: KIND_CLUSTER);
 #   4. Helm: `make deploy IMG=...` into sampledb-system (it installs the CRDs and the conversion
 #      webhook the tests expect on an existing cluster), then the operator Deployment is scaled to
 #      0 so that the integration tests' own operator process is the only one acting;
 #   5. the integration tests with KUBECONFIG set (tests/conftest.py then uses this cluster), minus
 #      tests/integration/test_cluster.py, which tests the local control plane itself;
-#   6. `make undeploy` (the e2e Helm tests install their own release), then the e2e tests, minus
+#   6. `make undeploy` (the e2e Helm tests install their own release), then the e2e tests (Helm,
+#      OLM, webhook availability, leader handover, namespace mode: the same as on the real node), minus
 #      tests/e2e/test_image.py (the image with podman on this host, and an operator on the local
 #      control plane only);
 #   7. OLM: `operator-sdk olm install` unless OLM runs, `operator-sdk run bundle` in a fresh
@@ -48,10 +49,6 @@ BUNDLE_IMG=${BUNDLE_IMG:-localhost/sampledb-operator-bundle:v$VERSION}
 PYTHON=${PYTHON:-.venv/bin/python}
 # Arrays that may be empty are expanded as ${a[@]+"${a[@]}"}: bash < 4.4 (macOS) fails on "${a[@]}" under set -u.
 read -r -a pytest_args <<<"${PYTEST_ARGS:-}"
-# The images the e2e tests' Deployments run: the chart's default (appVersion) and the two bundle
-# versions of tests/e2e/test_olm.py (OLD, NEW). Tagged from IMG and loaded into kind.
-E2E_IMAGE_TAGS=(0.1.0 0.1.1)
-E2E_IMAGE_REPOSITORY=localhost/sampledb-operator
 # The bundle image as the cluster and operator-sdk pull it: pushed to the local registry.
 REGISTRY_BUNDLE_IMG="localhost:$REGISTRY_PORT/${BUNDLE_IMG#*/}"
 
@@ -145,15 +142,11 @@ kubectl version
 step "images: make docker-build IMG=$IMG, make bundle-build BUNDLE_IMG=$BUNDLE_IMG, kind load, registry push"
 make --no-print-directory docker-build IMG="$IMG" VERSION="$VERSION"
 make --no-print-directory bundle-build BUNDLE_IMG="$BUNDLE_IMG"
-images=("$IMG")
-for tag in "${E2E_IMAGE_TAGS[@]}"; do
-  if [ "$E2E_IMAGE_REPOSITORY:$tag" != "$IMG" ]; then
-    "$PROVIDER" tag "$IMG" "$E2E_IMAGE_REPOSITORY:$tag"
-    images+=("$E2E_IMAGE_REPOSITORY:$tag")
-  fi
-done
+# The e2e tests load the images their manifests name themselves (tests/e2e/conftest.py, the same
+# ImageLoader code path as the local real node, here KindLoader with KIND_CLUSTER); this step only
+# loads what the script's own Helm and OLM steps run.
 "$PROVIDER" tag "$BUNDLE_IMG" "$REGISTRY_BUNDLE_IMG"
-kind load docker-image --name "$KIND_CLUSTER" "${images[@]}" "$BUNDLE_IMG"
+kind load docker-image --name "$KIND_CLUSTER" "$IMG" "$BUNDLE_IMG"
 push_flags=()
 if [ "$PROVIDER" = podman ]; then push_flags=(--tls-verify=false); fi
 "$PROVIDER" push ${push_flags[@]+"${push_flags[@]}"} "$REGISTRY_BUNDLE_IMG"
@@ -178,7 +171,7 @@ step "integration tests against kind (KUBECONFIG), without the local-control-pla
 # -- 6. e2e tests ----------------------------------------------------------------------------------
 step "e2e tests against kind (Helm chart, OLM), after make undeploy"
 make --no-print-directory undeploy HELM="$(command -v helm)"
-"$PYTHON" -m pytest tests/e2e --ignore=tests/e2e/test_image.py ${pytest_args[@]+"${pytest_args[@]}"}
+KIND_CLUSTER="$KIND_CLUSTER" CONTAINER_TOOL="$PROVIDER" "$PYTHON" -m pytest tests/e2e --ignore=tests/e2e/test_image.py ${pytest_args[@]+"${pytest_args[@]}"}
 
 # -- 7. OLM: operator-sdk run bundle ---------------------------------------------------------------
 step "OLM: operator-sdk run bundle $REGISTRY_BUNDLE_IMG"

@@ -17,7 +17,6 @@ import secrets
 import shutil
 import ssl
 import subprocess
-import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,7 +33,6 @@ from tests.integration.conftest import wait_for
 from tests.webhook_process import free_port, issue_certificate
 
 REPO = Path(__file__).resolve().parents[2]
-IMAGE = os.environ.get("SAMPLEDB_E2E_IMAGE", "localhost/sampledb-operator:e2e")
 UID = 65532
 # What these hosts need: runc (crun fails on hybrid cgroups), limits they accept, host network.
 PODMAN_RUN = [
@@ -60,8 +58,8 @@ def podman(*args: str, check: bool = True, timeout: float = 120) -> subprocess.C
 
 
 @pytest.fixture(scope="session")
-def image() -> str:
-    """The image, built once per session by `make docker-build` (the same command users run)."""
+def image(operator_image: str) -> str:
+    """The image of tests/e2e/conftest.py (`make docker-build`), which podman runs here."""
     if shutil.which("podman") is None:
         pytest.fail(
             "podman is not installed: the e2e tests build and run the operator image with it. "
@@ -69,22 +67,7 @@ def image() -> str:
             "apt-get install -y podman runc debootstrap uidmap fuse-overlayfs slirp4netns",
             pytrace=False,
         )
-    # A clean make environment: this may run under `make test-e2e`, whose jobserver is not ours.
-    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
-    started = time.monotonic()
-    result = subprocess.run(
-        ["make", "--no-print-directory", "docker-build", f"IMG={IMAGE}", "CONTAINER_TOOL=podman"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=840,
-        check=False,
-    )
-    if result.returncode != 0:
-        pytest.fail(f"make docker-build failed ({result.returncode}):\n{(result.stdout + result.stderr)[-5000:]}")
-    print(f"\nmake docker-build IMG={IMAGE}: {time.monotonic() - started:.1f} s")
-    return IMAGE
+    return operator_image
 
 
 @dataclass

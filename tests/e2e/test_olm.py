@@ -1,30 +1,40 @@
-"""OLM installs the operator from our catalog, wires its conversion webhook, and upgrades it.
+"""OLM installs the operator from our catalog on a real node, and upgrades it under load.
 
-Against the session's cluster (tests/conftest.py), with the pinned OLM v0.38.0 run the way its
-developers run it out of cluster: OLM's CRDs installed from the Go module cache, the `olm` and
-`catalog` operators as local processes (logs in pytest's tmp dir, stopped at the end whatever
-happens), and the catalog served by `opm serve` on a loopback port, behind a grpc CatalogSource
-with `address: 127.0.0.1:<port>`.
+Against the session's cluster (tests/e2e/conftest.py: a real node, where Pods run the image `make
+docker-build` made), with the pinned OLM v0.38.0 run the way its developers run it out of cluster:
+OLM's CRDs installed from the Go module cache, the `olm` and `catalog` operators as local processes
+(logs in pytest's tmp dir, stopped at the end whatever happens), and the catalog served by `opm
+serve` on a loopback port, behind a grpc CatalogSource with `address: 127.0.0.1:<port>`.
 
 The catalog is rendered for the test by hack/bundle.py from catalog/template.yaml plus a second
-bundle version generated into a temp dir (0.1.1, which replaces the committed 0.1.0), so the
-channel has an upgrade edge. Its bundles carry their manifests inline (`image: ""`, olm.bundle.object
-properties): OLM turns those into install steps directly, while a bundle image would need an
-unpack Job, whose Pod cannot run here (kwok simulates Pods: Deployments become Available but
-nothing runs inside). So this test asserts what OLM wires (InstallPlan, CSV phases, Deployments,
-RBAC, the webhook Service, its certificate and the CA in the CRD), not the operator's behaviour.
+bundle version generated into a temp dir (0.1.1, which replaces the committed 0.1.0; its image
+localhost/sampledb-operator:0.1.1 is the same build, loaded under that name), so the channel has an
+upgrade edge. Its bundles carry their manifests inline (`image: ""`, olm.bundle.object properties):
+OLM turns those into install steps directly, with no bundle image to unpack (nothing is pulled here).
+
+What is checked (issue #13): what OLM wires (InstallPlan, CSV phases, Deployments, RBAC, the
+webhook Service, its certificate and the CA in the CRD), that the operator and webhook Pods run and
+the webhook serves the certificate OLM mounted; SampleDBs created as v1 and as v1beta1 (through the
+webhook Service OLM wired) in a namespace enforcing Pod Security "restricted" become Ready with
+real PostgreSQL 17; and the upgrade to 0.1.1 while one database is written to and SampleDBs are
+read through v1beta1: no failed read or conversion, no database Pod restarted, every row intact.
+The install and upgrade times are printed (run with -s to see them).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
+import json
 import os
+import re
 import secrets
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -35,10 +45,12 @@ import pytest
 import yaml
 from cryptography import x509
 from kubernetes import client as k8s
+from kubernetes import config as k8s_config
 from kubernetes.client.rest import ApiException
 
 from sampledb_localcluster import pki
 from sampledb_localcluster.tools import load_versions, tool_path
+from tests.conftest import _wait_for_default_service_account
 from tests.webhook_process import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -53,7 +65,26 @@ WEBHOOK_SERVICE = f"{WEBHOOK_DEPLOYMENT}-service"
 WEBHOOK_SECRET = f"{WEBHOOK_SERVICE}-cert"
 OLM_CERT_DIR = "/tmp/k8s-webhook-server/serving-certs"
 OUR_CRDS = ("sampledbs.sampledb.io", "sampledbbackups.sampledb.io")
+OPERATOR_REPOSITORY = "localhost/sampledb-operator"  # tests/e2e/conftest.py loads it as :0.1.0 and :0.1.1
+WEBHOOK_PORT, OPERATOR_METRICS_PORT = 9443, 8080
 TIMEOUT = 180.0
+READY_TIMEOUT = 300.0
+"""Real Pods on a busy 2-core machine: rollouts and PostgreSQL start-ups get this long."""
+POSTGRES_MAJOR = 17
+SOCKET_DIR = "/var/run/postgresql"
+RESTRICTED = {
+    "pod-security.kubernetes.io/enforce": "restricted",
+    "pod-security.kubernetes.io/enforce-version": "latest",
+    "sampledb.test/test-namespace": "true",
+}
+SAMPLEDB_GROUP = "sampledb.io"
+KEPT_ROWS = 1000
+"""Rows of the `kept` table in every database (checksummed before and after the upgrade)."""
+WRITER_SEED_ROWS = 50
+"""Rows in the writer's table before it starts."""
+TIMINGS: dict[str, float] = {}
+"""time.monotonic() of the steps the install and upgrade times are measured between."""
+pytestmark = pytest.mark.timeout(1500)  # the first test also builds the image and starts the real node
 GROUP, V1ALPHA1, V1 = "operators.coreos.com", "v1alpha1", "v1"
 T = TypeVar("T")
 
@@ -124,6 +155,83 @@ def tail(path: Path, lines: int = 40) -> str:
     if not path.exists():
         return f"({path.name}: no log)"
     return f"--- last lines of {path.name} ---\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def kubectl(kube_config: str, *args: str, timeout: float = 120, stdin: str | None = None) -> str:
+    """The pinned kubectl against the test cluster; its stdout, or an error showing its output."""
+    argv = [str(tool_path("kubectl")), "--kubeconfig", kube_config, *args]
+    result = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout, check=False)
+    if result.returncode != 0:
+        raise AssertionError(
+            f"kubectl {' '.join(args)} exited with {result.returncode}:\n{result.stdout}\n{result.stderr}"
+        )
+    return result.stdout
+
+
+def pods(api: k8s.ApiClient, namespace: str, component: str) -> list[k8s.V1Pod]:
+    """The operator's ("operator") or the webhook's ("webhook") Pods, terminating ones included."""
+    selector = f"app.kubernetes.io/component={component}"
+    items: list[k8s.V1Pod] = k8s.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=selector).items
+    return items
+
+
+def pod_ready(pod: k8s.V1Pod) -> bool:
+    """Running, every container ready, not being deleted."""
+    if pod.metadata.deletion_timestamp or pod.status.phase != "Running":
+        return False
+    return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+
+
+def metric_values(text: str, name: str) -> dict[str, float]:
+    """``{value of the only label: sample}`` of one Prometheus counter or gauge, from /metrics text."""
+    values: dict[str, float] = {}
+    for match in re.finditer(rf'^{re.escape(name)}\{{\w+="([^"]*)"\}} (\S+)$', text, re.MULTILINE):
+        values[match.group(1)] = float(match.group(2))
+    return values
+
+
+# GET /metrics from inside a Pod, with the image's own Python, over loopback. Not through the API
+# server's pod proxy (`kubectl get --raw /api/v1/namespaces/<ns>/pods/https:<pod>:<port>/proxy/metrics`):
+# on the local real node Pods have no route back to the host, where the API server runs (tests/node
+# checks that containment), so the proxy's connection to a Pod IP never completes; `kubectl exec`
+# goes through the kubelet on the node instead. With argv[1] > 0 it repeats every argv[1] seconds
+# until its stdin closes (the `kubectl exec -i` that started it ended), one line per scrape.
+METRICS_SCRIPT = """
+import os, ssl, sys, threading, time, urllib.request
+url, every = sys.argv[2], float(sys.argv[1])
+context = ssl.create_default_context()
+context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+def scrape():
+    try:
+        text = urllib.request.urlopen(url, context=context, timeout=5).read().decode()
+    except OSError as err:
+        return f"error {err}"
+    return "|".join(line for line in text.splitlines() if line.startswith(sys.argv[3]))
+if every <= 0:
+    print(scrape().replace("|", "\\n"))
+    sys.exit()
+threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
+deadline = time.monotonic() + 1800
+while time.monotonic() < deadline:
+    print(scrape(), flush=True)
+    time.sleep(every)
+"""
+
+
+def metrics_argv(kube_config: str, namespace: str, pod: str, port: int, prefix: str, every: float) -> list[str]:
+    scheme = "https" if port == WEBHOOK_PORT else "http"
+    return [str(tool_path("kubectl")), "--kubeconfig", kube_config, "exec", *(["-i"] if every > 0 else []),
+            "-n", namespace, pod, "--", "python", "-c", METRICS_SCRIPT, str(every),
+            f"{scheme}://127.0.0.1:{port}/metrics", prefix]  # fmt: skip
+
+
+def pod_metrics(kube_config: str, namespace: str, pod: str, port: int, prefix: str) -> str:
+    """The /metrics lines starting with `prefix` of one Pod (via `kubectl exec`, see METRICS_SCRIPT)."""
+    argv = metrics_argv(kube_config, namespace, pod, port, prefix, 0)
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    if result.returncode != 0 or result.stdout.startswith("error"):
+        raise AssertionError(f"no metrics from {pod}: {result.stdout}{result.stderr}")
+    return result.stdout
 
 
 # -- the OLM installation --------------------------------------------------------------------------
@@ -342,6 +450,13 @@ def _uninstall(state: Olm, rbac: k8s.RbacAuthorizationV1Api) -> None:
         delete_quietly(lambda n=item.metadata.name: rbac.delete_cluster_role_binding(n))
     for item in rbac.list_cluster_role(label_selector=selector).items:
         delete_quietly(lambda n=item.metadata.name: rbac.delete_cluster_role(n))
+    # The CSVs' Deployments went with them (garbage collection): nothing of ours may keep running.
+    core = k8s.CoreV1Api(state.api)
+    deadline = time.monotonic() + 120
+    while (left := core.list_namespaced_pod(ns).items) and time.monotonic() < deadline:
+        time.sleep(1)
+    if left:
+        raise AssertionError(f"Pods still in {ns} 120 s after the uninstall: {[p.metadata.name for p in left]}")
 
 
 # -- the catalog -----------------------------------------------------------------------------------
@@ -431,6 +546,7 @@ def approve_install_plan(olm: Olm, csv_name: str) -> dict[str, Any]:
 
     found = olm.wait_for(plan, f"an InstallPlan for {csv_name}")
     assert found["spec"]["approval"] == "Manual" and not found["spec"]["approved"]
+    TIMINGS[f"approved {csv_name}"] = time.monotonic()
     olm.custom.patch_namespaced_custom_object(
         GROUP, V1ALPHA1, olm.namespace, "installplans", found["metadata"]["name"], {"spec": {"approved": True}}
     )
@@ -479,6 +595,7 @@ def installed(olm: Olm, catalog_source: str) -> str:
         {"apiVersion": f"{GROUP}/{V1}", "kind": "OperatorGroup", "metadata": {"name": "sampledb"}, "spec": {}},
         version=V1,
     )
+    TIMINGS["subscription created"] = time.monotonic()
     olm.create(
         "subscriptions",
         {
@@ -496,18 +613,50 @@ def installed(olm: Olm, catalog_source: str) -> str:
         },
     )
     approve_install_plan(olm, OLD_CSV)
-    olm.wait_for(lambda: csv_phase(olm, OLD_CSV) == "Succeeded", f"CSV {OLD_CSV} to succeed")
+    olm.wait_for(lambda: csv_phase(olm, OLD_CSV) == "Succeeded", f"CSV {OLD_CSV} to succeed", READY_TIMEOUT)
+    TIMINGS[f"{OLD_CSV} Succeeded"] = time.monotonic()
+    report("install", "subscription created", f"approved {OLD_CSV}", f"{OLD_CSV} Succeeded")
     return OLD_CSV
+
+
+def report(what: str, start: str, *steps: str) -> None:
+    """Print the times from `start` to each of `steps` (run pytest with -s to see them)."""
+    parts = [f"{step}: {TIMINGS[step] - TIMINGS[start]:.1f} s" for step in steps if step in TIMINGS]
+    print(f"\nOLM {what} times, from {start}: " + ", ".join(parts), flush=True)
+
+
+def running_pods(olm: Olm, component: str, image: str, count: int) -> list[k8s.V1Pod] | None:
+    """Exactly `count` Pods of `component`, all running `image` and Ready, none being replaced."""
+    found = pods(olm.api, olm.namespace, component)
+    if len(found) != count or not all(pod_ready(p) for p in found):
+        return None
+    if any(p.spec.containers[0].image != image for p in found):
+        return None
+    return found
 
 
 def test_csv_succeeds_and_both_deployments_are_available(olm: Olm, installed: str) -> None:
     for name in (OPERATOR_DEPLOYMENT, WEBHOOK_DEPLOYMENT):
-        olm.wait_for(lambda n=name: deployment_available(olm, n, installed), f"Deployment {name} to be Available")
+        olm.wait_for(
+            lambda n=name: deployment_available(olm, n, installed), f"Deployment {name} to be Available", READY_TIMEOUT
+        )
     # OLM may briefly send a Succeeded CSV back to Pending/NeedsReinstall (its caches lag behind
     # the Secret and CRD it just wrote, more so on a busy machine) and then reinstall: wait for it.
-    olm.wait_for(lambda: csv_phase(olm, installed) == "Succeeded", f"CSV {installed} to stay Succeeded")
+    olm.wait_for(lambda: csv_phase(olm, installed) == "Succeeded", f"CSV {installed} to stay Succeeded", READY_TIMEOUT)
     sub = olm.get("subscriptions", PACKAGE) or {}
     assert sub["status"]["installedCSV"] == installed
+    # Real Pods: the image the bundle names runs, Ready (probes answered), never restarted.
+    image = f"{OPERATOR_REPOSITORY}:{OLD}"
+    for component, count in (("operator", 1), ("webhook", 2)):
+        found = olm.wait_for(
+            lambda c=component, n=count: running_pods(olm, c, image, n),
+            f"{count} {component} Pod(s) running {image}, Ready",
+            READY_TIMEOUT,
+        )
+        for pod in found:
+            (status,) = pod.status.container_statuses
+            assert status.ready and status.state.running, f"{pod.metadata.name}: {status}"
+            assert status.restart_count == 0, f"{pod.metadata.name} restarted {status.restart_count} time(s)"
 
 
 def test_operator_runs_with_olm_settings_and_rbac(olm: Olm, installed: str) -> None:
@@ -589,39 +738,490 @@ def test_olm_wires_the_conversion_webhook(olm: Olm, installed: str) -> None:
     assert mounts[OLM_CERT_DIR] == "webhook-cert"
     assert f"{OLM_CERT_DIR}/tls.crt" in container.args and f"{OLM_CERT_DIR}/tls.key" in container.args
     assert [p.container_port for p in container.ports] == [9443]
-    # ... and its (simulated) Pods got it.
-    pods = core.list_namespaced_pod(olm.namespace, label_selector="app.kubernetes.io/component=webhook").items
-    assert pods and all(
-        any(v.secret and v.secret.secret_name == WEBHOOK_SECRET for v in p.spec.volumes or []) for p in pods
+    # ... and its Pods serve it: each one's TLS port presents exactly the certificate in the Secret
+    # (read inside the Pod, from its own Python), and through the Service OLM created (cluster DNS,
+    # kube-proxy) a client trusting only the CRD's caBundle verifies the Service's name, as the API
+    # server does.
+    webhook_pods = [p for p in pods(olm.api, olm.namespace, "webhook") if pod_ready(p)]
+    assert len(webhook_pods) == 2, [p.metadata.name for p in webhook_pods]
+    for pod in webhook_pods:
+        assert any(v.secret and v.secret.secret_name == WEBHOOK_SECRET for v in pod.spec.volumes or [])
+        served = kubectl(
+            olm.kube_config, "exec", "-n", olm.namespace, pod.metadata.name, "--",
+            "python", "-c", f"import ssl; print(ssl.get_server_certificate(('127.0.0.1', {WEBHOOK_PORT})))",
+        )  # fmt: skip
+        assert x509.load_pem_x509_certificate(served.encode()) == serving, f"{pod.metadata.name} serves another cert"
+    host = f"{WEBHOOK_SERVICE}.{olm.namespace}.svc"
+    verify = (
+        "import ssl, sys, urllib.request\n"
+        "context = ssl.create_default_context(cadata=sys.argv[1])\n"
+        "print(urllib.request.urlopen(sys.argv[2], context=context, timeout=10).read().decode())\n"
     )
+    answer = kubectl(
+        olm.kube_config, "exec", "-n", olm.namespace, webhook_pods[0].metadata.name, "--",
+        "python", "-c", verify, ca_pem.decode(), f"https://{host}:{WEBHOOK_PORT}/readyz",
+    )  # fmt: skip
+    assert answer.strip() == "ok"
+
+
+# -- SampleDBs with real PostgreSQL ----------------------------------------------------------------
+
+
+@dataclass
+class Databases:
+    """SampleDBs the installed operator runs, in one namespace enforcing Pod Security "restricted"."""
+
+    kube_config: str
+    namespace: str
+    names: tuple[str, ...]
+
+    def psql(self, name: str, sql: str) -> str:
+        """SQL as the superuser, in the server's container (`postgres`), over its local socket."""
+        client = ["psql", "-h", SOCKET_DIR, "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-XAtc", sql]
+        return kubectl(
+            self.kube_config, "exec", "-n", self.namespace, f"{name}-0", "-c", "postgres", "--", *client
+        ).strip()
+
+
+def sampledb_v1(name: str, namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{SAMPLEDB_GROUP}/v1",
+        "kind": "SampleDB",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"postgres": {"version": POSTGRES_MAJOR}, "storage": {"size": "1Gi"}, "deletionPolicy": "Delete"},
+    }
+
+
+def sampledb_v1beta1(name: str, namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{SAMPLEDB_GROUP}/v1beta1",
+        "kind": "SampleDB",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"version": POSTGRES_MAJOR, "storageSize": "1Gi", "deletionPolicy": "Delete"},
+    }
+
+
+def sampledb_phase(custom: k8s.CustomObjectsApi, namespace: str, name: str) -> str | None:
+    obj = get_or_none(lambda: custom.get_namespaced_custom_object(SAMPLEDB_GROUP, "v1", namespace, "sampledbs", name))
+    phase: str | None = ((obj or {}).get("status") or {}).get("phase")
+    return phase if phase != "Ready" or condition(obj, "Ready") == "True" else "Ready (condition not True)"
+
+
+def _delete_sampledbs(olm: Olm, namespace: str) -> None:
+    """Delete every SampleDB of `namespace` and wait for the operator to finish (deletionPolicy Delete)."""
+    custom = olm.custom
+    items = custom.list_namespaced_custom_object(SAMPLEDB_GROUP, "v1", namespace, "sampledbs")["items"]
+    for obj in items:
+        name = obj["metadata"]["name"]
+        delete_quietly(
+            lambda n=name: custom.delete_namespaced_custom_object(SAMPLEDB_GROUP, "v1", namespace, "sampledbs", n)
+        )
+
+    def gone() -> bool:
+        return not custom.list_namespaced_custom_object(SAMPLEDB_GROUP, "v1", namespace, "sampledbs")["items"]
+
+    try:
+        olm.wait_for(gone, f"the SampleDBs of {namespace} to be deleted", READY_TIMEOUT)
+    finally:
+        # If the operator could not finish, its finalizers would hold the namespace and the CRD.
+        for obj in custom.list_namespaced_custom_object(SAMPLEDB_GROUP, "v1", namespace, "sampledbs")["items"]:
+            name = obj["metadata"]["name"]
+            delete_quietly(
+                lambda n=name: custom.patch_namespaced_custom_object(
+                    SAMPLEDB_GROUP, "v1", namespace, "sampledbs", n, {"metadata": {"finalizers": None}}
+                )
+            )
+
+
+@pytest.fixture(scope="module")
+def databases(olm: Olm, installed: str) -> Iterator[Databases]:
+    """`db-v1` created as v1 and `db-beta` as v1beta1 (through the webhook), Ready, each with a table.
+
+    Torn down before the operator is uninstalled: the SampleDBs deleted (deletionPolicy Delete: the
+    operator removes their Pods and volumes), then the namespace, waited for.
+    """
+    core = k8s.CoreV1Api(olm.api)
+    namespace = f"sampledb-olm-dbs-{secrets.token_hex(3)}"
+    core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=namespace, labels=RESTRICTED)))
+    try:
+        _wait_for_default_service_account(core, namespace)
+        created = time.monotonic()
+        olm.custom.create_namespaced_custom_object(
+            SAMPLEDB_GROUP, "v1", namespace, "sampledbs", sampledb_v1("db-v1", namespace)
+        )
+        # The API server converts this v1beta1 object to v1 (the stored version) through the webhook
+        # Service OLM created: a real request to the webhook Pods, through kube-proxy.
+        olm.custom.create_namespaced_custom_object(
+            SAMPLEDB_GROUP, "v1beta1", namespace, "sampledbs", sampledb_v1beta1("db-beta", namespace)
+        )
+        state = Databases(olm.kube_config, namespace, ("db-v1", "db-beta"))
+        ready_at: dict[str, float] = {}
+
+        def all_ready() -> bool:
+            for name in state.names:
+                if name not in ready_at and sampledb_phase(olm.custom, namespace, name) == "Ready":
+                    ready_at[name] = time.monotonic()
+            return len(ready_at) == len(state.names)
+
+        olm.wait_for(all_ready, f"SampleDBs {state.names} to be Ready", READY_TIMEOUT)
+        TIMINGS["first SampleDB Ready"] = min(ready_at.values())
+        TIMINGS["SampleDBs created"] = created
+        report("install", "subscription created", f"{OLD_CSV} Succeeded", "SampleDBs created", "first SampleDB Ready")
+        print("SampleDBs created -> Ready: " + ", ".join(f"{n} {t - created:.1f} s" for n, t in ready_at.items()))
+        yield state
+    finally:
+        try:
+            _delete_sampledbs(olm, namespace)
+        finally:
+            delete_quietly(lambda: core.delete_namespace(namespace))
+            olm.wait_for(
+                lambda: get_or_none(lambda: core.read_namespace(namespace)) is None,
+                f"namespace {namespace} to be gone",
+                READY_TIMEOUT,
+            )
+
+
+def test_sampledbs_run_real_postgresql_under_restricted_pod_security(olm: Olm, databases: Databases) -> None:
+    """v1 and v1beta1 SampleDBs, Ready, serve PostgreSQL 17; each gets a table we check after the upgrade."""
+    ns = databases.namespace
+    core = k8s.CoreV1Api(olm.api)
+    assert core.read_namespace(ns).metadata.labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    for name in databases.names:
+        pod = core.read_namespaced_pod(f"{name}-0", ns)
+        assert pod_ready(pod), f"{name}-0 is not Ready: {pod.status}"
+        assert databases.psql(name, "show server_version_num")[:2] == str(POSTGRES_MAJOR)
+        databases.psql(
+            name,
+            "create table kept as select g as id, md5(g::text) as payload from generate_series(1, "
+            f"{KEPT_ROWS}) g; alter table kept add primary key (id)",
+        )
+        assert databases.psql(name, "select count(*) from kept") == str(KEPT_ROWS)
+    # Both read back in both versions: v1beta1 through the webhook, the nested v1 spec flattened.
+    for name in databases.names:
+        beta = olm.custom.get_namespaced_custom_object(SAMPLEDB_GROUP, "v1beta1", ns, "sampledbs", name)
+        assert beta["spec"]["version"] == POSTGRES_MAJOR and beta["spec"]["storageSize"] == "1Gi", beta["spec"]
+        v1 = olm.custom.get_namespaced_custom_object(SAMPLEDB_GROUP, "v1", ns, "sampledbs", name)
+        assert v1["spec"]["postgres"]["version"] == POSTGRES_MAJOR and v1["spec"]["deletionPolicy"] == "Delete"
+    databases.psql("db-v1", "create table writes (id int primary key, at timestamptz not null default now())")
+    databases.psql("db-v1", f"insert into writes (id) select generate_series(1, {WRITER_SEED_ROWS})")
 
 
 # -- upgrade ---------------------------------------------------------------------------------------
 
 
-def test_upgrade_replaces_the_old_csv(olm: Olm, installed: str) -> None:
-    """0.1.1 replaces 0.1.0 in the channel: OLM proposes it, and once approved swaps the CSVs."""
-    # Before updating a CRD, OLM lists its objects in every served version (validateV1CRDCompatibility):
-    # v1beta1 goes through the conversion webhook OLM wired, which nothing serves on simulated Pods.
-    left = k8s.CustomObjectsApi(olm.api).list_cluster_custom_object("sampledb.io", "v1", "sampledbs")["items"]
-    if left:
-        names = [f"{o['metadata']['namespace']}/{o['metadata']['name']}" for o in left]
-        pytest.skip(f"SampleDBs left by other tests ({names}) would need a real conversion webhook to upgrade")
-    approve_install_plan(olm, NEW_CSV)
-    olm.wait_for(lambda: csv_phase(olm, NEW_CSV) == "Succeeded", f"CSV {NEW_CSV} to succeed")
-    olm.wait_for(lambda: olm.get("clusterserviceversions", OLD_CSV) is None, f"the replaced CSV {OLD_CSV} to go")
-    new = olm.get("clusterserviceversions", NEW_CSV) or {}
-    assert new["spec"]["replaces"] == OLD_CSV
-    olm.wait_for(
-        lambda: (olm.get("subscriptions", PACKAGE) or {}).get("status", {}).get("installedCSV") == NEW_CSV,
-        "the Subscription to report the new CSV",
+class Writer:
+    """One long `kubectl exec -i ... psql` inserting a row every `interval`, reading statements from stdin.
+
+    An insert counts as written once psql printed its id (`insert ... returning id`); the ids sent
+    but never printed are the failures.
+    """
+
+    def __init__(self, databases: Databases, name: str, first_id: int, interval: float = 0.2) -> None:
+        self.interval, self.next_id = interval, first_id
+        self.sent: list[int] = []
+        self.acked: list[int] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        psql = ["psql", "-h", SOCKET_DIR, "-U", "postgres", "-d", "postgres", "-XAtq", "-v", "ON_ERROR_STOP=0"]
+        argv = [str(tool_path("kubectl")), "--kubeconfig", databases.kube_config, "exec", "-i",
+                "-n", databases.namespace, f"{name}-0", "-c", "postgres", "--", "stdbuf", "-oL", *psql]  # fmt: skip
+        self.process = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1
+        )
+        self._threads = [
+            threading.Thread(target=self._write, daemon=True),
+            threading.Thread(target=self._read_stdout, daemon=True),
+            threading.Thread(target=self._read_stderr, daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _write(self) -> None:
+        assert self.process.stdin is not None
+        while not self._stop.is_set():
+            try:
+                self.process.stdin.write(f"insert into writes (id) values ({self.next_id}) returning id;\n")
+                self.process.stdin.flush()
+            except OSError as err:
+                self.errors.append(f"writing to psql: {err}")
+                return
+            self.sent.append(self.next_id)
+            self.next_id += 1
+            self._stop.wait(self.interval)
+
+    def _read_stdout(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            if line.strip().isdigit():
+                self.acked.append(int(line))
+
+    def _read_stderr(self) -> None:
+        assert self.process.stderr is not None
+        self.errors.extend(line.rstrip() for line in self.process.stderr if line.strip())
+
+    def stop(self) -> None:
+        """Stop sending, let psql answer what it got and exit (end of input)."""
+        self._stop.set()
+        self._threads[0].join(timeout=10)
+        assert self.process.stdin is not None
+        with contextlib.suppress(OSError):
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+            self.errors.append("psql did not exit within 60 s of the end of its input")
+        for thread in self._threads[1:]:
+            thread.join(timeout=10)
+        if self.process.returncode != 0:
+            self.errors.append(f"kubectl exec psql exited with {self.process.returncode}")
+
+    @property
+    def failed(self) -> list[int]:
+        return sorted(set(self.sent) - set(self.acked))
+
+
+class Watcher:
+    """In the background: SampleDBs listed through v1beta1 twice a second (the API server converts
+    them with the webhook), and the webhook Pods' conversion counters, each Pod's read every second
+    by a long `kubectl exec` (a new Pod gets its own as soon as it runs).
+
+    Counters live in a Pod, so the last value seen of each Pod (by UID) is kept: an old Pod's count
+    survives its replacement, up to its last second.
+    """
+
+    COUNTER = "sampledb_conversion_requests_total"
+
+    def __init__(self, olm: Olm, expected: set[tuple[str, str]]) -> None:
+        self.olm, self.expected = olm, expected
+        # Its own connections: the test's client is used by the main thread meanwhile.
+        self.api = k8s_config.new_client_from_config(config_file=olm.kube_config)
+        self.reads = 0
+        self.read_failures: list[str] = []
+        self.retried: list[str] = []
+        self.counters: dict[str, dict[str, float]] = {}
+        self.pod_names: dict[str, str] = {}
+        self.scrape_errors: list[str] = []
+        self.tails: dict[str, subprocess.Popen[str]] = {}
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._read, daemon=True),
+            threading.Thread(target=self._watch_pods, daemon=True),
+        ]
+
+    def start(self) -> Watcher:
+        """Start; return once every webhook Pod running now has reported its counters (the baseline)."""
+        running = self._tail_new_pods()
+        wait_for_truthy(lambda: all(uid in self.counters for uid in running), "the webhook Pods' counters", 60)
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def _read(self) -> None:
+        custom = k8s.CustomObjectsApi(self.api)
+        while not self._stop.wait(0.5):
+            self.reads += 1
+            try:
+                items = self._list(custom)
+            except Exception as err:
+                self.read_failures.append(f"{time.strftime('%H:%M:%S')} {type(err).__name__}: {str(err)[:300]}")
+                continue
+            seen = {(o["metadata"]["namespace"], o["metadata"]["name"]): o for o in items["items"]}
+            missing = self.expected - set(seen)
+            wrong = [k for k in self.expected & set(seen) if seen[k]["spec"].get("version") != POSTGRES_MAJOR]
+            if missing or wrong:
+                self.read_failures.append(f"{time.strftime('%H:%M:%S')} missing {missing}, wrong spec {wrong}")
+
+    def _list(self, custom: k8s.CustomObjectsApi) -> dict[str, Any]:
+        """One list, retried as client-go (kubectl, controllers) does on 429 with Retry-After, at most 3 times.
+
+        The API server answers 429 with Retry-After: 1 while the resource's storage (re)initializes,
+        e.g. after a CRD update; if that is because its list through the conversion webhook failed,
+        the message says so ("conversion webhook for ... failed"): a failed conversion, counted by
+        the test even though the retry may succeed.
+        """
+        for attempt in range(4):
+            try:
+                items: dict[str, Any] = custom.list_cluster_custom_object(
+                    SAMPLEDB_GROUP, "v1beta1", "sampledbs", _request_timeout=15
+                )
+                return items
+            except ApiException as err:
+                retry_after = (err.headers or {}).get("Retry-After")
+                if err.status != 429 or not retry_after or attempt == 3:
+                    raise
+                try:
+                    message = str(json.loads(err.body)["message"])
+                except (TypeError, ValueError, KeyError):
+                    message = str(err.body)
+                self.retried.append(f"{time.strftime('%H:%M:%S')} 429 Retry-After {retry_after}: {message}")
+                time.sleep(float(retry_after))
+        raise AssertionError("unreachable")
+
+    def _tail_new_pods(self) -> list[str]:
+        running = []
+        for pod in pods(self.api, self.olm.namespace, "webhook"):
+            if not pod_ready(pod):
+                continue
+            uid = pod.metadata.uid
+            running.append(uid)
+            if uid in self.tails:
+                continue
+            argv = metrics_argv(self.olm.kube_config, self.olm.namespace, pod.metadata.name, WEBHOOK_PORT,
+                                self.COUNTER, 1)  # fmt: skip
+            process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                       text=True, bufsize=1)  # fmt: skip
+            self.tails[uid], self.pod_names[uid] = process, pod.metadata.name
+            threading.Thread(target=self._follow, args=(uid, pod.metadata.name, process), daemon=True).start()
+        return running
+
+    def _follow(self, uid: str, name: str, process: subprocess.Popen[str]) -> None:
+        assert process.stdout is not None
+        for line in process.stdout:  # a Pod that converted nothing yet prints an empty line: no samples
+            if not line.strip() or line.startswith(self.COUNTER):
+                self.counters[uid] = metric_values(line.replace("|", "\n"), self.COUNTER)
+            else:
+                self.scrape_errors.append(f"{name}: {line.strip()[:200]}")
+
+    def _watch_pods(self) -> None:
+        while not self._stop.wait(1.0):
+            self._tail_new_pods()
+
+    def summary(self) -> str:
+        pods_ = ", ".join(f"{self.pod_names[uid]} {self.counters.get(uid)}" for uid in self.tails)
+        return f"counters by Pod: {pods_}; retried reads: {self.retried}; scrape errors: {self.scrape_errors[-5:]}"
+
+    def totals(self) -> dict[str, float]:
+        total: dict[str, float] = {}
+        for values in list(self.counters.values()):
+            for result, value in values.items():
+                total[result] = total.get(result, 0.0) + value
+        return total
+
+    def stop(self) -> None:
+        """Stop reading; let each live Pod report once more, then end every `kubectl exec`."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+        time.sleep(2)
+        for process in self.tails.values():
+            if process.poll() is None:
+                process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+        self.api.close()
+
+
+def wait_for_truthy(probe: Callable[[], T | None], what: str, timeout: float) -> T:
+    """Poll `probe` every 0.5 s until truthy; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := probe():
+            return result
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def database_pod(olm: Olm, databases: Databases, name: str) -> tuple[str, int, str]:
+    """(UID, restarts, postmaster start time) of a database's Pod: all three unchanged = not restarted."""
+    pod = k8s.CoreV1Api(olm.api).read_namespaced_pod(f"{name}-0", databases.namespace)
+    (status,) = [c for c in pod.status.container_statuses if c.name == "postgres"]
+    return pod.metadata.uid, status.restart_count, databases.psql(name, "select pg_postmaster_start_time()")
+
+
+def operator_sees_ready(olm: Olm, count: int) -> bool:
+    """The (new) operator Pod reports `count` SampleDBs Ready in its metrics: it has reconciled them."""
+    found = running_pods(olm, "operator", f"{OPERATOR_REPOSITORY}:{NEW}", 1)
+    if not found:
+        return False
+    try:
+        text = pod_metrics(olm.kube_config, olm.namespace, found[0].metadata.name, OPERATOR_METRICS_PORT,
+                           "sampledb_instances")  # fmt: skip
+    except AssertionError:
+        return False
+    return metric_values(text, "sampledb_instances").get("Ready", 0) >= count
+
+
+def test_upgrade_replaces_the_old_csv_while_databases_serve(olm: Olm, installed: str, databases: Databases) -> None:
+    """0.1.1 replaces 0.1.0 in the channel: OLM proposes it, and once approved swaps the CSVs.
+
+    Meanwhile one database is written to and SampleDBs are listed through v1beta1: the upgrade
+    must fail no read and no conversion, restart no database and lose no row.
+    """
+    ns = databases.namespace
+    before = {name: database_pod(olm, databases, name) for name in databases.names}
+    for name, (_, restarts, _) in before.items():
+        assert restarts == 0, f"{name}-0 restarted {restarts} time(s) before the upgrade"
+    kept = {name: databases.psql(name, "select md5(string_agg(id || payload, ',' order by id)) from kept")
+            for name in databases.names}  # fmt: skip
+    rows_before = int(databases.psql("db-v1", "select count(*) from writes"))
+    first_id = int(databases.psql("db-v1", "select max(id) from writes")) + 1
+
+    watcher = Watcher(olm, {(ns, name) for name in databases.names}).start()
+    baseline = watcher.totals()
+    writer = Writer(databases, "db-v1", first_id)
+    try:
+        olm.wait_for(lambda: len(writer.acked) >= 10 or writer.process.poll() is not None,
+                     "the writer's first 10 rows", 60)  # fmt: skip
+        assert len(writer.acked) >= 10, f"the writer does not write: {writer.errors}"
+
+        approve_install_plan(olm, NEW_CSV)
+        approved = TIMINGS[f"approved {NEW_CSV}"]
+        olm.wait_for(lambda: csv_phase(olm, NEW_CSV) == "Succeeded", f"CSV {NEW_CSV} to succeed", READY_TIMEOUT)
+        TIMINGS[f"{NEW_CSV} Succeeded"] = time.monotonic()
+        olm.wait_for(
+            lambda: olm.get("clusterserviceversions", OLD_CSV) is None,
+            f"the replaced CSV {OLD_CSV} to go",
+            READY_TIMEOUT,
+        )
+        TIMINGS[f"{OLD_CSV} gone"] = time.monotonic()
+        new = olm.get("clusterserviceversions", NEW_CSV) or {}
+        assert new["spec"]["replaces"] == OLD_CSV
+        olm.wait_for(
+            lambda: (olm.get("subscriptions", PACKAGE) or {}).get("status", {}).get("installedCSV") == NEW_CSV,
+            "the Subscription to report the new CSV",
+        )
+        apps = k8s.AppsV1Api(olm.api)
+        for name in (OPERATOR_DEPLOYMENT, WEBHOOK_DEPLOYMENT):
+            olm.wait_for(lambda n=name: deployment_available(olm, n, NEW_CSV),
+                         f"Deployment {name} upgraded, Available", READY_TIMEOUT)  # fmt: skip
+            dep = apps.read_namespaced_deployment(name, olm.namespace)
+            assert dep.spec.template.spec.containers[0].image == f"{OPERATOR_REPOSITORY}:{NEW}"
+            assert dep.spec.template.metadata.labels["app.kubernetes.io/version"] == NEW
+        image = f"{OPERATOR_REPOSITORY}:{NEW}"
+        for component, count in (("operator", 1), ("webhook", 2)):
+            olm.wait_for(lambda c=component, n=count: running_pods(olm, c, image, n),
+                         f"only {count} {component} Pod(s) of {image}, Ready", READY_TIMEOUT)  # fmt: skip
+        TIMINGS["new Pods Ready"] = time.monotonic()
+        # The new operator has taken over: it reconciled both SampleDBs (and would have restarted a
+        # database by now if it wanted to). A few more seconds of writes after that.
+        olm.wait_for(lambda: operator_sees_ready(olm, len(databases.names)),
+                     "the new operator to report both SampleDBs Ready", READY_TIMEOUT)  # fmt: skip
+        TIMINGS["new operator reconciled"] = time.monotonic()
+        # Conversions the new webhook Pods must answer whatever the API server caches: a v1beta1
+        # create, dry-run (converted to v1 to be validated and stored, nothing persisted).
+        for i in range(4):
+            body = sampledb_v1beta1(f"dry-run-{i}", ns)
+            olm.custom.create_namespaced_custom_object(SAMPLEDB_GROUP, "v1beta1", ns, "sampledbs", body, dry_run="All")
+        time.sleep(5)
+    finally:
+        writer.stop()
+        watcher.stop()
+    report("upgrade", f"approved {NEW_CSV}", f"{NEW_CSV} Succeeded", f"{OLD_CSV} gone", "new Pods Ready",
+           "new operator reconciled")  # fmt: skip
+    totals = watcher.totals()
+    conversions = {k: totals.get(k, 0.0) - baseline.get(k, 0.0) for k in ("Success", "Failure", "BadRequest")}
+    print(
+        f"during the upgrade ({time.monotonic() - approved:.0f} s from approval): writer {len(writer.acked)} rows "
+        f"written, {len(writer.failed)} failed; {watcher.reads} v1beta1 lists, {len(watcher.read_failures)} failed; "
+        f"webhook conversions {conversions} over {len(watcher.counters)} Pods (baseline {baseline})\n"
+        f"{watcher.summary()}"
     )
-    apps = k8s.AppsV1Api(olm.api)
-    for name in (OPERATOR_DEPLOYMENT, WEBHOOK_DEPLOYMENT):
-        olm.wait_for(lambda n=name: deployment_available(olm, n, NEW_CSV), f"Deployment {name} upgraded, Available")
-        dep = apps.read_namespaced_deployment(name, olm.namespace)
-        assert dep.spec.template.spec.containers[0].image.endswith(f":{NEW}")
-        assert dep.spec.template.metadata.labels["app.kubernetes.io/version"] == NEW
+
     # The CRD was updated from the new bundle, then wired to the webhook again by OLM.
     ext = k8s.ApiextensionsV1Api(olm.api)
 
@@ -636,3 +1236,44 @@ def test_upgrade_replaces_the_old_csv(olm: Olm, installed: str) -> None:
         lambda: (olm.get("subscriptions", PACKAGE) or {}).get("status", {}).get("state") == "AtLatestKnown",
         "the Subscription to be at the latest version of its channel",
     )
+
+    # No database restarted: same Pods, same containers, same server processes.
+    after = {name: database_pod(olm, databases, name) for name in databases.names}
+    assert after == before, f"database Pods changed: before {before}, after {after}"
+
+    # Every row: the tables written before, and every insert the writer sent, acknowledged.
+    assert not writer.failed and not writer.errors, (
+        f"{len(writer.failed)} of {len(writer.sent)} inserts failed (ids {writer.failed[:20]}): {writer.errors[:10]}"
+    )
+    assert len(writer.acked) >= 50, f"only {len(writer.acked)} rows written during the upgrade"
+    stored = {int(v) for v in databases.psql("db-v1", "select id from writes").split()}
+    assert len(stored) == rows_before + len(writer.acked)
+    assert set(writer.acked) <= stored, f"acknowledged but missing: {sorted(set(writer.acked) - stored)[:20]}"
+    for name in databases.names:
+        assert databases.psql(name, "select md5(string_agg(id || payload, ',' order by id)) from kept") == kept[name]
+        assert sampledb_phase(olm.custom, ns, name) == "Ready"
+
+    # No failed read, no failed conversion, as the readers and the webhooks themselves saw it.
+    assert watcher.reads >= 10 and not watcher.read_failures, (
+        f"{len(watcher.read_failures)} of {watcher.reads} v1beta1 lists failed: {watcher.read_failures[:10]}"
+    )
+    # The API server's own failed conversions (its call never reached a webhook that could answer:
+    # no such Service, a certificate its caBundle does not verify) show only in what it answered.
+    # OLM v0.38 causes two short windows of them (upstream: operator-framework/operator-lifecycle-manager
+    # PR #3892, open): the catalog operator re-applies the bundle's CRD verbatim (its conversion names
+    # the Helm chart's Service, and no caBundle) until `olm` rewrites it; and `olm` puts the new CSV's
+    # CA into the CRD before the new webhook Pods serve the certificate it signed. Clients that retry
+    # 429 (client-go, kubectl) never see them; anything else, or a longer window, fails here.
+    failed_conversions = [r for r in watcher.retried if "conversion webhook" in r]
+    print(f"\nAPI server conversion failures during the upgrade (retried, then served): {failed_conversions}")
+    known = ('service "sampledb-webhook" not found', "x509: certificate signed by unknown authority")
+    unexplained = [r for r in failed_conversions if not any(cause in r for cause in known)]
+    assert not unexplained, f"conversion failures OLM does not explain: {unexplained}"
+    assert len(failed_conversions) <= 10, (
+        f"{len(failed_conversions)} v1beta1 lists refused (a window of more than ~5 s): {failed_conversions}"
+    )
+    assert conversions["Failure"] == 0 and conversions["BadRequest"] == 0, conversions
+    assert conversions["Success"] > 0, f"the webhook Pods counted no conversion: {watcher.scrape_errors[-5:]}"
+    # The new webhook Pods serve too (the readers' lists reached them).
+    new_uids = {p.metadata.uid for p in pods(olm.api, olm.namespace, "webhook")}
+    assert sum(watcher.counters.get(uid, {}).get("Success", 0.0) for uid in new_uids) > 0

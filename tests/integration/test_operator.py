@@ -396,7 +396,8 @@ def test_backup_schedule_creates_and_removes_the_cronjob(admin: KubeApi, namespa
     assert cronjob["spec"]["schedule"] == "0 3 * * *"
     assert cronjob["metadata"]["ownerReferences"][0]["name"] == "sched"
     pod_spec = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
-    assert pod_spec["volumes"][-1]["persistentVolumeClaim"]["claimName"] == "sched-backups"
+    claims = [v["persistentVolumeClaim"]["claimName"] for v in pod_spec["volumes"] if "persistentVolumeClaim" in v]
+    assert claims == ["sched-backups"]
     assert admin.get("PersistentVolumeClaim", namespace, "sched-backups") is not None
     admin.merge_patch("SampleDB", namespace, "sched", {"spec": {"backup": {"schedule": "30 1 * * *"}}})
     wait_for(
