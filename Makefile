@@ -55,8 +55,8 @@ node-tools: cluster-tools ## Build what the real node needs besides Debian's con
 	hack/build-tools.sh kubelet kube-proxy coredns
 
 .PHONY: test-tools
-test-tools: cluster-tools node-tools ## Build what the tests need besides the cluster: the real node's tools, helm, opm, OLM (olm, catalog).
-	hack/build-tools.sh helm opm olm catalog
+test-tools: cluster-tools node-tools ## Build what the tests need besides the cluster: the real node's tools, helm, opm, OLM (olm, catalog), bundle-validate, checkov.
+	hack/build-tools.sh helm opm olm catalog bundle-validate checkov
 
 .PHONY: generate
 generate: $(PYTHON) ## Regenerate every generated file: crds/ from the models, then the chart's copies, the bundle, the catalog.
@@ -81,16 +81,18 @@ lint: $(PYTHON) ## ruff (lint + format check) and mypy --strict.
 ##@ Tests
 .PHONY: test
 test: lint test-tools base-images ## Everything CI runs: lint; unit, PostgreSQL 15+17+18 and integration tests; the real node; e2e; faults.
-	SAMPLEDB_REQUIRE_PG_MAJORS=15,17,18 $(PYTHON) -m pytest tests/unit tests/postgres tests/integration $(PYTEST_ARGS)
-	@# Separate runs: each tier below starts its own cluster and operator, which must not share a
-	@# cluster with the integration tests' operator.
-	$(PYTHON) -m pytest tests/node $(PYTEST_ARGS)
-	$(PYTHON) -m pytest tests/e2e $(PYTEST_ARGS)
-	$(PYTHON) -m pytest tests/faults $(PYTEST_ARGS)
+	@# Separate pytest runs, two at a time (hack/test-tiers.sh says why): each tier starts its own
+	@# cluster and operator, which must not share a cluster with another tier's operator.
+	SAMPLEDB_REQUIRE_PG_MAJORS=15,17,18 PYTHON='$(PYTHON)' PYTEST_ARGS='$(PYTEST_ARGS)' hack/test-tiers.sh
 
 .PHONY: test-unit
 test-unit: $(PYTHON) ## Unit tests (no cluster).
 	$(PYTHON) -m pytest tests/unit $(PYTEST_ARGS)
+
+.PHONY: manifest-lint
+manifest-lint: $(PYTHON) ## checkov on the chart's renders and the operator's manifests (hack/manifest-lint-exceptions.yaml); also in test-unit.
+	hack/build-tools.sh helm checkov
+	$(PYTHON) hack/manifest_lint.py
 
 .PHONY: test-postgres
 test-postgres: $(PYTHON) ## The operator's scripts against real PostgreSQL (host packages, and images from make base-images).
@@ -101,7 +103,7 @@ test-integration: $(PYTHON) cluster-tools ## Integration tests on a local contro
 	$(PYTHON) -m pytest tests/integration $(PYTEST_ARGS)
 
 .PHONY: test-e2e
-test-e2e: $(PYTHON) test-tools base-images ## The image: builds it, runs it read-only as 65532 (webhook, operator on the local cluster).
+test-e2e: $(PYTHON) test-tools base-images ## Installs on a real node (root): the image, Helm and OLM running real databases, webhook restarts, leader handover, namespace mode.
 	$(PYTHON) -m pytest tests/e2e $(PYTEST_ARGS)
 
 .PHONY: test-kind
