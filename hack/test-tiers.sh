@@ -20,11 +20,17 @@ failed=()
 log() { printf '\n[tiers %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 
 # start NAME PYTEST-ARGS...: run one tier in the background; its pid goes to pids[NAME].
-declare -A pids started
+declare -A pids
 start() {
   local name=$1; shift
-  started[$name]=$SECONDS
-  "$PYTHON" -m pytest "$@" ${pytest_args[@]+"${pytest_args[@]}"} >"$logs/$name.log" 2>&1 &
+  # The subshell notes when the tier itself ended (its pair may end later).
+  (
+    begin=$SECONDS
+    "$PYTHON" -m pytest "$@" ${pytest_args[@]+"${pytest_args[@]}"} >"$logs/$name.log" 2>&1
+    rc=$?
+    echo $((SECONDS - begin)) >"$logs/$name.seconds"
+    exit $rc
+  ) &
   pids[$name]=$!
   log "started $name: pytest $*"
 }
@@ -34,7 +40,7 @@ finish() {
   local name rc
   for name in "$@"; do
     wait "${pids[$name]}"; rc=$?
-    log "$name ended with $rc after $((SECONDS - started[$name])) s; its output:"
+    log "$name ended with $rc after $(cat "$logs/$name.seconds") s; its output:"
     cat "$logs/$name.log"
     [ "$rc" -eq 0 ] || failed+=("$name")
   done
