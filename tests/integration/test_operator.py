@@ -291,6 +291,53 @@ def test_delete_policy_removes_everything(admin: KubeApi, namespace: str) -> Non
     wait_for(lambda: admin.get("Service", namespace, "gone") is None, what="garbage collection of the Service")
 
 
+def _owner_rule_path(admin: KubeApi) -> str:
+    crd = admin.get("CustomResourceDefinition", None, "sampledbs.sampledb.io")
+    assert crd is not None
+    index = [v["name"] for v in crd["spec"]["versions"]].index("v1")
+    return (
+        f"/spec/versions/{index}/schema/openAPIV3Schema/properties/spec/properties/database/properties/owner"
+        "/x-kubernetes-validations"
+    )
+
+
+def test_deletion_goes_on_when_the_spec_cannot_be_read(admin: KubeApi, namespace: str) -> None:
+    """An object written before a stricter rule: its finalizer must not hold it forever."""
+    admin.create(sampledb("old", namespace, {"storage": {"size": "1Gi"}, "database": {"owner": "app_owner"}}))
+    wait_ready(admin, namespace, "old")
+    # What a schema change leaves behind: a spec the API server admitted and the model now refuses.
+    path = _owner_rule_path(admin)
+    crd = admin.get("CustomResourceDefinition", None, "sampledbs.sampledb.io")
+    assert crd is not None
+    rule = crd
+    for key in path.strip("/").split("/"):
+        rule = rule[int(key)] if isinstance(rule, list) else rule[key]
+    admin.json_patch("CustomResourceDefinition", None, "sampledbs.sampledb.io", [{"op": "remove", "path": path}])
+    try:
+        wait_for(
+            lambda: _admitted(admin, namespace, "old", {"spec": {"database": {"owner": "postgres"}}}),
+            what="the old schema to admit the owner",
+        )
+    finally:
+        admin.json_patch("CustomResourceDefinition", None, "sampledbs.sampledb.io",
+                         [{"op": "add", "path": path, "value": rule}])  # fmt: skip
+    wait_for(lambda: phase_is(admin, namespace, "old", "Degraded"), what="the unreadable spec reported")
+    _delete_and_wait_gone(admin, namespace, "old")
+    # Snapshot (the default) needs the spec: Retain instead, which deletes nothing but the workload.
+    wait_for(lambda: admin.get("StatefulSet", namespace, "old") is None, what="StatefulSet removal")
+    assert admin.get("PersistentVolumeClaim", namespace, "data-old-0") is not None
+    notes = [e.get("note", "") for e in events_for(admin, namespace, "old") if e["reason"] == "DeletingUnreadableSpec"]
+    assert notes and "spec.database.owner" in notes[0] and "deletionPolicy Retain" in notes[0], notes
+
+
+def _admitted(admin: KubeApi, namespace: str, name: str, patch: dict[str, Any]) -> bool:
+    try:
+        admin.merge_patch("SampleDB", namespace, name, patch)
+    except ApiError:
+        return False  # the API server has not reloaded the schema yet
+    return True
+
+
 def test_retain_policy_keeps_the_volume(admin: KubeApi, namespace: str) -> None:
     admin.create(sampledb("kept", namespace, {"storage": {"size": "1Gi"}, "deletionPolicy": "Retain"}))
     wait_ready(admin, namespace, "kept")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from sampledb_operator.reconcile import children
+import pytest
+
+from sampledb_operator.reconcile import children, deletion
 from sampledb_operator.reconcile.status import MAX_MESSAGE, Observation, Problem, compute_status, verdict
 from sampledb_operator.resources import statefulset
 from sampledb_operator.resources.instance import Instance
@@ -190,3 +192,20 @@ def test_a_huge_problem_message_is_shortened_so_the_status_write_never_fails() -
         assert len(cond["message"]) <= MAX_MESSAGE + 40
     degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
     assert degraded["message"].endswith(f"({40026 - MAX_MESSAGE} more characters)")
+
+
+@pytest.mark.parametrize(
+    ("spec", "policy"),
+    [
+        ({"deletionPolicy": "Delete", "database": {"owner": "postgres"}}, "Delete"),
+        ({"deletionPolicy": "Retain"}, "Retain"),
+        ({"deletionPolicy": "Snapshot"}, "Retain"),  # the snapshot Job is built from the unreadable spec
+        ({"deletionPolicy": "Shred"}, "Retain"),
+        ({}, "Retain"),
+        ("not an object", "Retain"),
+    ],
+)
+def test_an_unreadable_spec_is_deleted_with_a_policy_that_loses_nothing_unasked(spec: object, policy: str) -> None:
+    chosen, why = deletion.readable_policy(spec)
+    assert chosen.value == policy
+    assert ("data volumes are kept" in why) == (policy == "Retain" and spec != {"deletionPolicy": "Retain"})

@@ -7,6 +7,10 @@ Steps, by `spec.deletionPolicy`:
   3. delete the StatefulSet and the data volumes; 4. remove the finalizer.
 - Retain: delete the StatefulSet, keep the data volumes, remove the finalizer.
 - Delete: delete the StatefulSet and the data volumes, remove the finalizer.
+When the spec cannot be read (it fails the operator's model: written before a schema change), the
+finalizer must not hold the object forever: `readable_policy` keeps a `Delete` or `Retain` that can
+still be read, and otherwise falls back to Retain (the data volumes are kept; a snapshot would need
+the spec it cannot read); a Warning event says which policy was used and why.
 When the whole namespace is being deleted, Kubernetes itself deletes the Pods and the volumes and
 refuses new objects in it: no snapshot can be taken, holding the SampleDB would only hold the
 namespace, so deletion goes on with a warning (logged; events cannot be created there either).
@@ -32,6 +36,23 @@ SNAPSHOT_SKIPPED = (
     "namespace {namespace} is being deleted: Kubernetes removes its volumes and allows no new objects in it, "
     "so no final snapshot can be taken; back up before deleting a namespace"
 )
+
+
+UNREADABLE_SPEC = "the spec cannot be read ({problem}); deleting with deletionPolicy {policy}{why}"
+
+
+def readable_policy(spec: Any) -> tuple[DeletionPolicy, str]:
+    """The policy to delete an unreadable spec with, and why (for the event).
+
+    An explicit Delete or Retain is honoured; Snapshot, or no readable policy, becomes Retain: the
+    final snapshot runs a Job built from the spec, and keeping the volumes loses nothing.
+    """
+    raw = spec.get("deletionPolicy") if isinstance(spec, dict) else None
+    if raw in (DeletionPolicy.DELETE.value, DeletionPolicy.RETAIN.value):
+        return DeletionPolicy(raw), " as the spec says"
+    return DeletionPolicy.RETAIN, (
+        ": the data volumes are kept (a final snapshot needs the spec); delete them by hand once they are not needed"
+    )
 
 
 class DeletionFlow:

@@ -77,6 +77,8 @@ class Reconciler:
         try:
             instance = Instance.from_object(obj, self.settings)
         except ValidationError as err:
+            if obj["metadata"].get("deletionTimestamp"):
+                return self._delete_unreadable(obj, spec_problem(err))
             return self._report_invalid(obj, spec_problem(err))
         if obj["metadata"].get("deletionTimestamp"):
             return deletion.DeletionFlow(self.api, instance, obj, clock=self.clock, finalizer=FINALIZER).run()
@@ -84,6 +86,15 @@ class Reconciler:
         return self._converge(obj, instance)
 
     # -- steps -------------------------------------------------------------------------------
+    def _delete_unreadable(self, obj: dict[str, Any], problem: Problem) -> Outcome:
+        """Deletion must never hang on a spec the model refuses: go on with the policy it can read."""
+        policy, why = deletion.readable_policy(obj.get("spec"))
+        if FINALIZER in (obj["metadata"].get("finalizers") or []):
+            note = deletion.UNREADABLE_SPEC.format(problem=bounded(problem.message), policy=policy.value, why=why)
+            self.api.emit_event(obj, type_="Warning", reason="DeletingUnreadableSpec", note=note, action="Delete")
+        instance = Instance.from_object({**obj, "spec": {"deletionPolicy": policy.value}}, self.settings)
+        return deletion.DeletionFlow(self.api, instance, obj, clock=self.clock, finalizer=FINALIZER).run()
+
     def _ensure_finalizer(self, obj: dict[str, Any]) -> None:
         finalizers = obj["metadata"].get("finalizers") or []
         if FINALIZER in finalizers:
