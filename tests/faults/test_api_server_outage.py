@@ -9,8 +9,11 @@ at must still serve the API server once it is back.
 
 from __future__ import annotations
 
+import socket
 import time
 from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -18,6 +21,7 @@ from sampledb_localcluster import LocalCluster
 from sampledb_operator.k8s.api import KubeApi, Resource
 from tests.faults.checks import OPERATOR_USER, audit_entries, check_jobs, init_purpose, not_ready, sampledb
 from tests.faults.conftest import KillableOperator
+from tests.integration.conftest import wait_for
 from tests.webhook_process import WebhookReplicas
 
 # How long the API server stays down once stopped (stopping itself takes up to 5 s more), as the
@@ -46,10 +50,17 @@ def test_operator_recovers_from_an_api_server_outage_without_restarting(
     names = [f"db-{i}" for i in range(INSTANCES)]
     for name in names:
         admin.create(sampledb(name, namespace))
+    # Work genuinely in flight: the operator has started (a StatefulSet exists) and not finished.
+    wait_for(lambda: any(admin.get("StatefulSet", namespace, n) for n in names), what="the operator at work")
     converging = not_ready(admin, namespace, names)
+    apiserver_pid = cluster.status().get("kube-apiserver")
+    assert apiserver_pid, "no running API server to stop"
     cluster.stop_component("kube-apiserver")
-    assert cluster.status().get("kube-apiserver") is None, "the API server still runs"
     down = time.monotonic()
+    # Down for real: its process is gone and its port refuses connections (status() would only read
+    # the pid file that stopping removes).
+    assert not _running(apiserver_pid), f"the API server (pid {apiserver_pid}) still runs"
+    assert not _accepts(cluster.server), f"{cluster.server} still accepts connections"
     print(f"API server stopped with {len(converging)} of {INSTANCES} instances still converging")
     assert converging, "every instance was Ready before the outage: it interrupted nothing"
     while time.monotonic() - down < OUTAGE_SECONDS:
@@ -88,3 +99,21 @@ def test_operator_recovers_from_an_api_server_outage_without_restarting(
     assert sorted(i["metadata"]["name"] for i in items) == sorted(names)
     assert {i["apiVersion"] for i in items} == {"sampledb.io/v1beta1"}
     assert {i["status"]["phase"] for i in items} == {"Ready"}
+
+
+def _running(pid: int) -> bool:
+    """A live process (not a zombie left for its parent to reap)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _accepts(url: str) -> bool:
+    address = urlsplit(url)
+    try:
+        with socket.create_connection((address.hostname, address.port), timeout=2):
+            return True
+    except OSError:
+        return False
