@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 
 from sampledb_localcluster.tools import tool_path
+from sampledb_operator.conversion.convert import convert
 from sampledb_operator.k8s.api import ApiError, KubeApi, Resource
+from tests.counter_examples import counter_examples
 from tests.integration.conftest import wait_for
 from tests.webhook_process import WebhookReplicas
 
@@ -28,9 +30,7 @@ def beta_object(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
     }
 
 
-def read_v1beta1(
-    admin: KubeApi, namespace: str, name: str | None = None
-) -> dict[str, Any]:
+def read_v1beta1(admin: KubeApi, namespace: str, name: str | None = None) -> dict[str, Any]:
     return admin._request("GET", V1BETA1.path(namespace, name))
 
 
@@ -63,9 +63,7 @@ def test_created_as_v1beta1_read_as_v1_and_back(admin: KubeApi, namespace: str) 
     assert as_beta["spec"]["backupRetention"] == 3
 
 
-def test_v1_only_fields_survive_a_v1beta1_read_modify_write(
-    admin: KubeApi, namespace: str
-) -> None:
+def test_v1_only_fields_survive_a_v1beta1_read_modify_write(admin: KubeApi, namespace: str) -> None:
     spec = {
         "postgres": {"version": 17},
         "storage": {"size": "1Gi"},
@@ -101,9 +99,7 @@ def test_v1_only_fields_survive_a_v1beta1_read_modify_write(
     assert after["spec"]["resources"] == before["spec"]["resources"]
     assert after["spec"]["database"] == {"name": "shop", "owner": "shopper"}
     assert after["spec"]["backup"]["retention"] == 9
-    assert "conversion.sampledb.io/v1-spec" not in (
-        after["metadata"].get("annotations") or {}
-    )
+    assert "conversion.sampledb.io/v1-spec" not in (after["metadata"].get("annotations") or {})
 
 
 def kubectl_names(kubeconfig: str, resource: str, namespace: str) -> list[str]:
@@ -126,9 +122,7 @@ def kubectl_names(kubeconfig: str, resource: str, namespace: str) -> list[str]:
     return sorted(item["metadata"]["name"] for item in json.loads(out.stdout)["items"])
 
 
-def test_kubectl_lists_the_same_objects_in_both_versions(
-    admin: KubeApi, namespace: str, kube_config: str
-) -> None:
+def test_kubectl_lists_the_same_objects_in_both_versions(admin: KubeApi, namespace: str, kube_config: str) -> None:
     create_v1beta1(admin, beta_object("b1", namespace))
     admin.create(
         {
@@ -143,20 +137,14 @@ def test_kubectl_lists_the_same_objects_in_both_versions(
     assert v1_names == beta_names == ["a1", "b1"]
 
 
-def test_operator_reconciles_an_object_created_as_v1beta1(
-    admin: KubeApi, namespace: str
-) -> None:
+def test_operator_reconciles_an_object_created_as_v1beta1(admin: KubeApi, namespace: str) -> None:
     create_v1beta1(
         admin,
-        beta_object(
-            "legacy", namespace, version=15, storageSize="1Gi", deletionPolicy="Delete"
-        ),
+        beta_object("legacy", namespace, version=15, storageSize="1Gi", deletionPolicy="Delete"),
     )
     ready = wait_for(
         lambda: (
-            (o := admin.get("SampleDB", namespace, "legacy"))
-            and (o.get("status") or {}).get("phase") == "Ready"
-            and o
+            (o := admin.get("SampleDB", namespace, "legacy")) and (o.get("status") or {}).get("phase") == "Ready" and o
         ),
         timeout=90,
         what="legacy to be Ready",
@@ -164,12 +152,7 @@ def test_operator_reconciles_an_object_created_as_v1beta1(
     assert ready["status"]["version"] == 15
     sts = admin.get("StatefulSet", namespace, "legacy")
     assert sts is not None
-    assert (
-        sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"][
-            "storage"
-        ]
-        == "1Gi"
-    )
+    assert sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "1Gi"
     assert read_v1beta1(admin, namespace, "legacy")["status"]["phase"] == "Ready"
 
 
@@ -177,9 +160,7 @@ def test_v1beta1_reads_never_fail_while_webhook_replicas_restart(
     admin: KubeApi, namespace: str, conversion_webhook: WebhookReplicas | None
 ) -> None:
     if conversion_webhook is None:
-        pytest.skip(
-            "the webhook runs inside the existing cluster; restarting it is the e2e suite's job"
-        )
+        pytest.skip("the webhook runs inside the existing cluster; restarting it is the e2e suite's job")
     create_v1beta1(admin, beta_object("probe", namespace))
     failures: list[str] = []
     reads = 0
@@ -229,19 +210,35 @@ def test_reserved_names_are_refused_in_both_versions(
     }
     with pytest.raises(ApiError) as err:
         admin.create({**v1, "spec": {"database": database}})
-    assert err.value.status == 422 and f"{field}: Invalid value" in err.value.message, (
-        err.value.message
-    )
+    assert err.value.status == 422 and f"{field}: Invalid value" in err.value.message, err.value.message
     beta = beta_object("betar", namespace)
-    beta["metadata"]["annotations"] = {
-        "conversion.sampledb.io/v1-spec": json.dumps({"database": database})
-    }
+    beta["metadata"]["annotations"] = {"conversion.sampledb.io/v1-spec": json.dumps({"database": database})}
     with pytest.raises(ApiError) as err:
         create_v1beta1(admin, beta)
-    assert f"{field} must not be" in err.value.message, err.value.message
+    assert f"{field}: Value error" in err.value.message and "must not be" in err.value.message, err.value.message
     # The same objects with an ordinary name are admitted: the refusal is about the name alone.
     admin.create({**v1, "spec": {"database": dict.fromkeys(database, "app_owner")}})
-    beta["metadata"]["annotations"] = {
-        "conversion.sampledb.io/v1-spec": json.dumps({"database": {"owner": "x"}})
-    }
+    beta["metadata"]["annotations"] = {"conversion.sampledb.io/v1-spec": json.dumps({"database": {"owner": "x"}})}
     create_v1beta1(admin, beta)
+
+
+def _as_v1beta1(name: str, namespace: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """The same spec as a v1beta1 client writes it (what has no v1beta1 field rides in the annotation)."""
+    obj = {"apiVersion": "sampledb.io/v1", "kind": "SampleDB", "metadata": {"name": name, "namespace": namespace}}
+    beta: dict[str, Any] = convert({**obj, "spec": spec}, "sampledb.io/v1beta1")
+    return beta
+
+
+@pytest.mark.parametrize(("rule", "spec"), counter_examples(), ids=[rule for rule, _ in counter_examples()])
+def test_nothing_the_operator_refuses_is_admitted(
+    admin: KubeApi, namespace: str, rule: str, spec: dict[str, Any]
+) -> None:
+    """Every rule of the operator's model, broken once, is refused by the API server in both versions."""
+    field = rule.split(":", 1)[0]
+    v1 = {"apiVersion": "sampledb.io/v1", "kind": "SampleDB", "metadata": {"name": "ce1", "namespace": namespace}}
+    with pytest.raises(ApiError) as err:
+        admin.create({**v1, "spec": spec})
+    assert field.removeprefix("spec.").rsplit(".", 1)[-1] in err.value.message, err.value.message
+    with pytest.raises(ApiError) as err:
+        create_v1beta1(admin, _as_v1beta1("ce2", namespace, spec))
+    assert err.value.status in (422, 500), err.value.message

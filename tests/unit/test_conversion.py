@@ -26,26 +26,18 @@ from sampledb_operator.conversion.convert import (
     v1beta1_to_v1,
 )
 
-PROPERTY = settings(
-    max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+PROPERTY = settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 names = st.from_regex(r"\A[a-z][a-z0-9-]{0,20}[a-z0-9]\Z")
 quantities = st.sampled_from(["1Gi", "10Gi", "512Mi", "2T", "100G", "1.5Gi"])
-short_text = st.text(
-    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=30
-)
+short_text = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=30)
 parameters = st.dictionaries(st.from_regex(r"\A[a-z_]{1,20}\Z"), short_text, max_size=4)
 cron = st.sampled_from(["@daily", "0 3 * * *", "*/15 * * * *"])
 policy = st.sampled_from(["Snapshot", "Retain", "Delete"])
 version = st.sampled_from([15, 16, 17, 18])
 # Valid names only: reserved ones are refused on the way to v1 (test_reserved_names_are_refused...).
-database_names = st.from_regex(r"\A[a-z_][a-z0-9_]{0,20}\Z").filter(
-    lambda n: not reserved_name_problem("name", n)
-)
-owner_names = st.from_regex(r"\A[a-z_]{1,10}\Z").filter(
-    lambda n: not reserved_name_problem("owner", n)
-)
+database_names = st.from_regex(r"\A[a-z_][a-z0-9_]{0,20}\Z").filter(lambda n: not reserved_name_problem("name", n))
+owner_names = st.from_regex(r"\A[a-z_]{1,10}\Z").filter(lambda n: not reserved_name_problem("owner", n))
 
 
 def optional_keys(
@@ -55,9 +47,7 @@ def optional_keys(
     return st.fixed_dictionaries({}, optional=fields)
 
 
-quantity_map = st.dictionaries(
-    st.sampled_from(["cpu", "memory", "ephemeral-storage"]), quantities, max_size=3
-)
+quantity_map = st.dictionaries(st.sampled_from(["cpu", "memory", "ephemeral-storage"]), quantities, max_size=3)
 v1_spec = optional_keys(
     postgres=optional_keys(version=version, image=names, parameters=parameters),
     storage=optional_keys(size=quantities, storageClassName=names),
@@ -114,9 +104,7 @@ metadata = st.fixed_dictionaries(
 )
 
 
-def objects(
-    api_version: str, spec: st.SearchStrategy[dict[str, Any]]
-) -> st.SearchStrategy[dict[str, Any]]:
+def objects(api_version: str, spec: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[dict[str, Any]]:
     return st.fixed_dictionaries(
         {
             "apiVersion": st.just(api_version),
@@ -223,9 +211,7 @@ def test_v1_only_fields_travel_in_the_reserved_annotation() -> None:
         ("not an object", V1, "not a JSON object"),
     ],
 )
-def test_bad_objects_are_refused_with_a_reason(
-    obj: Any, desired: str, message: str
-) -> None:
+def test_bad_objects_are_refused_with_a_reason(obj: Any, desired: str, message: str) -> None:
     with pytest.raises(ConversionError, match=message):
         convert(obj, desired)
 
@@ -238,9 +224,7 @@ def test_bad_objects_are_refused_with_a_reason(
         *(({"name": name}, "spec.database.name") for name in RESERVED_DATABASES),
     ],
 )
-def test_reserved_names_are_refused_on_the_way_from_v1beta1(
-    database: dict[str, str], field: str
-) -> None:
+def test_reserved_names_are_refused_on_the_way_from_v1beta1(database: dict[str, str], field: str) -> None:
     """A v1beta1 write cannot smuggle a name the v1 schema refuses in the reserved annotation."""
     hostile = {
         "apiVersion": V1BETA1,
@@ -251,9 +235,7 @@ def test_reserved_names_are_refused_on_the_way_from_v1beta1(
         },
         "spec": {},
     }
-    with pytest.raises(
-        ConversionError, match=f"{RESERVED_ANNOTATION}: {field} must not"
-    ):
+    with pytest.raises(ConversionError, match=f"{RESERVED_ANNOTATION} included\\): {field}: .*must not be"):
         convert(hostile, V1)
     # Reads of a stored object never fail: the other direction carries the names as they are.
     stored = {
@@ -262,6 +244,6 @@ def test_reserved_names_are_refused_on_the_way_from_v1beta1(
         "metadata": {"name": "x"},
         "spec": {"database": database},
     }
-    assert json.loads(
-        convert(stored, V1BETA1)["metadata"]["annotations"][RESERVED_ANNOTATION]
-    ) == {"database": database}
+    assert json.loads(convert(stored, V1BETA1)["metadata"]["annotations"][RESERVED_ANNOTATION]) == {
+        "database": database
+    }

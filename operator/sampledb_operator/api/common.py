@@ -9,7 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 SupportedMajor = Literal[15, 16, 17, 18]
 DEFAULT_MAJOR_VERSION: SupportedMajor = 17
@@ -98,13 +98,28 @@ MajorVersion = Annotated[
 
 Quantity = Annotated[str, Field(pattern=QUANTITY_PATTERN, max_length=64)]
 
+
 # postgresql.conf settings. PostgreSQL's names are identifiers (at most 63 bytes); bounding names
 # and values keeps every message that repeats them (conditions, events) within the API's limits.
+MAX_PARAMETERS = 200
+
+
+def _parameter_names_fit(parameters: dict[str, str]) -> dict[str, str]:
+    """The model's copy of the schema's maxProperties and CEL rule (a v1beta1 write is checked by the model only)."""
+    if len(parameters) > MAX_PARAMETERS:
+        raise ValueError(f"at most {MAX_PARAMETERS} parameters")
+    long = sorted(name for name in parameters if len(name) > 63)
+    if long:
+        raise ValueError(f"parameter names are at most 63 characters (PostgreSQL's limit): fix {', '.join(long)}")
+    return parameters
+
+
 PostgresParameters = Annotated[
     dict[str, Annotated[str, Field(max_length=4096)]],
+    AfterValidator(_parameter_names_fit),
     Field(
         json_schema_extra=k8s_extra(
-            maxProperties=200,
+            maxProperties=MAX_PARAMETERS,
             **{
                 "x-kubernetes-validations": [
                     cel(
@@ -114,7 +129,7 @@ PostgresParameters = Annotated[
                     )
                 ]
             },
-        )
+        ),
     ),
 ]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, model_validator
 
 from sampledb_operator.api.common import (
     CRON_PATTERN,
@@ -130,12 +130,12 @@ class ResourceRequirements(ApiModel):
     requests: dict[str, Quantity] = Field(
         default_factory=dict,
         description="Minimum resources, e.g. {cpu: 500m, memory: 1Gi}. Defaults to 100m CPU and 256Mi memory.",
-        json_schema_extra=k8s_extra(maxProperties=8),
+        max_length=8,
     )
     limits: dict[str, Quantity] = Field(
         default_factory=dict,
         description="Maximum resources, e.g. {memory: 2Gi}. Defaults to 1Gi memory and no CPU limit.",
-        json_schema_extra=k8s_extra(maxProperties=8),
+        max_length=8,
     )
 
 
@@ -199,6 +199,13 @@ class MigrationsSpec(ApiModel):
     )
 
 
+def _inside_the_volume(file: str | None) -> str | None:
+    """The model's copy of restore.file's CEL rule (a v1beta1 write is checked by the model only)."""
+    if file is not None and ".." in file:
+        raise ValueError("restore.file must stay inside the volume (no '..')")
+    return file
+
+
 class RestoreSpec(ApiModel):
     """Where a new instance takes its initial data from (instead of an empty database)."""
 
@@ -228,7 +235,7 @@ class RestoreSpec(ApiModel):
         pattern=DNS_LABEL_PATTERN,
         max_length=253,
     )
-    file: str | None = Field(
+    file: Annotated[str | None, AfterValidator(_inside_the_volume)] = Field(
         None,
         description="Path of the dump inside persistentVolumeClaim, e.g. db1/20260101T000000Z-nightly.dump.",
         pattern=r"^[^/.]",
@@ -241,6 +248,13 @@ class RestoreSpec(ApiModel):
             }
         ),
     )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> RestoreSpec:
+        """The model's copy of the CEL rule on the object (a v1beta1 write is checked by the model only)."""
+        if (self.backup is not None) == (self.persistentVolumeClaim is not None and self.file is not None):
+            raise ValueError("restore needs either backup, or persistentVolumeClaim and file (not both)")
+        return self
 
 
 class SampleDBSpec(ApiModel):

@@ -17,8 +17,10 @@ import copy
 import json
 from typing import Any
 
+from pydantic import ValidationError
+
 from sampledb_operator.api import GROUP
-from sampledb_operator.api.common import reserved_name_problem
+from sampledb_operator.api.v1 import SampleDBSpec
 
 V1 = f"{GROUP}/v1"
 V1BETA1 = f"{GROUP}/v1beta1"
@@ -118,25 +120,24 @@ def v1beta1_to_v1(obj: Obj) -> Obj:
     out["metadata"] = _with_annotation(obj.get("metadata") or {}, None)
     if "spec" in obj:
         out["spec"] = _flat_to_nested(spec, kept) if isinstance(spec, dict) else copy.deepcopy(spec)
-    _refuse_reserved_names(kept)
+    if "spec" in obj:
+        _refuse_what_v1_refuses(out["spec"])
     return out
 
 
-def _refuse_reserved_names(kept: Obj) -> None:
-    """Refuse what the v1 schema's CEL rules refuse, when it arrives through v1beta1.
+def _refuse_what_v1_refuses(spec: Any) -> None:
+    """Refuse a v1 spec the operator's model refuses, when it arrives through v1beta1.
 
-    The API server validates a write against the schema of the version it was sent in, so a
-    `v1beta1` object could smuggle `database.owner: postgres` past the `v1` rules in the
-    annotation. Only this direction is checked: reads (v1 -> v1beta1) never fail on stored objects.
+    The API server validates a write against the schema of the version it was sent in: what
+    `v1beta1` cannot say rides in the annotation, unchecked, and would be stored as `v1` without
+    the `v1` rules (a reserved owner name, a restore file outside its volume...). Only this
+    direction is checked: reads (v1 -> v1beta1) never fail on stored objects.
     """
-    database = kept.get("database")
-    if not isinstance(database, dict):
-        return
-    for field in ("owner", "name"):
-        value = database.get(field)
-        problem = reserved_name_problem(field, value) if isinstance(value, str) else None
-        if problem:
-            raise ConversionError(f"annotation {RESERVED_ANNOTATION}: spec.{problem}")
+    try:
+        SampleDBSpec.model_validate(spec if isinstance(spec, dict) else {})
+    except ValidationError as err:
+        problems = "; ".join(f"spec.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()[:5])
+        raise ConversionError(f"as v1 (annotation {RESERVED_ANNOTATION} included): {problems}") from err
 
 
 def _encode(rest: Obj) -> str:
