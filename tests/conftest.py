@@ -70,12 +70,8 @@ def external_kubeconfig(config: pytest.Config) -> str | None:
 @pytest.fixture(scope="session")
 def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """A local control plane for the whole session; its files (logs!) stay in pytest's tmp dir."""
-    cluster = LocalCluster(state_dir=tmp_path_factory.mktemp("local-cluster"))
-    cluster.start()
-    try:
+    with LocalCluster(state_dir=tmp_path_factory.mktemp("local-cluster")) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture(scope="session")

@@ -79,14 +79,9 @@ def operator_image() -> str:
 @pytest.fixture(scope="session")
 def local_cluster(operator_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """The session's cluster with a real node, the operator image loaded (overrides tests/conftest.py)."""
-    cluster = LocalCluster(
-        state_dir=tmp_path_factory.mktemp("e2e-cluster"), node="real", timeout=120, images=e2e_images()
-    )
-    cluster.start()
-    try:
+    state_dir = tmp_path_factory.mktemp("e2e-cluster")
+    with LocalCluster(state_dir=state_dir, node="real", timeout=120, images=e2e_images()) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture(scope="session")

@@ -236,14 +236,9 @@ NODE_GRACE = "--node-monitor-grace-period=3m"
 @pytest.fixture(scope="session")
 def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """This run's own local control plane, as tests/conftest.py starts it, with NODE_GRACE."""
-    local = LocalCluster(
-        state_dir=tmp_path_factory.mktemp("local-cluster"), extra_args={"kube-controller-manager": [NODE_GRACE]}
-    )
-    local.start()
-    try:
+    state_dir = tmp_path_factory.mktemp("local-cluster")
+    with LocalCluster(state_dir=state_dir, extra_args={"kube-controller-manager": [NODE_GRACE]}) as local:
         yield local
-    finally:
-        local.stop()
 
 
 @pytest.fixture

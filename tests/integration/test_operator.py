@@ -291,14 +291,18 @@ def test_delete_policy_removes_everything(admin: KubeApi, namespace: str) -> Non
     wait_for(lambda: admin.get("Service", namespace, "gone") is None, what="garbage collection of the Service")
 
 
-def _owner_rule_path(admin: KubeApi) -> str:
+def _owner_rule(admin: KubeApi) -> tuple[str, Any]:
+    """The JSON path of the v1 `database.owner` CEL rules in the served CRD, and the rules."""
     crd = admin.get("CustomResourceDefinition", None, "sampledbs.sampledb.io")
     assert crd is not None
     index = [v["name"] for v in crd["spec"]["versions"]].index("v1")
-    return (
+    owner = crd["spec"]["versions"][index]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    owner = owner["database"]["properties"]["owner"]
+    path = (
         f"/spec/versions/{index}/schema/openAPIV3Schema/properties/spec/properties/database/properties/owner"
         "/x-kubernetes-validations"
     )
+    return path, owner["x-kubernetes-validations"]
 
 
 def test_deletion_goes_on_when_the_spec_cannot_be_read(admin: KubeApi, namespace: str) -> None:
@@ -306,12 +310,7 @@ def test_deletion_goes_on_when_the_spec_cannot_be_read(admin: KubeApi, namespace
     admin.create(sampledb("old", namespace, {"storage": {"size": "1Gi"}, "database": {"owner": "app_owner"}}))
     wait_ready(admin, namespace, "old")
     # What a schema change leaves behind: a spec the API server admitted and the model now refuses.
-    path = _owner_rule_path(admin)
-    crd = admin.get("CustomResourceDefinition", None, "sampledbs.sampledb.io")
-    assert crd is not None
-    rule = crd
-    for key in path.strip("/").split("/"):
-        rule = rule[int(key)] if isinstance(rule, list) else rule[key]
+    path, rule = _owner_rule(admin)
     admin.json_patch("CustomResourceDefinition", None, "sampledbs.sampledb.io", [{"op": "remove", "path": path}])
     try:
         wait_for(

@@ -49,12 +49,8 @@ CLIENT_POD = "client"
 @pytest.fixture(scope="session")
 def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """The session's cluster, with a real node (overrides the kwok cluster of tests/conftest.py)."""
-    cluster = LocalCluster(state_dir=tmp_path_factory.mktemp("real-cluster"), node="real", timeout=120)
-    cluster.start()
-    try:
+    with LocalCluster(state_dir=tmp_path_factory.mktemp("real-cluster"), node="real", timeout=120) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture

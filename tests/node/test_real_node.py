@@ -106,9 +106,7 @@ def _run_a_pod(kubeconfig: str) -> None:
     subprocess.run([*kubectl, "wait", "--for=condition=Ready", "pod/sleeper", "--timeout=60s"], check=True)
 
 
-def test_tear_down_leaves_nothing_even_after_the_owner_is_killed(
-    local_cluster: LocalCluster, tmp_path: Path
-) -> None:
+def test_tear_down_leaves_nothing_even_after_the_owner_is_killed(local_cluster: LocalCluster, tmp_path: Path) -> None:
     """A second real node with a running Pod; its owner SIGKILLed; `down` finds and removes the rest."""
     state = tmp_path / "cluster"
     env = {**os.environ, "PYTHONPATH": str(REPO / "operator")}
