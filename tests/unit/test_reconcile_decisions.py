@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from sampledb_operator.reconcile import children, deletion
-from sampledb_operator.reconcile.status import MAX_MESSAGE, Observation, Problem, compute_status, verdict
+from sampledb_operator.reconcile.status import Observation, Problem, compute_status, verdict
 from sampledb_operator.resources import statefulset
 from sampledb_operator.resources.instance import Instance
 from tests.unit.conftest import make_instance
@@ -183,15 +183,6 @@ def test_backup_schedule_brings_a_cronjob_and_a_kept_volume() -> None:
     assert pvc is not None
     assert children.plan_child(pvc_child, unscheduled, as_created(pvc)) is None
     assert children.plan_child(cron_child, unscheduled, None) is None
-
-
-def test_a_huge_problem_message_is_shortened_so_the_status_write_never_fails() -> None:
-    problem = Problem("InvalidParameters", "spec.postgres.parameters: " + "x" * 40000)
-    status = compute_status(make_instance(), {}, Observation(None, None, problems=(problem,)), "2026-11-22T00:00:00Z")
-    for cond in status["conditions"]:
-        assert len(cond["message"]) <= MAX_MESSAGE + 40
-    degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
-    assert degraded["message"].endswith(f"({40026 - MAX_MESSAGE} more characters)")
 
 
 @pytest.mark.parametrize(

@@ -160,6 +160,15 @@ class Phase(StrEnum):
     UPGRADING = "Upgrading"
 
 
+class MigrationPhase(StrEnum):
+    """Where the migrations of the current ConfigMap content are."""
+
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
 class UpgradePhase(StrEnum):
     """The steps of a major-version upgrade, in order; RollingBack and Failed after any failure."""
 
@@ -199,7 +208,9 @@ class MigrationStatus(ApiModel):
 
     configMap: str | None = Field(None, description="The ConfigMap the migrations came from.")
     job: str | None = Field(None, description="The migration Job for the current ConfigMap content.")
-    phase: str | None = Field(None, description="Running, Succeeded or Failed.")
+    phase: MigrationPhase | None = Field(
+        None, description="Pending (waiting for the database or the ConfigMap), Running, Succeeded or Failed."
+    )
     lastApplied: str | None = Field(None, description="The newest migration recorded in the database.")
     failed: str | None = Field(None, description="The migration file that failed (rolled back).")
     error: str | None = Field(None, description="PostgreSQL's error message for the failed file.")

@@ -72,7 +72,7 @@ class BackupReconciler:
             return self._finish(
                 obj,
                 {
-                    "phase": "Failed",
+                    "phase": backup.BackupPhase.FAILED.value,
                     "message": f"spec.instance: SampleDB {spec.get('instance')!r} not found in {namespace}",
                 },
             )
@@ -82,20 +82,20 @@ class BackupReconciler:
             return self._finish(
                 obj,
                 {
-                    "phase": "Failed",
+                    "phase": backup.BackupPhase.FAILED.value,
                     "message": f"SampleDB {db['metadata']['name']} has an invalid spec: {err.errors()[0]['msg']}",
                 },
             )
         job = self.api.get("Job", namespace, name) or self._start(obj, instance, verify=bool(spec.get("verify")))
         if job_state(job) is JobState.RUNNING:
             running = {
-                "phase": "Running",
+                "phase": backup.BackupPhase.RUNNING.value,
                 "job": name,
                 "startTime": (job.get("status") or {}).get("startTime") or self.clock(),
             }
-            if status.get("phase") != "Running":
+            if status.get("phase") != backup.BackupPhase.RUNNING:
                 self._write(obj, running)
-            return Outcome(phase="Running")
+            return Outcome(phase=backup.BackupPhase.RUNNING.value)
         pods = self.api.list_objects("Pod", namespace, labels={"job-name": name})
         return self._finish(obj, outcome_status(instance, job, termination_summary(pods)))
 
@@ -138,7 +138,7 @@ class BackupReconciler:
 
     def _finish(self, obj: dict[str, Any], status: dict[str, Any]) -> Outcome:
         self._write(obj, status)
-        failed = status["phase"] == "Failed"
+        failed = status["phase"] == backup.BackupPhase.FAILED
         note = status.get("message") if failed else f"backup written to {status.get('location', 'the backup volume')}"
         self.api.emit_event(
             obj,

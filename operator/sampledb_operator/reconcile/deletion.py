@@ -24,9 +24,11 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from sampledb_operator.api.common import DeletionPolicy
+from sampledb_operator.api.common import DeletionPolicy, Phase
 from sampledb_operator.jobs.snapshot import snapshot_job, snapshot_pvc
 from sampledb_operator.k8s.api import ApiError, KubeApi
+from sampledb_operator.reconcile import conditions
+from sampledb_operator.reconcile.conditions import DEGRADED, PROGRESSING, Value
 from sampledb_operator.reconcile.outcome import Outcome
 from sampledb_operator.reconcile.status import JobState, job_failure_message, job_state
 from sampledb_operator.resources.instance import Instance
@@ -70,13 +72,13 @@ class DeletionFlow:
     def run(self) -> Outcome:
         """Advance deletion as far as it can go now."""
         if self.finalizer not in (self.obj["metadata"].get("finalizers") or []):
-            return Outcome(phase="Deleting")
+            return Outcome(phase=Phase.DELETING.value)
         if self.instance.spec.deletionPolicy is DeletionPolicy.SNAPSHOT and not self._snapshot_done():
-            return Outcome(phase="Deleting", actions=["wait FinalSnapshot"])
+            return Outcome(phase=Phase.DELETING.value, actions=["wait FinalSnapshot"])
         self._remove_workload()
         self._remove_finalizer()
         self._event("Normal", "Deleted", f"removed with deletionPolicy {self.instance.spec.deletionPolicy.value}")
-        return Outcome(phase="Deleting", actions=["remove Finalizer"])
+        return Outcome(phase=Phase.DELETING.value, actions=["remove Finalizer"])
 
     # -- steps -------------------------------------------------------------------------------
     def _snapshot_done(self) -> bool:
@@ -98,12 +100,8 @@ class DeletionFlow:
                     raise
                 self._event("Warning", "FinalSnapshotSkipped", SNAPSHOT_SKIPPED.format(namespace=inst.namespace))
                 return True
-            self._set_status(
-                "Progressing",
-                "True",
-                "TakingFinalSnapshot",
-                f"Job {inst.snapshot_job} is writing the final snapshot to PVC {inst.snapshot_pvc}",
-            )
+            message = f"Job {inst.snapshot_job} is writing the final snapshot to PVC {inst.snapshot_pvc}"
+            self._set_status(PROGRESSING, Value("True", "TakingFinalSnapshot", message))
             self._event("Normal", "TakingFinalSnapshot", f"final snapshot Job {inst.snapshot_job} started")
             return False
         if state is JobState.FAILED and job is not None:
@@ -111,7 +109,7 @@ class DeletionFlow:
                 f"final snapshot Job {inst.snapshot_job} failed ({job_failure_message(job)}); the data is kept. "
                 "Delete the Job to retry, or set spec.deletionPolicy to Retain to delete without a snapshot"
             )
-            if self._set_status("Degraded", "True", "FinalSnapshotFailed", message):
+            if self._set_status(DEGRADED, Value("True", "FinalSnapshotFailed", message)):
                 self._event("Warning", "FinalSnapshotFailed", message)
         return False
 
@@ -139,34 +137,16 @@ class DeletionFlow:
             if not err.conflict:
                 raise
 
-    def _set_status(self, ctype: str, status: str, reason: str, message: str) -> bool:
+    def _set_status(self, ctype: str, value: Value) -> bool:
         """Set phase Deleting and one condition; False when that was already the status."""
         previous = self.obj.get("status") or {}
-        conditions = [c for c in previous.get("conditions") or [] if c["type"] != ctype]
-        old = next((c for c in previous.get("conditions") or [] if c["type"] == ctype), None)
-        if (
-            previous.get("phase") == "Deleting"
-            and old
-            and (old["status"], old["reason"], old["message"]) == (status, reason, message)
-        ):
+        merged = conditions.merge(
+            previous.get("conditions"), {ctype: value}, generation=self.instance.generation, now=self.clock()
+        )
+        status = {"phase": Phase.DELETING.value, "conditions": merged}
+        if {k: previous.get(k) for k in status} == status:
             return False
-        conditions.append(
-            {
-                "type": ctype,
-                "status": status,
-                "reason": reason,
-                "message": message,
-                "lastTransitionTime": self.clock(),
-                "observedGeneration": self.instance.generation,
-            }
-        )
-        self.api.merge_patch(
-            "SampleDB",
-            self.instance.namespace,
-            self.instance.name,
-            {"status": {"phase": "Deleting", "conditions": conditions}},
-            status=True,
-        )
+        self.api.merge_patch("SampleDB", self.instance.namespace, self.instance.name, {"status": status}, status=True)
         return True
 
     def _event(self, type_: str, reason: str, note: str) -> None:

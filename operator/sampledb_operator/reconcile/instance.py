@@ -15,9 +15,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from sampledb_operator.api.common import Phase
 from sampledb_operator.jobs.initialize import init_job
 from sampledb_operator.k8s.api import ApiError, KubeApi
-from sampledb_operator.reconcile import children, config_check, deletion, upgrade
+from sampledb_operator.reconcile import children, conditions, config_check, deletion, upgrade
+from sampledb_operator.reconcile.conditions import DEGRADED, PROGRESSING, READY, bounded
 from sampledb_operator.reconcile.migrations import MigrationPlan, job_name, plan_migrations
 from sampledb_operator.reconcile.outcome import Outcome
 from sampledb_operator.reconcile.restore import RECHECK_SECONDS, RestorePlan, plan_restore
@@ -25,8 +27,8 @@ from sampledb_operator.reconcile.status import (
     JobState,
     Observation,
     Problem,
-    bounded,
     compute_status,
+    degraded,
     init_completed,
     initialized,
     job_state,
@@ -287,8 +289,8 @@ class Reconciler:
     def _emit_transition(self, obj: dict[str, Any], previous: dict[str, Any], status: dict[str, Any]) -> None:
         if previous.get("phase") == status["phase"]:
             return
-        ready = next(c for c in status["conditions"] if c["type"] == "Ready")
-        degraded = status["phase"] == "Degraded"
+        ready = next(c for c in status["conditions"] if c["type"] == READY)
+        degraded = status["phase"] == Phase.DEGRADED
         self.api.emit_event(
             obj,
             type_="Warning" if degraded else "Normal",
@@ -298,29 +300,15 @@ class Reconciler:
         )
 
     def _report_invalid(self, obj: dict[str, Any], problem: Problem) -> Outcome:
+        """A spec the model refuses: Degraded with the fields named, nothing else touched."""
         meta = obj["metadata"]
         previous = obj.get("status") or {}
-        degraded = [c for c in previous.get("conditions") or [] if c["type"] == "Degraded"]
-        if previous.get("phase") == "Degraded" and degraded and degraded[0].get("message") == bounded(problem.message):
-            return Outcome(phase="Degraded")
-        now = self.clock()
-        conditions = [
-            {
-                "type": t,
-                "status": s,
-                "reason": problem.reason,
-                "message": bounded(problem.message) if s != "False" or t == "Ready" else "",
-                "lastTransitionTime": now,
-                "observedGeneration": int(meta.get("generation", 1)),
-            }
-            for t, s in (("Ready", "False"), ("Progressing", "False"), ("Degraded", "True"))
-        ]
-        self.api.merge_patch(
-            "SampleDB",
-            meta["namespace"],
-            meta["name"],
-            {"status": {"phase": "Degraded", "conditions": conditions}},
-            status=True,
-        )
-        self.api.emit_event(obj, type_="Warning", reason=problem.reason, note=problem.message, action="Validate")
-        return Outcome(phase="Degraded")
+        decided = degraded(problem.reason, problem.message)
+        updates = {READY: decided.ready, PROGRESSING: decided.progressing, DEGRADED: decided.degraded}
+        generation = int(meta.get("generation", 1))
+        merged = conditions.merge(previous.get("conditions"), updates, generation=generation, now=self.clock())
+        status = {"phase": Phase.DEGRADED.value, "conditions": merged}
+        if {k: previous.get(k) for k in status} != status:
+            self.api.merge_patch("SampleDB", meta["namespace"], meta["name"], {"status": status}, status=True)
+            self.api.emit_event(obj, type_="Warning", reason=problem.reason, note=problem.message, action="Validate")
+        return Outcome(phase=Phase.DEGRADED.value)

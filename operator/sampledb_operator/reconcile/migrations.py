@@ -18,6 +18,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from sampledb_operator.api.common import MigrationPhase
 from sampledb_operator.jobs.migrate import migration_job
 from sampledb_operator.reconcile.children import Action, Verb
 from sampledb_operator.reconcile.status import JobState, Problem, job_failure_message, job_state, termination_summary
@@ -56,27 +57,38 @@ def plan_migrations(
     if config_map is None:
         message = f"spec.migrations.configMap ({source}): ConfigMap not found; create it with the SQL files"
         return MigrationPlan(
-            None, {"configMap": source, "phase": "Pending"}, Problem("MigrationsConfigMapMissing", message)
+            None,
+            {"configMap": source, "phase": MigrationPhase.PENDING.value},
+            Problem("MigrationsConfigMapMissing", message),
         )
     name = job_name(instance, config_map)
     status: dict[str, Any] = {"configMap": source, "job": name}
     if job is None:
         if not database_ready:
-            return MigrationPlan(None, {**status, "phase": "Pending"})
+            return MigrationPlan(None, {**status, "phase": MigrationPhase.PENDING.value})
         body = migration_job(instance, name=name, config_map=source)
         return MigrationPlan(
-            Action(Verb.CREATE, "Job", name, "MigrationsPending", body), {**status, "phase": "Running"}
+            Action(Verb.CREATE, "Job", name, "MigrationsPending", body),
+            {**status, "phase": MigrationPhase.RUNNING.value},
         )
     state = job_state(job)
     summary = termination_summary(pods)
     if state is JobState.RUNNING:
-        return MigrationPlan(None, {**status, "phase": "Running"})
+        return MigrationPlan(None, {**status, "phase": MigrationPhase.RUNNING.value})
     if state is JobState.COMPLETE:
-        return MigrationPlan(None, {**status, "phase": "Succeeded", "lastApplied": summary.get("lastApplied")})
+        return MigrationPlan(
+            None, {**status, "phase": MigrationPhase.SUCCEEDED.value, "lastApplied": summary.get("lastApplied")}
+        )
     failed, error = summary.get("failed"), summary.get("error") or job_failure_message(job)
     message = (
         f"migration {failed or '?'} failed and was rolled back: {error}; fix it with a new file in "
         f"ConfigMap {source} (the Job reruns when its content changes)"
     )
-    failure = {**status, "phase": "Failed", "failed": failed, "error": error, "lastApplied": summary.get("lastApplied")}
+    failure = {
+        **status,
+        "phase": MigrationPhase.FAILED.value,
+        "failed": failed,
+        "error": error,
+        "lastApplied": summary.get("lastApplied"),
+    }
     return MigrationPlan(None, failure, Problem("MigrationFailed", message))

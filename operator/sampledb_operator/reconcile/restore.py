@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from sampledb_operator.api.backup import BackupPhase
 from sampledb_operator.jobs.backup import BACKUP_MOUNT
 from sampledb_operator.reconcile.status import Problem
 from sampledb_operator.resources.instance import Instance
@@ -43,11 +44,11 @@ def plan_restore(instance: Instance, backup: dict[str, Any] | None, claim: dict[
         )
     status = backup.get("status") or {}
     phase, location = status.get("phase"), status.get("location", "")
-    if phase == "Failed":
+    if phase == BackupPhase.FAILED:
         message = f"{field} failed ({status.get('message', 'no reason given')}); name another backup"
         return RestorePlan(problem=Problem("RestoreSourceFailed", message))
-    if phase != "Succeeded":
-        message = f"{field}: waiting for the backup to succeed (phase {phase or 'Pending'})"
+    if phase != BackupPhase.SUCCEEDED:
+        message = f"{field}: waiting for the backup to succeed (phase {phase or BackupPhase.PENDING.value})"
         return RestorePlan(problem=Problem("RestoreSourceNotReady", message), wait=True)
     backup_claim, _, path = location.partition(":")
     if not backup_claim or not path.startswith(f"{BACKUP_MOUNT}/"):

@@ -13,18 +13,9 @@ from enum import StrEnum
 from typing import Any
 
 from sampledb_operator.api.common import Phase
+from sampledb_operator.reconcile import conditions
+from sampledb_operator.reconcile.conditions import DEGRADED, PROGRESSING, READY, Value
 from sampledb_operator.resources.instance import Instance
-
-READY, PROGRESSING, DEGRADED = "Ready", "Progressing", "Degraded"
-# Far below the API's 32 KiB per condition message: a status write must never fail on its length.
-MAX_MESSAGE = 4000
-
-
-def bounded(message: str) -> str:
-    """`message`, shortened with a note when it is longer than a condition should carry."""
-    if len(message) <= MAX_MESSAGE:
-        return message
-    return f"{message[:MAX_MESSAGE]}... ({len(message) - MAX_MESSAGE} more characters)"
 
 
 class JobState(StrEnum):
@@ -93,9 +84,9 @@ class Verdict:
     """Phase plus the three standard conditions as (status, reason, message)."""
 
     phase: Phase
-    ready: tuple[str, str, str]
-    progressing: tuple[str, str, str]
-    degraded: tuple[str, str, str]
+    ready: Value
+    progressing: Value
+    degraded: Value
 
 
 def ready_replicas(sts: dict[str, Any] | None) -> int:
@@ -120,58 +111,47 @@ def init_completed(instance_status: dict[str, Any], init_job: dict[str, Any] | N
     return initialized(instance_status) or job_state(init_job) is JobState.COMPLETE
 
 
-def verdict(previous_status: dict[str, Any], observation: Observation) -> Verdict:
-    """Decide the phase and conditions; the first matching rule wins, each with a named reason."""
-    ok = ("False", "AsExpected", "")
-    if observation.problems:
-        first = observation.problems[0]
-        message = "; ".join(p.message for p in observation.problems)
-        return Verdict(
-            Phase.DEGRADED,
-            ("False", first.reason, message),
-            ("False", first.reason, ""),
-            ("True", first.reason, message),
-        )
-    if job_state(observation.init_job) is JobState.FAILED and observation.init_job is not None:
-        message = (
-            f"initial-configuration Job {observation.init_job['metadata']['name']} failed ("
-            f"{job_failure_message(observation.init_job)}); see its Pod logs, then delete the Job to retry"
-        )
-        return Verdict(
-            Phase.DEGRADED, ("False", "InitializationFailed", message), ok, ("True", "InitializationFailed", message)
-        )
-    if observation.upgrading:
-        message = observation.upgrading
-        return Verdict(Phase.UPGRADING, ("False", "MajorUpgrade", message), ("True", "MajorUpgrade", message), ok)
-    sts = observation.statefulset
-    if sts is None or ready_replicas(sts) < 1:
-        message = "waiting for the database Pod to become ready"
-        return Verdict(Phase.PROVISIONING, ("False", "PodNotReady", message), ("True", "Provisioning", message), ok)
-    if not init_completed(previous_status, observation.init_job):
-        message = "creating the application database and role"
-        return Verdict(Phase.INITIALIZING, ("False", "Initializing", message), ("True", "Initializing", message), ok)
-    if not rolled_out(sts):
-        message = "rolling the database Pod to a new configuration or image"
-        return Verdict(Phase.READY, ("True", "RollingUpdate", message), ("True", "RollingUpdate", message), ok)
+OK = Value("False", "AsExpected")
+
+
+def degraded(reason: str, message: str) -> Verdict:
+    """Not Ready, not Progressing, Degraded: what every problem reports, with its reason."""
     return Verdict(
-        Phase.READY, ("True", "DatabaseReady", "the database accepts connections"), ("False", "UpToDate", ""), ok
+        Phase.DEGRADED, Value("False", reason, message), Value("False", reason), Value("True", reason, message)
     )
 
 
-def _condition(
-    ctype: str, value: tuple[str, str, str], previous: dict[str, dict[str, Any]], generation: int, now: str
-) -> dict[str, Any]:
-    status, reason, message = value
-    before = previous.get(ctype)
-    changed = before is None or before.get("status") != status
-    return {
-        "type": ctype,
-        "status": status,
-        "reason": reason,
-        "message": bounded(message),
-        "lastTransitionTime": now if changed or before is None else before.get("lastTransitionTime") or now,
-        "observedGeneration": generation,
-    }
+def _moving(phase: Phase, *, ready: bool, reason: str, message: str, progress: str | None = None) -> Verdict:
+    """Progressing towards the spec (with its own reason when it differs from Ready's)."""
+    ready_value = Value("True" if ready else "False", reason, message)
+    return Verdict(phase, ready_value, Value("True", progress or reason, message), OK)
+
+
+def verdict(previous_status: dict[str, Any], observation: Observation) -> Verdict:
+    """Decide the phase and conditions; the first matching rule wins, each with a named reason."""
+    if observation.problems:
+        return degraded(observation.problems[0].reason, "; ".join(p.message for p in observation.problems))
+    init = observation.init_job
+    if init is not None and job_state(init) is JobState.FAILED:
+        return degraded(
+            "InitializationFailed",
+            f"initial-configuration Job {init['metadata']['name']} failed ({job_failure_message(init)}); "
+            "see its Pod logs, then delete the Job to retry",
+        )
+    if observation.upgrading:
+        return _moving(Phase.UPGRADING, ready=False, reason="MajorUpgrade", message=observation.upgrading)
+    sts = observation.statefulset
+    if sts is None or ready_replicas(sts) < 1:
+        message = "waiting for the database Pod to become ready"
+        return _moving(Phase.PROVISIONING, ready=False, reason="PodNotReady", message=message, progress="Provisioning")
+    if not init_completed(previous_status, init):
+        message = "creating the application database and role"
+        return _moving(Phase.INITIALIZING, ready=False, reason="Initializing", message=message)
+    if not rolled_out(sts):
+        message = "rolling the database Pod to a new configuration or image"
+        return _moving(Phase.READY, ready=True, reason="RollingUpdate", message=message)
+    ready = Value("True", "DatabaseReady", "the database accepts connections")
+    return Verdict(Phase.READY, ready, Value("False", "UpToDate"), OK)
 
 
 def compute_status(
@@ -179,15 +159,12 @@ def compute_status(
 ) -> dict[str, Any]:
     """The full status to write; equal to `previous_status` when nothing changed."""
     decided = verdict(previous_status, observation)
-    previous_conditions = {c["type"]: c for c in previous_status.get("conditions") or []}
-    conditions = [
-        _condition(ctype, value, previous_conditions, instance.generation, now)
-        for ctype, value in ((READY, decided.ready), (PROGRESSING, decided.progressing), (DEGRADED, decided.degraded))
-    ]
+    updates = {READY: decided.ready, PROGRESSING: decided.progressing, DEGRADED: decided.degraded}
+    merged = conditions.merge(previous_status.get("conditions"), updates, generation=instance.generation, now=now)
     status: dict[str, Any] = {
         "phase": decided.phase.value,
         "observedGeneration": instance.generation,
-        "conditions": conditions,
+        "conditions": merged,
         "endpoint": instance.endpoint,
         "secretName": instance.credentials_secret,
         "readyInstances": ready_replicas(observation.statefulset),
