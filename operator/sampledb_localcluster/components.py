@@ -169,6 +169,10 @@ def kube_apiserver(ctx: ClusterContext) -> ComponentSpec:
         # Blocking mode writes each event before the response is sent, so a test that reads the
         # audit log right after a request sees it.
         "--audit-log-mode=blocking",
+        # One file for the whole life of the cluster: readers (the benchmarks, the fault suite) read
+        # it by byte offsets, and the default rotation at 100 MB (lumberjack's default when the size
+        # is unset) moved a large scale run's events into a file nobody read. 100 GB never rotates.
+        "--audit-log-maxsize=102400",
         "--audit-log-maxbackup=0",
         # Reach nodes by InternalIP (127.0.0.1 for kwok nodes), never by a hostname that would
         # have to resolve somewhere.
