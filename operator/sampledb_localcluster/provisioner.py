@@ -2,10 +2,17 @@
 
 No CSI driver runs in the local cluster, so a StatefulSet's PersistentVolumeClaims would stay
 Pending and the scheduler would never place its Pods. This loop plays the external
-provisioner's part of the real protocol: it watches claims of the default StorageClass
-`standard` and creates a matching PersistentVolume pre-bound to each; the controller manager's
-PV binder then binds them, exactly as with a real provisioner. It also deletes the volume of a
-claim that is gone (reclaim policy Delete), and supports expansion (it grows the PV).
+provisioner's part of the real protocol: it watches claims of every StorageClass whose
+provisioner is `sampledb.io/local-provisioner` (the default class `standard` among them) and
+creates a matching PersistentVolume pre-bound to each; the controller manager's PV binder then
+binds them, exactly as with a real provisioner. It also deletes the volume of a claim that is gone
+(reclaim policy Delete).
+
+Expansion follows the two steps of the real protocol, so the operator's waits are exercised: as
+the external resizer does for a volume whose file system the node must grow, it grows the PV and
+marks the claim `FileSystemResizePending`; a few seconds later it plays the kubelet's part and
+records the new capacity on the claim. Whether a claim may grow at all is the API server's
+decision (its PersistentVolumeClaimResize admission reads the class's `allowVolumeExpansion`).
 
 With simulated nodes the volume is a hostPath nothing ever mounts. With the real node
 (``--volume-root``, ``--node``) each volume is a real folder under the volume root, served as a
@@ -24,6 +31,7 @@ import shutil
 import signal
 import threading
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -37,6 +45,9 @@ logger = logging.getLogger(__name__)
 
 
 SELECTED_NODE = "volume.kubernetes.io/selected-node"
+FILE_SYSTEM_PENDING = "FileSystemResizePending"
+# How long "the node" takes to grow a file system: long enough for a reconcile to see the wait.
+FILE_SYSTEM_RESIZE_SECONDS = 3.0
 
 
 def storage_class(*, wait_for_consumer: bool = False) -> dict[str, Any]:
@@ -84,7 +95,7 @@ def volume_for(claim: dict[str, Any], volume_root: Path | None = None, node: str
             "capacity": {"storage": size},
             "accessModes": claim["spec"].get("accessModes") or ["ReadWriteOnce"],
             "persistentVolumeReclaimPolicy": "Delete",
-            "storageClassName": STORAGE_CLASS,
+            "storageClassName": claim["spec"].get("storageClassName") or STORAGE_CLASS,
             "claimRef": {
                 "apiVersion": "v1",
                 "kind": "PersistentVolumeClaim",
@@ -106,6 +117,7 @@ class FakeProvisioner:
         self._core = client.CoreV1Api(api_client)
         self._storage = client.StorageV1Api(api_client)
         self._stop = threading.Event()
+        self._classes: dict[str, bool] = {}  # StorageClass name -> served by this provisioner
         self._thread = threading.Thread(target=self._run, name="fake-provisioner", daemon=True)
 
     def start(self) -> None:
@@ -144,8 +156,20 @@ class FakeProvisioner:
             else:
                 self._provision(claim)
 
+    def _serves(self, class_name: str) -> bool:
+        if class_name not in self._classes:
+            try:
+                found = self._storage.read_storage_class(class_name).provisioner == PROVISIONER
+            except ApiException as err:
+                if err.status != 404:
+                    raise
+                return False  # not yet created: the claim's next event asks again
+            self._classes[class_name] = found
+        return self._classes[class_name]
+
     def _provision(self, claim: dict[str, Any]) -> None:
-        if (claim["spec"].get("storageClassName") or STORAGE_CLASS) != STORAGE_CLASS:
+        class_name = claim["spec"].get("storageClassName") or STORAGE_CLASS
+        if not self._serves(class_name):
             return
         if claim["spec"].get("volumeName"):
             self._grow(claim)
@@ -162,13 +186,30 @@ class FakeProvisioner:
                 raise
 
     def _grow(self, claim: dict[str, Any]) -> None:
+        """The resizer's step (grow the PV, file system pending), then the node's (record the capacity)."""
         wanted = claim["spec"]["resources"]["requests"]["storage"]
-        if (claim.get("status") or {}).get("capacity", {}).get("storage") == wanted:
+        status = claim.get("status") or {}
+        if status.get("capacity", {}).get("storage") == wanted:
             return
-        self._core.patch_persistent_volume(claim["spec"]["volumeName"], {"spec": {"capacity": {"storage": wanted}}})
-        status = {"status": {"capacity": {"storage": wanted}}}
         meta = claim["metadata"]
-        self._core.patch_namespaced_persistent_volume_claim_status(meta["name"], meta["namespace"], status)
+        if any(c.get("type") == FILE_SYSTEM_PENDING for c in status.get("conditions") or []):
+            return  # the node's step is scheduled
+        self._core.patch_persistent_volume(claim["spec"]["volumeName"], {"spec": {"capacity": {"storage": wanted}}})
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        condition = {"type": FILE_SYSTEM_PENDING, "status": "True", "lastTransitionTime": now}
+        body = {"status": {"conditions": [condition]}}
+        self._core.patch_namespaced_persistent_volume_claim_status(meta["name"], meta["namespace"], body)
+        timer = threading.Timer(FILE_SYSTEM_RESIZE_SECONDS, self._file_system_grown, (meta, wanted))
+        timer.daemon = True
+        timer.start()
+
+    def _file_system_grown(self, meta: dict[str, Any], wanted: str) -> None:
+        body = {"status": {"capacity": {"storage": wanted}, "conditions": None}}
+        try:
+            self._core.patch_namespaced_persistent_volume_claim_status(meta["name"], meta["namespace"], body)
+        except ApiException as err:
+            if err.status != 404:
+                raise
 
     def _release(self, claim: dict[str, Any]) -> None:
         uid = claim["metadata"]["uid"]

@@ -60,12 +60,6 @@ def test_statefulset_scaled_by_hand_is_scaled_back(instance: Instance) -> None:
     )
 
 
-def test_storage_size_alone_does_not_touch_the_statefulset() -> None:
-    created = children.plan_child(STS_CHILD, make_instance(), None)
-    assert created is not None
-    assert children.plan_child(STS_CHILD, make_instance({"storage": {"size": "20Gi"}}), as_created(created)) is None
-
-
 def test_service_patch_never_sends_cluster_ip(instance: Instance) -> None:
     headless = next(c for c in children.CHILDREN if c.kind == "Service")
     created = children.plan_child(headless, instance, None)

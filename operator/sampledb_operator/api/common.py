@@ -169,6 +169,16 @@ class MigrationPhase(StrEnum):
     FAILED = "Failed"
 
 
+class StoragePhase(StrEnum):
+    """Where the growth of the data volumes is (`reconcile/storage.py` has the steps)."""
+
+    EXPANDING = "Expanding"
+    RECREATING_STATEFULSET = "RecreatingStatefulSet"
+    WAITING_FOR_FILE_SYSTEM = "WaitingForFileSystem"
+    RESIZED = "Resized"
+    EXPANSION_UNSUPPORTED = "ExpansionUnsupported"
+
+
 class UpgradePhase(StrEnum):
     """The steps of a major-version upgrade, in order; RollingBack and Failed after any failure."""
 
@@ -216,6 +226,23 @@ class MigrationStatus(ApiModel):
     error: str | None = Field(None, description="PostgreSQL's error message for the failed file.")
 
 
+class StorageStatus(ApiModel):
+    """The data volumes: how large they are asked to be, what they hold now, and any growth under way."""
+
+    size: str | None = Field(None, description="spec.storage.size as last acted upon.")
+    capacity: str | None = Field(
+        None, description="The smallest capacity among the data volumes, as their claims report it."
+    )
+    phase: StoragePhase | None = Field(
+        None,
+        description=(
+            "Expanding (claims asked to grow; the storage provider works), RecreatingStatefulSet (the "
+            "StatefulSet takes the new size; its Pod keeps running), WaitingForFileSystem (the file system grows "
+            "while the Pod runs), Resized, or ExpansionUnsupported (the StorageClass forbids growth)."
+        ),
+    )
+
+
 class UpgradeStatus(ApiModel):
     """The current (or last) major-version upgrade: a state machine the operator resumes after a restart."""
 
@@ -252,3 +279,4 @@ class SampleDBStatus(ApiModel):
     initialization: InitializationStatus | None = Field(None, description="The initial-configuration Job.")
     migrations: MigrationStatus | None = Field(None, description="Schema migrations, when spec.migrations is set.")
     upgrade: UpgradeStatus | None = Field(None, description="The current or last major-version upgrade.")
+    storage: StorageStatus | None = Field(None, description="The data volumes and their growth.")

@@ -13,6 +13,7 @@ import logging
 import os
 import secrets
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -63,6 +64,8 @@ RESOURCES: dict[str, Resource] = {
     "PodDisruptionBudget": Resource("/apis/policy/v1", "poddisruptionbudgets"),
     "Event": Resource("/apis/events.k8s.io/v1", "events"),
     "Lease": Resource("/apis/coordination.k8s.io/v1", "leases"),
+    "StorageClass": Resource("/apis/storage.k8s.io/v1", "storageclasses", namespaced=False),
+    "PersistentVolume": Resource("/api/v1", "persistentvolumes", namespaced=False),
     "SampleDB": Resource(f"/apis/{GROUP}/{STORAGE_VERSION}", PLURAL),
     "SampleDBBackup": Resource(f"/apis/{GROUP}/v1", "sampledbbackups"),
     "CustomResourceDefinition": Resource(
@@ -205,6 +208,15 @@ class KubeApi:
             if err.not_found:
                 return False
             raise
+        return True
+
+    def wait_deleted(self, kind: str, namespace: str | None, name: str, *, timeout: float = 30.0) -> bool:
+        """Poll until the object is gone (an orphan cascade takes the garbage collector a moment)."""
+        deadline = time.monotonic() + timeout
+        while self.get(kind, namespace, name) is not None:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.2)
         return True
 
     def emit_event(self, regarding: dict[str, Any], *, type_: str, reason: str, note: str, action: str) -> None:

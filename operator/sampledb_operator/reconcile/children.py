@@ -28,6 +28,9 @@ class Verb(StrEnum):
     CREATE = "Create"
     PATCH = "Patch"
     DELETE = "Delete"
+    # Delete with the orphan cascade (dependents keep running), then create from the body: the
+    # only way to change a StatefulSet's immutable fields without restarting its Pods.
+    RECREATE = "Recreate"
 
 
 @dataclass(frozen=True)

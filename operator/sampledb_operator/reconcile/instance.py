@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from sampledb_operator.api.common import Phase
 from sampledb_operator.jobs.initialize import init_job
 from sampledb_operator.k8s.api import ApiError, KubeApi
-from sampledb_operator.reconcile import children, conditions, config_check, deletion, upgrade
+from sampledb_operator.reconcile import children, conditions, config_check, deletion, storage, upgrade
 from sampledb_operator.reconcile.conditions import DEGRADED, PROGRESSING, READY, bounded
 from sampledb_operator.reconcile.migrations import MigrationPlan, job_name, plan_migrations
 from sampledb_operator.reconcile.outcome import Outcome
@@ -32,6 +32,7 @@ from sampledb_operator.reconcile.status import (
     init_completed,
     initialized,
     job_state,
+    pod_ready,
     ready_replicas,
     termination_summary,
 )
@@ -134,6 +135,9 @@ class Reconciler:
             problems.append(check.problem)
         # With a bad or unchecked configuration or unusable credentials, the last good children keep serving.
         blocked = {"ConfigMap", "StatefulSet"} if problems or (check and check.hold) else set()
+        grow = None if upgrading else self._plan_storage(obj, instance, observed_sts, hold=bool(blocked))
+        if grow is not None and any(a.verb is children.Verb.RECREATE for a in grow.actions):
+            blocked.add("StatefulSet")  # re-created from the latest template below
         actions = [a for a in [children.plan_secret(instance, secret, self.password)] if a]
         if check is not None and check.action is not None:
             actions.append(check.action)
@@ -153,6 +157,9 @@ class Reconciler:
         ):
             body = init_job(instance, restore.source if restore else None)
             actions.append(children.Action(children.Verb.CREATE, "Job", instance.init_job, "InitJobMissing", body))
+        if grow is not None:
+            actions += grow.actions
+            problems += [grow.problem] if grow.problem else []
         migrations = self._plan_migrations(obj, instance, observed_sts, job, upgrading=upgrading)
         if migrations is not None and migrations.action is not None:
             actions.append(migrations.action)
@@ -173,16 +180,21 @@ class Reconciler:
             migrations=migrations.status if migrations else None,
             upgrade=plan.status if plan else None,
             upgrading=plan.progress if plan else None,
+            storage=grow.status if grow else None,
+            resizing=grow.progress if grow else None,
+            ready_pods=self._ready_pods(instance) if grow and grow.progress else None,
         )
         outcome.phase = self._write_status(obj, instance, observation)
-        if plan is not None and plan.event is not None:
-            type_, reason, note = plan.event
-            self.api.emit_event(obj, type_=type_, reason=reason, note=note, action="Upgrade")
+        for operation, event in (("Upgrade", plan and plan.event), ("Resize", grow and grow.event)):
+            if event:
+                type_, reason, note = event
+                self.api.emit_event(obj, type_=type_, reason=reason, note=note, action=operation)
         requeue = [
             RECHECK_SECONDS if restore is not None and restore.wait else None,
             plan and plan.requeue_after,
             migrations and migrations.requeue_after,
             check and check.requeue_after,
+            grow and grow.requeue_after,
         ]
         outcome.requeue_after = min((r for r in requeue if r), default=None)
         return outcome
@@ -201,6 +213,22 @@ class Reconciler:
         pods = self.api.list_objects("Pod", ns, labels={"job-name": job_name}) if finished and job_name else []
         observed = upgrade.Observed(status, sts, job, termination_summary(pods), blocked=blocked)
         return upgrade.plan_upgrade(instance, observed)
+
+    def _plan_storage(
+        self, obj: dict[str, Any], instance: Instance, sts: dict[str, Any] | None, *, hold: bool
+    ) -> storage.StoragePlan:
+        """Observe the data claims (and the StorageClass of any to grow) and decide the next step."""
+        ns = instance.namespace
+        claims = {name: self.api.get("PersistentVolumeClaim", ns, name) for name in instance.data_pvcs}
+        names = {storage.storage_class(c) or "" for c in storage.to_grow(instance, claims)}
+        classes = {name: self.api.get("StorageClass", None, name) for name in names if name}
+        previous = (obj.get("status") or {}).get("storage") or {}
+        return storage.plan_storage(instance, sts, claims, classes, previous, hold_statefulset=hold)
+
+    def _ready_pods(self, instance: Instance) -> int:
+        """Ready database Pods, counted directly: while its StatefulSet is re-created, it reports none."""
+        pods = self.api.list_objects("Pod", instance.namespace, labels=instance.labels("database"))
+        return sum(pod_ready(p) for p in pods)
 
     def _plan_restore(self, obj: dict[str, Any], instance: Instance) -> RestorePlan | None:
         """Only for an instance not yet initialised: later, spec.restore has done its work."""
@@ -265,6 +293,8 @@ class Reconciler:
                 self.api.create(action.body)
             elif action.verb is children.Verb.DELETE:
                 self.api.delete(action.kind, instance.namespace, action.name)
+            elif action.verb is children.Verb.RECREATE:
+                self._recreate(instance, action)
             else:
                 self.api.merge_patch(action.kind, instance.namespace, action.name, action.body)
         except ApiError as err:
@@ -276,6 +306,12 @@ class Reconciler:
                 )
             raise
         return None
+
+    def _recreate(self, instance: Instance, action: children.Action) -> None:
+        """Orphan-delete, wait until gone, create: if this stops half-way, the next pass creates it."""
+        self.api.delete(action.kind, instance.namespace, action.name, propagation="Orphan")
+        if self.api.wait_deleted(action.kind, instance.namespace, action.name):
+            self.api.create(action.body)
 
     def _write_status(self, obj: dict[str, Any], instance: Instance, observation: Observation) -> str:
         previous = obj.get("status") or {}

@@ -77,6 +77,9 @@ class Observation:
     migrations: dict[str, Any] | None = None
     upgrade: dict[str, Any] | None = None  # status.upgrade as the state machine left it
     upgrading: str | None = None  # set while a major upgrade is under way: what it is doing
+    storage: dict[str, Any] | None = None  # status.storage as the growth of the volumes left it
+    resizing: str | None = None  # set while the volumes grow: what the growth waits for
+    ready_pods: int | None = None  # counted from the Pods while the StatefulSet may be re-created
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,12 @@ class Verdict:
 def ready_replicas(sts: dict[str, Any] | None) -> int:
     """How many database Pods the StatefulSet reports ready (0 when there is none)."""
     return int(((sts or {}).get("status") or {}).get("readyReplicas") or 0)
+
+
+def pod_ready(pod: dict[str, Any]) -> bool:
+    """The kubelet reports the Pod Ready (its readiness probe passes)."""
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
 def rolled_out(sts: dict[str, Any]) -> bool:
@@ -140,6 +149,10 @@ def verdict(previous_status: dict[str, Any], observation: Observation) -> Verdic
         )
     if observation.upgrading:
         return _moving(Phase.UPGRADING, ready=False, reason="MajorUpgrade", message=observation.upgrading)
+    if observation.resizing:
+        serving = bool(observation.ready_pods)
+        phase = Phase.READY if serving else Phase.PROVISIONING
+        return _moving(phase, ready=serving, reason="Resizing", message=observation.resizing)
     sts = observation.statefulset
     if sts is None or ready_replicas(sts) < 1:
         message = "waiting for the database Pod to become ready"
@@ -167,15 +180,19 @@ def compute_status(
         "conditions": merged,
         "endpoint": instance.endpoint,
         "secretName": instance.credentials_secret,
-        "readyInstances": ready_replicas(observation.statefulset),
+        "readyInstances": (
+            ready_replicas(observation.statefulset) if observation.ready_pods is None else observation.ready_pods
+        ),
         "initialization": _initialization(instance, previous_status, observation),
         "migrations": observation.migrations,
         "upgrade": observation.upgrade or previous_status.get("upgrade"),
+        "storage": observation.storage,
     }
+    # Until a Pod is ready again, the image and version last seen running stay (not dropped).
     running = _running_image(observation.statefulset)
-    if running is not None:
-        status["image"] = running
-        status["version"] = instance.version if running == instance.image else previous_status.get("version")
+    status["image"] = running or previous_status.get("image")
+    same = running is not None and running == instance.image
+    status["version"] = instance.version if same else previous_status.get("version")
     cleaned: dict[str, Any] = _without_nulls(status)
     return cleaned
 
