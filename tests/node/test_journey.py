@@ -316,17 +316,7 @@ def test_a_killed_server_comes_back_with_every_committed_row(
 ) -> None:
     admin.create(sampledb("crash", namespace, 17))
     wait_phase(admin, namespace, "crash")
-    psql(namespace, "crash", "create table load (id int primary key); grant all on load to app", db="app")
-    writer = client_pod(namespace, "crash", DEFAULT_IMAGES[17], database="app")
-    writer["metadata"]["name"] = "writer"
-    writer["spec"]["restartPolicy"] = "Never"
-    writer["spec"]["containers"][0]["command"] = ["sh", "-c", WRITER]
-    admin.create(writer)
-
-    def committed() -> list[int]:
-        logs = kubectl("logs", "-n", namespace, "writer", check=False)
-        return [int(line.split()[1]) for line in logs.splitlines() if line.startswith("committed ")]
-
+    committed = start_writer(admin, kubectl, psql, namespace, "crash")
     wait_for(lambda: len(committed()) >= 100, timeout=120, what="the writer to commit 100 rows", interval=1)
     uid = pod_uid(admin, namespace, "crash-0")
     assert uid is not None
@@ -370,3 +360,54 @@ def test_a_scheduled_backup_fires_and_retention_prunes(
     for dump in dumps:
         recorded = dump.with_suffix(".sha256").read_text().split()[0]
         assert hashlib.sha256(dump.read_bytes()).hexdigest() == recorded
+
+
+def start_writer(admin: KubeApi, kubectl: Any, psql: Any, namespace: str, instance: str) -> Any:
+    """A Pod inserting rows through the Service (WRITER); returns a function listing the committed ids."""
+    psql(namespace, instance, "create table load (id int primary key); grant all on load to app", db="app")
+    writer = client_pod(namespace, instance, DEFAULT_IMAGES[17], database="app")
+    writer["metadata"]["name"] = "writer"
+    writer["spec"]["restartPolicy"] = "Never"
+    writer["spec"]["containers"][0]["command"] = ["sh", "-c", WRITER]
+    admin.create(writer)
+
+    def committed() -> list[int]:
+        logs = kubectl("logs", "-n", namespace, "writer", check=False)
+        return [int(line.split()[1]) for line in logs.splitlines() if line.startswith("committed ")]
+
+    return committed
+
+
+def test_growing_the_volume_keeps_the_server_serving(admin: KubeApi, kubectl: Any, psql: Any, namespace: str) -> None:
+    """spec.storage.size grows while an application writes: no failed insert, same server process."""
+    admin.create(sampledb("grow", namespace, 17))
+    wait_phase(admin, namespace, "grow")
+    committed = start_writer(admin, kubectl, psql, namespace, "grow")
+    wait_for(lambda: len(committed()) >= 50, timeout=120, what="the writer to commit 50 rows", interval=1)
+    uid = pod_uid(admin, namespace, "grow-0")
+    assert uid is not None
+    server, started = postmaster_pid(uid), psql(namespace, "grow", "select pg_postmaster_start_time()")
+    sts_uid = admin.get("StatefulSet", namespace, "grow")["metadata"]["uid"]  # type: ignore[index]
+
+    admin.merge_patch("SampleDB", namespace, "grow", {"spec": {"storage": {"size": "2Gi"}}})
+    grown = {"size": "2Gi", "capacity": "2Gi", "phase": "Resized"}
+    wait_for(lambda: status(admin, namespace, "grow").get("storage") == grown, timeout=120,
+             what="the volume to be resized", interval=1)  # fmt: skip
+    assert len(committed()) < 900, "the writer finished before the growth did: it proved nothing"
+    wait_for(lambda: "done" in kubectl("logs", "-n", namespace, "writer", check=False), timeout=240,
+             what="the writer to finish", interval=2)  # fmt: skip
+
+    acked = committed()
+    failed = sorted(set(range(1, 901)) - set(acked))
+    assert failed == [], f"inserts failed during the growth: {failed[:20]}"
+    stored = {int(v) for v in psql(namespace, "grow", "select id from load", db="app").split()}
+    assert stored == set(acked)
+    # The same server all along: same Pod, same process, never restarted; adopted by a new StatefulSet.
+    assert (pod_uid(admin, namespace, "grow-0"), postmaster_pid(uid)) == (uid, server)
+    assert psql(namespace, "grow", "select pg_postmaster_start_time()") == started
+    pod = admin.get("Pod", namespace, "grow-0")
+    assert pod is not None and pod["status"]["containerStatuses"][0]["restartCount"] == 0
+    sts = admin.get("StatefulSet", namespace, "grow")
+    assert sts is not None and sts["metadata"]["uid"] != sts_uid
+    assert sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "2Gi"
+    assert status(admin, namespace, "grow")["phase"] == "Ready"
