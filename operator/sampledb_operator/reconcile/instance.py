@@ -19,7 +19,7 @@ from sampledb_operator.api.common import Phase
 from sampledb_operator.jobs.initialize import init_job
 from sampledb_operator.k8s.api import ApiError, KubeApi
 from sampledb_operator.reconcile import children, conditions, config_check, deletion, storage, upgrade
-from sampledb_operator.reconcile.conditions import DEGRADED, PROGRESSING, READY, bounded
+from sampledb_operator.reconcile.conditions import READY, bounded
 from sampledb_operator.reconcile.migrations import MigrationPlan, job_name, plan_migrations
 from sampledb_operator.reconcile.outcome import Outcome
 from sampledb_operator.reconcile.restore import RECHECK_SECONDS, RestorePlan, plan_restore
@@ -339,8 +339,7 @@ class Reconciler:
         """A spec the model refuses: Degraded with the fields named, nothing else touched."""
         meta = obj["metadata"]
         previous = obj.get("status") or {}
-        decided = degraded(problem.reason, problem.message)
-        updates = {READY: decided.ready, PROGRESSING: decided.progressing, DEGRADED: decided.degraded}
+        updates = degraded(problem.reason, problem.message).updates()
         generation = int(meta.get("generation", 1))
         merged = conditions.merge(previous.get("conditions"), updates, generation=generation, now=self.clock())
         status = {"phase": Phase.DEGRADED.value, "conditions": merged}

@@ -91,6 +91,10 @@ class Verdict:
     progressing: Value
     degraded: Value
 
+    def updates(self) -> dict[str, Value]:
+        """The three conditions by type, for `conditions.merge`."""
+        return {READY: self.ready, PROGRESSING: self.progressing, DEGRADED: self.degraded}
+
 
 def ready_replicas(sts: dict[str, Any] | None) -> int:
     """How many database Pods the StatefulSet reports ready (0 when there is none)."""
@@ -99,8 +103,8 @@ def ready_replicas(sts: dict[str, Any] | None) -> int:
 
 def pod_ready(pod: dict[str, Any]) -> bool:
     """The kubelet reports the Pod Ready (its readiness probe passes)."""
-    conditions = (pod.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+    observed = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in observed)
 
 
 def rolled_out(sts: dict[str, Any]) -> bool:
@@ -172,8 +176,9 @@ def compute_status(
 ) -> dict[str, Any]:
     """The full status to write; equal to `previous_status` when nothing changed."""
     decided = verdict(previous_status, observation)
-    updates = {READY: decided.ready, PROGRESSING: decided.progressing, DEGRADED: decided.degraded}
-    merged = conditions.merge(previous_status.get("conditions"), updates, generation=instance.generation, now=now)
+    merged = conditions.merge(
+        previous_status.get("conditions"), decided.updates(), generation=instance.generation, now=now
+    )
     status: dict[str, Any] = {
         "phase": decided.phase.value,
         "observedGeneration": instance.generation,
