@@ -139,3 +139,10 @@ def test_a_claim_being_provisioned_is_not_a_growth() -> None:
     del unbound["status"]
     decided = plan("10Gi", "10Gi", unbound)
     assert (decided.actions, decided.progress, decided.status) == ((), None, {"size": "10Gi", "capacity": None})
+
+
+def test_the_storage_status_is_kept_while_it_is_not_looked_at() -> None:
+    """During a major upgrade the volumes are not planned: the status must not change (no write)."""
+    instance = make_instance()
+    previous = compute_status(instance, {}, Observation(None, None, storage={"size": "10Gi"}), "t1")
+    assert compute_status(instance, previous, Observation(None, None), "t2") == previous

@@ -135,7 +135,12 @@ class Reconciler:
             problems.append(check.problem)
         # With a bad or unchecked configuration or unusable credentials, the last good children keep serving.
         blocked = {"ConfigMap", "StatefulSet"} if problems or (check and check.hold) else set()
-        grow = None if upgrading else self._plan_storage(obj, instance, observed_sts, hold=bool(blocked))
+        # Claims are made from the StatefulSet: before it, there is nothing to grow (nor to read).
+        grow = (
+            None
+            if upgrading or not observed_sts
+            else self._plan_storage(obj, instance, observed_sts, hold=bool(blocked))
+        )
         if grow is not None and any(a.verb is children.Verb.RECREATE for a in grow.actions):
             blocked.add("StatefulSet")  # re-created from the latest template below
         actions = [a for a in [children.plan_secret(instance, secret, self.password)] if a]

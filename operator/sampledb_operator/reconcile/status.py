@@ -191,7 +191,7 @@ def compute_status(
         "initialization": _initialization(instance, previous_status, observation),
         "migrations": observation.migrations,
         "upgrade": observation.upgrade or previous_status.get("upgrade"),
-        "storage": observation.storage,
+        "storage": observation.storage or previous_status.get("storage"),  # kept while not looked at
     }
     # Until a Pod is ready again, the image and version last seen running stay (not dropped).
     running = _running_image(observation.statefulset)
