@@ -120,35 +120,46 @@ test-faults: $(PYTHON) cluster-tools ## Fault injection (issue #7): operator SIG
 	$(PYTHON) -m pytest tests/faults $(PYTEST_ARGS)
 
 ##@ Benchmarks
-# Extra arguments of the scale benchmark, e.g. `make bench-scale BENCH_SCALE_ARGS="--sizes 100,1000"`.
+# Every benchmark writes its table to a new file, benchmarks/results/<benchmark>-<date>-<commit>.md;
+# pass `--results-dir DIR` in its ARGS to keep a smoke run's table out of the repository.
+# Extra arguments of the conversion benchmark, e.g. `make bench-conversion BENCH_CONVERSION_ARGS=--quick`.
+BENCH_CONVERSION_ARGS ?=
+# Extra arguments of the scale benchmark, e.g. `make bench-scale BENCH_SCALE_ARGS="--sizes 100,1000 --repeats 3"`.
 BENCH_SCALE_ARGS ?=
 # Extra arguments of the real-node benchmark, e.g. `make bench-node BENCH_NODE_ARGS="--runs 3 --majors 17"`.
 BENCH_NODE_ARGS ?=
+# Extra arguments of the upgrade-downtime benchmark, e.g. `make bench-upgrade BENCH_UPGRADE_ARGS="--runs 3 --from 17 --to 18"`.
+BENCH_UPGRADE_ARGS ?=
 # Extra arguments of the lifecycle benchmark, e.g. `make bench-lifecycle BENCH_LIFECYCLE_ARGS=--quick`.
 BENCH_LIFECYCLE_ARGS ?=
 
 .PHONY: bench
-bench: ## Every benchmark (not tests), one after the other: conversion, scale, lifecycle, then the real node; each prints a table.
+bench: ## Every benchmark (not tests), one after the other: conversion, scale, lifecycle, the real node, upgrade downtime.
 	@# One at a time even under `make -j`: on a small machine they would distort each other's figures.
 	$(MAKE) --no-print-directory bench-conversion
 	$(MAKE) --no-print-directory bench-scale
 	$(MAKE) --no-print-directory bench-lifecycle
 	$(MAKE) --no-print-directory bench-node
+	$(MAKE) --no-print-directory bench-upgrade
 
 .PHONY: bench-conversion
-bench-conversion: $(PYTHON) cluster-tools ## Conversion webhook latency and LIST cost (benchmarks/results/conversion.md).
-	PYTHONPATH=.:operator $(PYTHON) benchmarks/bench_conversion.py
+bench-conversion: $(PYTHON) cluster-tools ## Conversion webhook latency, v1beta1 LIST and GET cost against v1 (results/conversion-*.md).
+	PYTHONPATH=.:operator $(PYTHON) benchmarks/bench_conversion.py $(BENCH_CONVERSION_ARGS)
 
 .PHONY: bench-scale
-bench-scale: $(PYTHON) cluster-tools ## The operator at N = 100, 1,000, 5,000 SampleDBs: convergence vs a floor, memory, API load (results/scale.md).
+bench-scale: $(PYTHON) cluster-tools ## The operator at N = 100, 1,000, 5,000: convergence vs a floor (alternating, 3 repeats), memory, API load (results/scale-*.md).
 	PYTHONPATH=.:operator $(PYTHON) benchmarks/bench_scale.py $(BENCH_SCALE_ARGS)
 
 .PHONY: bench-node
-bench-node: $(PYTHON) node-tools base-images ## The real node: apply -> Ready and -> first answer, median of 10 per major (root; results/node.md).
+bench-node: $(PYTHON) node-tools base-images ## The real node: apply -> Ready and -> first answer, median of 10 per major (root; results/node-*.md).
 	PYTHONPATH=.:operator $(PYTHON) benchmarks/bench_node.py $(BENCH_NODE_ARGS)
 
+.PHONY: bench-upgrade
+bench-upgrade: $(PYTHON) node-tools base-images ## The real node: major-upgrade downtime seen by a writer, 15 -> 17, 5 runs (root; results/upgrade-*.md).
+	PYTHONPATH=.:operator $(PYTHON) benchmarks/bench_upgrade.py $(BENCH_UPGRADE_ARGS)
+
 .PHONY: bench-lifecycle
-bench-lifecycle: $(PYTHON) base-images ## Backup/restore scripts vs plain pg_dump/pg_restore, 15 -> 17 upgrade downtime, 1 GiB (results/lifecycle.md).
+bench-lifecycle: $(PYTHON) base-images ## Backup/restore scripts vs plain pg_dump/pg_restore by CPU time, upgrade step times, 1 GiB (results/lifecycle-*.md).
 	PYTHONPATH=.:operator $(PYTHON) benchmarks/bench_lifecycle.py $(BENCH_LIFECYCLE_ARGS)
 
 ##@ Deployment

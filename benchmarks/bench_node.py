@@ -11,7 +11,9 @@ through the Service's DNS name, and the status write. This measures, and only me
 
 One local cluster with a real node and one operator process serve every run, so cluster start-up
 is not counted (the cluster's own start time is given as a figure). The table (with the machine and
-its load) goes to stdout and to `benchmarks/results/node.md`; progress to stderr.
+its load) goes to stdout and to a new file per run, `benchmarks/results/node-<date>-<commit>.md`
+(`--results-dir` elsewhere for smoke runs); progress to stderr. `node_cluster` is shared with
+`bench_upgrade.py`, which measures a major upgrade's downtime on the same kind of cluster.
 
 Run from the repository root as root: `make bench-node`, or
 `PYTHONPATH=.:operator .venv/bin/python benchmarks/bench_node.py [--runs 10] [--majors 17]`.
@@ -20,14 +22,17 @@ Run from the repository root as root: `make bench-node`, or
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+from benchmarks import result_files
 from benchmarks.report import Row, exit_on_sigterm, machine_rows, markdown_table, progress, wait_until
 from sampledb_localcluster import LocalCluster
 from sampledb_localcluster.images import node_images
@@ -37,7 +42,7 @@ from tests.integration.conftest import OPERATOR_SA, REPO
 from tests.operator_process import healthy, spawn_operator
 from tests.webhook_process import free_port
 
-RESULTS = REPO / "benchmarks" / "results" / "node.md"
+NODE = "local real node (containerd 1.6, kubelet v1.34.4)"
 
 
 def _kubectl(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -45,7 +50,7 @@ def _kubectl(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, check=False)  # fmt: skip
 
 
-def _setup(cluster: LocalCluster) -> None:
+def setup(cluster: LocalCluster) -> None:
     """The CRDs and the operator's RBAC, as `make install` and the chart would."""
     for args in (("apply", "--server-side", "-f", str(REPO / "crds")),
                  ("wait", "--for=condition=established", "--timeout=60s", "-f", str(REPO / "crds")),
@@ -97,38 +102,53 @@ def _summary(major: int, what: str, values: list[float]) -> Row:
     return Row(f"PostgreSQL {major}", what, value)
 
 
-def main() -> int:
-    """Measure, print the table and write it to results/node.md."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument("--majors", default="15,17,18")
-    args = parser.parse_args()
-    majors = [int(m) for m in args.majors.split(",")]
-    signal.signal(signal.SIGTERM, exit_on_sigterm)
-    machine = machine_rows(("node", "local real node (containerd 1.6, kubelet v1.34.4)"))
-    rows: list[Row] = []
-    tmp = Path(tempfile.mkdtemp(prefix="bench-node-"))  # kept: the cluster's and the operator's logs
-    progress(f"logs in {tmp}")
+@contextlib.contextmanager
+def node_cluster(majors: list[int], tmp: Path, rows: list[Row]) -> Iterator[tuple[LocalCluster, KubeApi]]:
+    """A local cluster with a real node (images of `majors` loaded), CRDs, RBAC and the operator running.
+
+    Its start time goes into `rows`; everything is stopped when the block ends; logs stay in `tmp`.
+    """
     begin = time.monotonic()
     with LocalCluster(tmp / "cluster", node="real", images=node_images(majors), timeout=120) as cluster:
         rows.append(Row("Cluster", "start with a real node, images loaded", f"{time.monotonic() - begin:.1f} s"))
-        _setup(cluster)
+        setup(cluster)
         health = free_port()
         operator = spawn_operator(str(cluster.operator_kubeconfig), tmp / "operator.log",
                                   metrics_port=free_port(), health_port=health, log_level="INFO")  # fmt: skip
         try:
             wait_until(lambda: healthy(health), "the operator", timeout=60)
-            api = KubeApi(load_client(str(cluster.kubeconfig)))
-            for major in majors:
-                times = [_measured(api, cluster, major, run) for run in range(args.runs)]
-                rows.append(_summary(major, "apply -> status Ready", [t[0] for t in times]))
-                rows.append(_summary(major, "apply -> `select 1` answered", [t[1] for t in times]))
+            yield cluster, KubeApi(load_client(str(cluster.kubeconfig)))
         finally:
             operator.terminate()
             operator.wait(timeout=30)
+
+
+def main() -> int:
+    """Measure, print the table and write it to a results file of its own."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--majors", default="15,17,18")
+    parser.add_argument("--results-dir", type=Path, default=result_files.RESULTS, help="where the run's file goes")
+    args = parser.parse_args()
+    majors = [int(m) for m in args.majors.split(",")]
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
+    path = result_files.new_file("node", args.results_dir)
+    machine = machine_rows(("node", NODE))
+    rows: list[Row] = []
+    tmp = Path(tempfile.mkdtemp(prefix="bench-node-"))  # kept: the cluster's and the operator's logs
+    progress(f"logs in {tmp}")
+    with node_cluster(majors, tmp, rows) as (cluster, api):
+        for major in majors:
+            times = [_measured(api, cluster, major, run) for run in range(args.runs)]
+            rows.append(_summary(major, "apply -> status Ready", [t[0] for t in times]))
+            rows.append(_summary(major, "apply -> `select 1` answered", [t[1] for t in times]))
     table = markdown_table([*rows, *machine])
-    RESULTS.write_text("# The real node: apply to Ready (`make bench-node`)\n\n" + table, encoding="utf-8")
+    given = " ".join(sys.argv[1:])
+    command = f"make bench-node BENCH_NODE_ARGS='{given}'" if given else "make bench-node"
+    text = result_files.header("The real node: apply to Ready", path, command) + table
+    path.write_text(text, encoding="utf-8")
     sys.stdout.write(table)
+    progress(f"table written to {path}")
     return 0
 
 

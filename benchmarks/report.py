@@ -1,7 +1,12 @@
-"""What every benchmark script shares: the result table, progress lines, the machine it ran on.
+"""What every benchmark script shares: the result table, the verdict rule, progress lines, the machine.
 
-Kept apart so that the three scripts print their tables, progress and machine description the
-same way, and a reader comparing `benchmarks/results/*.md` compares like with like.
+Kept apart so that the scripts print their tables, progress and machine description the same way,
+and a reader comparing `benchmarks/results/*.md` compares like with like.
+
+The verdict rule lives here and only here (issue #14): a figure measured over several runs meets or
+misses its target only when its spread over the runs is smaller than its distance to the target;
+otherwise the table says "inconclusive" and gives the spread. A single comparison of two medians
+on a loaded 2-core machine said "met" for ratios whose runs lay on both sides of the target.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ import contextlib
 import datetime
 import os
 import platform
+import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -41,9 +47,97 @@ def markdown_table(rows: Sequence[Row]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def verdict(met: bool, target: str) -> str:
-    """The target and whether this run met it (reported, never asserted)."""
-    return f"{target}: {'met' if met else 'MISSED'}"
+# A spread needs at least two runs: one run cannot tell its noise from its value.
+MIN_RUNS = 2
+
+
+@dataclass(frozen=True)
+class Target:
+    """An upper limit a figure should stay under, e.g. a ratio of 1.5 or a peak of 150 MiB."""
+
+    limit: float
+    text: str  # as the table shows it, e.g. "<= 1.5"
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """A figure's runs against its target: median, spread and the verdict rule 1 allows."""
+
+    runs: tuple[float, ...]
+    target: Target
+
+    @property
+    def median(self) -> float:  # noqa: D102
+        return statistics.median(self.runs)
+
+    @property
+    def spread(self) -> float:
+        """The largest distance from the median to any run: every run lies within median ± spread."""
+        return max(abs(run - self.median) for run in self.runs)
+
+    @property
+    def distance(self) -> float:
+        """How far the median is from the target's limit."""
+        return abs(self.median - self.target.limit)
+
+    @property
+    def conclusive(self) -> bool:
+        """Rule 1: enough runs, and all of them on the same side of the limit as the median."""
+        return len(self.runs) >= MIN_RUNS and self.spread < self.distance
+
+    @property
+    def verdict(self) -> str:
+        """'meets', 'misses' or 'inconclusive'."""
+        if not self.conclusive:
+            return "inconclusive"
+        return "meets" if self.median <= self.target.limit else "misses"
+
+    def value(self, digits: int = 2, unit: str = "") -> str:
+        """The median ± spread and every run, for the Value column."""
+        return spread_text(self.runs, digits, unit)
+
+    def cell(self, digits: int = 2) -> str:
+        """The target and the verdict, for the Target column; an inconclusive one says why."""
+        verdict = self.verdict
+        if verdict == "meets":
+            return f"{self.target.text}: meets"
+        if verdict == "misses":
+            return f"{self.target.text}: MISSES"
+        if len(self.runs) < MIN_RUNS:
+            return f"{self.target.text}: inconclusive ({len(self.runs)} run: no spread)"
+        return (
+            f"{self.target.text}: inconclusive (spread ± {self.spread:.{digits}f} >= distance "
+            f"{self.distance:.{digits}f} to the target)"
+        )
+
+
+def judge(runs: Sequence[float], target: Target) -> Judgement:
+    """Rule 1 applied to the runs of one figure (a ratio per run, a peak per run, ...)."""
+    if not runs:
+        raise ValueError(f"no runs to judge against {target.text}")
+    return Judgement(tuple(float(run) for run in runs), target)
+
+
+def count_verdict(counts: Sequence[int], limit: int, text: str) -> str:
+    """Counts (writes, failures) are exact, not estimates: they meet a limit only if every run does."""
+    if not counts:
+        raise ValueError(f"no counts to judge against {text}")
+    return f"{text}: meets" if max(counts) <= limit else f"{text}: MISSES"
+
+
+def spread_text(runs: Sequence[float], digits: int = 2, unit: str = "") -> str:
+    """'median ± spread (n = k: run, run, ...)', the spread as in `Judgement.spread`."""
+    median = statistics.median(runs)
+    spread = max(abs(run - median) for run in runs)
+    each = ", ".join(f"{run:.{digits}f}" for run in runs)
+    return f"{median:.{digits}f} ± {spread:.{digits}f}{unit} (n = {len(runs)}: {each})"
+
+
+def pair_ratios(numerators: Sequence[float], denominators: Sequence[float]) -> list[float]:
+    """One ratio per run of two interleaved series (run i of one over run i of the other)."""
+    if len(numerators) != len(denominators):
+        raise ValueError(f"{len(numerators)} runs against {len(denominators)}: not interleaved pairs")
+    return [a / b for a, b in zip(numerators, denominators, strict=True)]
 
 
 def load_average() -> str:

@@ -1,0 +1,307 @@
+"""Benchmark on the real node: the downtime of a major upgrade, end to end, as an application sees it.
+
+Why (issue #14): the lifecycle benchmark adds up the upgrade Jobs' script times on the host, which
+leaves out everything a user waits for besides: the operator's reconcile turns between steps, the
+StatefulSet scaled down and up, Pods stopped, scheduled and started, the probes. Here nothing is
+summed. For each run, on one local cluster with a real node and the operator running:
+
+1. an empty SampleDB of the old major (15 by default) is created and becomes Ready, and its
+   application database gets `--rows` rows;
+2. a writer starts in a client Pod that connects like an application (the client Service's DNS
+   name, the generated Secret's user: `tests/node`'s client Pod), and inserts one row at a time in
+   a loop, printing for each attempt its start and end (the node's clock) and either the server
+   version that accepted it or a refusal;
+3. `spec.postgres.version` is set to the new major (17 by default), and the run waits until the
+   operator reports the upgrade Succeeded, the instance is Ready and the writer has had a write
+   accepted by the new major;
+4. the downtime is the time from the end of the last write the old major accepted to the end of
+   the first write the new major accepted. Its resolution is the writer's pace (the median time
+   between attempts, given as a figure). Every write reported accepted must be in the table
+   afterwards, and the rows written before the upgrade too: a lost one stops the run.
+
+Reported: the downtime's median and spread over the runs (`--runs`, default 5) and every run,
+with the time from the version change to the write stop (the operator's turns before the BACKUP
+step) and from the first new write to Ready. The helpers of the real-node tests
+(`tests/node/test_journey.py`, `tests/node/conftest.py`) create, wait for and query the instances,
+as the user journey's upgrade test does.
+
+The table goes to stdout and to a new file per run, `benchmarks/results/upgrade-<date>-<commit>.md`
+(`--results-dir` elsewhere for smoke runs); progress to stderr; the cluster's and the operator's
+logs stay in a temporary folder.
+
+Run from the repository root as root: `make bench-upgrade`, or
+`PYTHONPATH=.:operator .venv/bin/python benchmarks/bench_upgrade.py [--runs 5] [--from 15] [--to 17]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks import result_files
+from benchmarks.bench_node import NODE, node_cluster
+from benchmarks.report import Row, exit_on_sigterm, machine_rows, markdown_table, progress, spread_text
+from sampledb_localcluster.tools import tool_path
+from sampledb_operator.k8s.api import KubeApi
+from tests.integration.conftest import wait_for
+from tests.node.test_journey import app_sql, sampledb, start_client, upgrade_phase, wait_phase
+
+NAMESPACE = "default"
+# The writer's table (its id tells which writes were accepted) and the data present before the upgrade.
+SETUP = (
+    "create table upgrade_probe (id bigserial primary key, at timestamptz default clock_timestamp()); "
+    "create table bulk as select g as id, md5(g::text) as payload from generate_series(1, :rows) g"
+)
+# One attempt after another, each its own connection (psql), 2 s to connect at most: a Service
+# without a ready endpoint refuses at once, a stopping server may hang until the timeout.
+WRITER = """
+deadline=$(( $(date +%s) + $1 ))
+while [ "$(date +%s)" -lt "$deadline" ]; do
+  s=$(date +%s.%N)
+  if out=$(PGCONNECT_TIMEOUT=2 psql -XAtq -v ON_ERROR_STOP=1 \\
+      -c "insert into upgrade_probe default values returning id, current_setting('server_version_num')" 2>/dev/null)
+  then echo "$s $(date +%s.%N) ok $out"
+  else echo "$s $(date +%s.%N) refused"
+  fi
+  sleep 0.05
+done
+"""
+UPGRADE_TIMEOUT = 600.0
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One write attempt of the writer: when it started and ended (node clock), and its outcome."""
+
+    started: float
+    ended: float
+    row: int | None = None  # the id of the row written; None when refused
+    major: int | None = None  # the major of the server that accepted it
+
+
+def parse_attempt(line: str) -> Attempt | None:
+    """A writer line ('<start> <end> ok <id>|<server_version_num>' or '<start> <end> refused'); None if not one."""
+    parts = line.split()
+    if len(parts) < 3 or parts[2] not in ("ok", "refused"):
+        return None
+    started, ended = float(parts[0]), float(parts[1])
+    if parts[2] == "refused":
+        return Attempt(started, ended)
+    row, _, version = parts[3].partition("|")
+    return Attempt(started, ended, int(row), int(version) // 10000)
+
+
+@dataclass(frozen=True)
+class Outage:
+    """What the writer saw around the upgrade."""
+
+    last_old: Attempt  # the last write the old major accepted
+    first_new: Attempt  # the first write the new major accepted
+    refused: int  # attempts refused in between
+    pace: float  # median seconds from one attempt's start to the next
+
+    @property
+    def seconds(self) -> float:
+        """From the last write accepted by the old major to the first accepted by the new one."""
+        return self.first_new.ended - self.last_old.ended
+
+
+def outage(attempts: Sequence[Attempt], old: int, new: int) -> Outage:
+    """The writes stopping and coming back, from the writer's attempts in order; raises if they make no sense."""
+    first = next((i for i, a in enumerate(attempts) if a.major == new), None)
+    if first is None:
+        raise RuntimeError(f"the writer never had a write accepted by PostgreSQL {new}")
+    before = [i for i in range(first) if attempts[i].major == old]
+    if not before:
+        raise RuntimeError(f"the writer had no write accepted by PostgreSQL {old} before the upgrade")
+    late = [a for a in attempts[first:] if a.major is not None and a.major != new]
+    if late:
+        raise RuntimeError(f"PostgreSQL {late[0].major} accepted a write after PostgreSQL {new} had: {late[0]}")
+    others = {a.major for a in attempts if a.major not in (None, old, new)}
+    if others:
+        raise RuntimeError(f"writes accepted by unexpected majors {sorted(others)}")
+    last = before[-1]
+    starts = [a.started for a in attempts]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+    refused = sum(1 for a in attempts[last + 1 : first] if a.major is None)
+    return Outage(attempts[last], attempts[first], refused, statistics.median(gaps) if gaps else 0.0)
+
+
+class Kubectl:
+    """The pinned kubectl against the cluster, called as the node tests' `kubectl` fixture is."""
+
+    def __init__(self, kubeconfig: Path) -> None:
+        self.argv = [str(tool_path("kubectl")), "--kubeconfig", str(kubeconfig)]
+
+    def __call__(self, *args: str, timeout: float = 120, check: bool = True) -> str:
+        """Run it; its stdout, or an error naming the command when it fails (and `check`)."""
+        result = subprocess.run([*self.argv, *args], capture_output=True, text=True, timeout=timeout, check=False)
+        if check and result.returncode != 0:
+            raise RuntimeError(f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}")
+        return result.stdout
+
+
+class Writer:
+    """The write loop running in the client Pod, its lines collected as they come."""
+
+    def __init__(self, kubectl: Kubectl, client: str, seconds: float) -> None:
+        argv = [*kubectl.argv, "exec", "-n", NAMESPACE, client, "--", "sh", "-c", WRITER, "writer", str(int(seconds))]
+        self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.attempts: list[Attempt] = []
+        self._thread = threading.Thread(target=self._read, name="writer", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None  # for the type checker: stdout=PIPE
+        for line in self.process.stdout:
+            attempt = parse_attempt(line)
+            if attempt is not None:
+                self.attempts.append(attempt)
+
+    def accepted_by(self, major: int) -> bool:
+        """Whether a write has been accepted by `major` yet."""
+        return any(a.major == major for a in list(self.attempts))
+
+    def stop(self) -> list[Attempt]:
+        """End the loop (the exec session with it) and return every attempt."""
+        if self.process.poll() is None:
+            self.process.terminate()
+        self.process.wait(timeout=30)
+        self._thread.join(timeout=10)
+        return list(self.attempts)
+
+
+@dataclass(frozen=True)
+class RunFigures:
+    """One upgrade, as the writer and the API saw it."""
+
+    outage: Outage
+    to_write_stop: float  # from the version change to the last write the old major accepted
+    to_ready: float  # from the first write the new major accepted to status Ready, upgrade Succeeded
+
+
+def check_rows(kubectl: Kubectl, client: str, attempts: Sequence[Attempt], rows: int) -> None:
+    """Every write reported accepted and every row written before the upgrade are in the new major's tables."""
+    stored = {int(v) for v in app_sql(kubectl, NAMESPACE, client, "select id from upgrade_probe").split()}
+    lost = sorted({a.row for a in attempts if a.row is not None} - stored)
+    if lost:
+        raise RuntimeError(f"{len(lost)} writes reported accepted are not in the table after the upgrade: {lost[:10]}")
+    kept = int(app_sql(kubectl, NAMESPACE, client, "select count(*) from bulk"))
+    if kept != rows:
+        raise RuntimeError(f"{kept} of the {rows} rows written before the upgrade are there after it")
+
+
+def one_upgrade(api: KubeApi, kubectl: Kubectl, old: int, new: int, run: int, rows: int) -> RunFigures:
+    """Create an instance of `old`, fill it, start the writer, upgrade to `new`, measure; delete it all."""
+    name = f"up{run}"
+    api.create(sampledb(name, NAMESPACE, old, deletionPolicy="Delete"))
+    client = ""
+    try:
+        wait_phase(api, NAMESPACE, name, timeout=300)
+        client = start_client(api, NAMESPACE, name, old)
+        app_sql(kubectl, NAMESPACE, client, SETUP.replace(":rows", str(int(rows))))
+        writer = Writer(kubectl, client, UPGRADE_TIMEOUT + 120)
+        try:
+            wait_for(lambda: writer.accepted_by(old), timeout=60, what=f"the writer's first write to {old}")
+            changed = time.time()
+            api.merge_patch("SampleDB", NAMESPACE, name, {"spec": {"postgres": {"version": new}}})
+            wait_for(lambda: writer.accepted_by(new), timeout=UPGRADE_TIMEOUT, what=f"a write accepted by {new}",
+                     interval=0.5)  # fmt: skip
+            wait_for(lambda: upgrade_phase(api, NAMESPACE, name) == "Succeeded", timeout=UPGRADE_TIMEOUT,
+                     what="the upgrade to succeed", interval=0.5)  # fmt: skip
+            wait_phase(api, NAMESPACE, name, timeout=UPGRADE_TIMEOUT)
+            ready = time.time()
+        finally:
+            attempts = writer.stop()
+        seen = outage(attempts, old, new)
+        check_rows(kubectl, client, attempts, rows)
+        figures = RunFigures(seen, seen.last_old.ended - changed, ready - seen.first_new.ended)
+        progress(
+            f"run {run + 1}: downtime {seen.seconds:.1f} s ({seen.refused} writes refused, one every "
+            f"{seen.pace:.2f} s); change -> write stop {figures.to_write_stop:.1f} s"
+        )
+        return figures
+    finally:
+        api.delete("SampleDB", NAMESPACE, name)
+        if client:
+            api.delete("Pod", NAMESPACE, client)
+        wait_for(lambda: api.get("SampleDB", NAMESPACE, name) is None, timeout=300, what=f"{name} deleted")
+        wait_for(lambda: api.get("Pod", NAMESPACE, f"{name}-0") is None, timeout=300, what=f"{name}-0 gone")
+
+
+def upgrade_rows(old: int, new: int, rows: int, runs: Sequence[RunFigures]) -> list[Row]:
+    """Downtime (the headline), then the parts around it, each as median ± spread over the runs."""
+    section = f"Upgrade {old} -> {new}, {rows:,} rows, real node (runs: {len(runs)})"
+    refused = ", ".join(str(r.outage.refused) for r in runs)
+    return [
+        Row(
+            section,
+            "**downtime**: last write accepted by the old major -> first accepted by the new",
+            spread_text([r.outage.seconds for r in runs], 1, " s"),
+        ),
+        Row(
+            section, "writer's pace: median time between attempts", spread_text([r.outage.pace for r in runs], 2, " s")
+        ),
+        Row(section, "writes refused during the downtime (each run)", refused),
+        Row(
+            section,
+            "version changed -> last write accepted by the old major (operator turns, BACKUP start)",
+            spread_text([r.to_write_stop for r in runs], 1, " s"),
+        ),
+        Row(
+            section,
+            "first write accepted by the new major -> status Ready, upgrade Succeeded",
+            spread_text([r.to_ready for r in runs], 1, " s"),
+        ),
+    ]
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Command line."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--runs", type=int, default=5, help="upgrades to measure, one after the other (default 5)")
+    parser.add_argument("--from", dest="old", type=int, default=15, help="major to upgrade from (default 15)")
+    parser.add_argument("--to", dest="new", type=int, default=17, help="major to upgrade to (default 17)")
+    parser.add_argument("--rows", type=int, default=100_000, help="rows in the database before (default 100,000)")
+    parser.add_argument("--results-dir", type=Path, default=result_files.RESULTS, help="where the run's file goes")
+    args = parser.parse_args(argv)
+    if args.runs < 1 or args.new <= args.old:
+        parser.error("--runs must be at least 1 and --to above --from")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Measure, print the table and write it to a results file of its own."""
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
+    path = result_files.new_file("upgrade", args.results_dir)
+    machine = machine_rows(("node", NODE))
+    rows: list[Row] = []
+    tmp = Path(tempfile.mkdtemp(prefix="bench-upgrade-"))  # kept: the cluster's and the operator's logs
+    progress(f"logs in {tmp}")
+    with node_cluster([args.old, args.new], tmp, rows) as (cluster, api):
+        kubectl = Kubectl(cluster.kubeconfig)
+        runs = [one_upgrade(api, kubectl, args.old, args.new, run, args.rows) for run in range(args.runs)]
+    table = markdown_table([*upgrade_rows(args.old, args.new, args.rows, runs), *rows, *machine])
+    given = " ".join(sys.argv[1:] if argv is None else argv)
+    command = f"make bench-upgrade BENCH_UPGRADE_ARGS='{given}'" if given else "make bench-upgrade"
+    path.write_text(
+        result_files.header("The real node: major upgrade downtime", path, command) + table, encoding="utf-8"
+    )
+    sys.stdout.write(table)
+    progress(f"table written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
