@@ -4,7 +4,14 @@ The suite reuses the integration fixtures (admin client, CRDs wired to two conve
 replicas, the operator's RBAC) but not its session operator: here every test starts its own
 `python -m sampledb_operator run`, which it kills, restarts or watches through an API server
 outage. Two operators acting on one cluster would race each other, so this folder runs in its own
-pytest invocation, with its own local cluster (`make test-faults`).
+pytest invocation, with its own local clusters (`make test-faults`): one with simulated (kwok)
+nodes for the bookkeeping tests (the `admin`, `cluster`, `killable_operator` and `released`
+fixtures), and, started on first use, one with a real node for the tests that check data in
+PostgreSQL and real Pods' logs (the `node_*` fixtures; `realnode.py` has their tools). The real
+node takes a network slot of its own, so this tier runs beside `tests/node` (hack/test-tiers.sh).
+
+No test removes a finalizer while an operator runs: clean-up deletes the SampleDBs and lets the
+operator finalise them (:func:`release`).
 
 Randomness (kill delays, generated input) comes from one seed per run, printed in the header and
 the summary; `SAMPLEDB_FAULT_SEED=<seed>` replays a run.
@@ -12,6 +19,7 @@ the summary; `SAMPLEDB_FAULT_SEED=<seed>` replays a run.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -23,20 +31,29 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from kubernetes import client as k8s
 
 from sampledb_localcluster import LocalCluster
-from sampledb_operator.k8s.api import ApiError, KubeApi
-from tests.conftest import external_kubeconfig
+from sampledb_operator.api import crdgen
+from sampledb_operator.k8s.api import ApiError, KubeApi, load_client
+from tests.conftest import _wait_for_default_service_account, external_kubeconfig, namespace_name
+from tests.faults.realnode import Kubectl, start_real_cluster
 from tests.integration.conftest import (  # noqa: F401 - fixtures, re-exported for this folder
+    OPERATOR_SA,
     REPO,
     admin,
+    apply,
     conversion_webhook,
     crds,
     free_port,
     operator_rbac,
     wait_for,
+    wired_crd,
 )
+from tests.node.conftest import RESTRICTED
 from tests.operator_process import healthy, metrics, spawn_operator
+from tests.webhook_process import WebhookReplicas, start_webhook
 
 SEED_ENV = "SAMPLEDB_FAULT_SEED"
 
@@ -201,29 +218,60 @@ def killable_operator(
         print(f"\noperator logs: {', '.join(str(i.log_path) for i in runner.incarnations)}")
 
 
+RELEASE_TIMEOUT = 120.0
+
+
+def release(api: KubeApi, namespace: str, operator: KillableOperator, *, timeout: float = RELEASE_TIMEOUT) -> None:
+    """Delete every SampleDB of `namespace` and wait until the operator has finalised them all.
+
+    Each is switched to deletionPolicy Delete first (a final snapshot per instance would only slow
+    the clean-up down), then deleted the way a user would. The finalizer is never removed by hand
+    while an operator runs: that would race the operator's own deletion steps. Should the operator
+    not finish in time, it is stopped first, the finalizers are removed then (so the next test
+    starts clean), and the clean-up fails naming what the operator left behind.
+    """
+    if not operator.alive():
+        operator.start()  # a test that failed between a kill and the restart
+    for obj in api.list_objects("SampleDB", namespace):
+        name = obj["metadata"]["name"]
+        if (obj.get("spec") or {}).get("deletionPolicy") != "Delete":
+            try:
+                api.merge_patch("SampleDB", namespace, name, {"spec": {"deletionPolicy": "Delete"}})
+            except ApiError as err:
+                if err.status not in (404, 422):  # 422: a spec that no longer validates; the operator copes
+                    raise
+        api.delete("SampleDB", namespace, name)
+
+    def remaining() -> list[str]:
+        return sorted(obj["metadata"]["name"] for obj in api.list_objects("SampleDB", namespace))
+
+    try:
+        wait_for(lambda: not remaining(), timeout=timeout, what=f"the operator to delete every SampleDB in {namespace}")
+    except AssertionError:
+        left = remaining()
+        operator.stop()
+        for name in left:
+            try:
+                api.merge_patch("SampleDB", namespace, name, {"metadata": {"finalizers": None}})
+            except ApiError as err:
+                if err.status != 404:
+                    raise
+        wait_for(lambda: not remaining(), timeout=60, what=f"every SampleDB in {namespace} to be gone")
+        raise AssertionError(
+            f"the operator did not finalise {left} within {timeout:.0f} s of their deletion "
+            f"(stopped, then their finalizers removed; log: {operator.current.log_path})"
+        ) from None
+
+
 @pytest.fixture
 def released(admin: KubeApi, namespace: str, killable_operator: KillableOperator) -> Iterator[str]:  # noqa: F811
-    """The test namespace; afterwards its SampleDBs are gone before the next test's operator starts.
+    """The test namespace; afterwards the operator has deleted its SampleDBs (see :func:`release`).
 
-    Otherwise the next operator would inherit hundreds of objects to finalise, and its timings (and
-    logs) would measure this test's leftovers. The finalizer is removed here rather than by the
-    operator: what the test checks is done, and the operator may be the worse for it.
+    Otherwise the next test's operator would inherit hundreds of objects to finalise, and its
+    timings (and logs) would measure this test's leftovers.
     """
     yield namespace
-    for obj in admin.list_objects("SampleDB", namespace):
-        name = obj["metadata"]["name"]
-        try:
-            admin.merge_patch("SampleDB", namespace, name, {"metadata": {"finalizers": None}})
-        except ApiError as err:
-            if err.status != 404:
-                raise
-        admin.delete("SampleDB", namespace, name)
-    wait_for(
-        lambda: not admin.list_objects("SampleDB", namespace),
-        timeout=60,
-        what=f"every SampleDB in {namespace} to be deleted",
-        interval=0.5,
-    )
+    release(admin, namespace, killable_operator)
 
 
 # The node lifecycle controller marks a Node NotReady, and its Pods not ready, when the Node's
@@ -248,3 +296,109 @@ def cluster(request: pytest.FixtureRequest) -> LocalCluster:
         pytest.skip("fault injection stops the API server and reads its audit log: it needs the local cluster")
     local: LocalCluster = request.getfixturevalue("local_cluster")
     return local
+
+
+# -- the real node: the scenarios that check data in PostgreSQL ---------------------------------------
+
+
+@pytest.fixture(scope="session")
+def node_cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """A second local cluster, with one real node, started on first use (kwok serves the other tests).
+
+    Its node takes its own network slot, so it runs beside the `tests/node` tier's real node.
+    """
+    if external_kubeconfig(request.config):
+        pytest.skip("the data checks run PostgreSQL on the local cluster's real node")
+    cluster = start_real_cluster(tmp_path_factory.mktemp("real-cluster"))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def node_admin(node_cluster: LocalCluster) -> KubeApi:
+    """The admin client of the real-node cluster."""
+    return KubeApi(load_client(str(node_cluster.kubeconfig)))
+
+
+@pytest.fixture(scope="session")
+def node_kubectl(node_cluster: LocalCluster) -> Kubectl:
+    """kubectl against the real-node cluster (exec and logs go through its kubelet)."""
+    return Kubectl(str(node_cluster.kubeconfig))
+
+
+@pytest.fixture(scope="session")
+def node_webhook(node_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebhookReplicas]:
+    """Two conversion-webhook replicas on loopback for the real-node cluster's API server."""
+    hooks = start_webhook(tmp_path_factory.mktemp("node-webhook"), ca=(node_cluster.ca_cert, node_cluster.ca_key),
+                          replicas=2)  # fmt: skip
+    yield hooks
+    hooks.stop()
+
+
+@pytest.fixture(scope="session")
+def node_installed(node_admin: KubeApi, node_webhook: WebhookReplicas) -> None:
+    """The CRDs (wired to the webhook replicas) and the operator's RBAC on the real-node cluster."""
+    names = []
+    for crd in crdgen.all_crds().values():
+        apply(node_admin, wired_crd(crd, node_webhook))
+        names.append(crd["metadata"]["name"])
+    for name in names:
+        wait_for(lambda n=name: _established(node_admin, n), what=f"CRD {name} to be established")  # type: ignore[misc]
+    rbac = k8s.RbacAuthorizationV1Api(node_admin._client)  # setup only; the operator never uses this
+    role = yaml.safe_load((REPO / "config/rbac/role.yaml").read_text())
+    binding: dict[str, Any] = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": "sampledb-operator"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role["metadata"]["name"]},
+        "subjects": [{"kind": "ServiceAccount", "namespace": OPERATOR_SA[0], "name": OPERATOR_SA[1]}],
+    }
+    rbac.create_cluster_role(role)
+    rbac.create_cluster_role_binding(binding)
+
+
+def _established(api: KubeApi, name: str) -> bool:
+    conditions = ((api.get("CustomResourceDefinition", None, name) or {}).get("status") or {}).get("conditions")
+    return any(c["type"] == "Established" and c["status"] == "True" for c in conditions or [])
+
+
+@pytest.fixture
+def node_operator(node_cluster: LocalCluster, node_installed: None, tmp_path: Path) -> Iterator[KillableOperator]:
+    """This test's own operator process on the real-node cluster; stopped (or already dead) afterwards."""
+    runner = KillableOperator(str(node_cluster.operator_kubeconfig), tmp_path)
+    runner.start()
+    try:
+        yield runner
+    finally:
+        runner.stop()
+        print(f"\noperator logs: {', '.join(str(i.log_path) for i in runner.incarnations)}")
+
+
+@contextlib.contextmanager
+def node_namespace(api: KubeApi, operator: KillableOperator, name: str) -> Iterator[str]:
+    """A namespace enforcing Pod Security "restricted" (as tests/node's); released, then deleted, afterwards.
+
+    Every Pod the operator creates must be admitted under the strictest standard. The namespace
+    itself is not waited for: its Pods' termination only slows the run down.
+    """
+    core = k8s.CoreV1Api(api._client)
+    core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name, labels=RESTRICTED)))
+    _wait_for_default_service_account(core, name)
+    try:
+        yield name
+    finally:
+        try:
+            release(api, name, operator, timeout=240)
+        finally:
+            core.delete_namespace(name)
+
+
+@pytest.fixture
+def node_released(
+    request: pytest.FixtureRequest, node_admin: KubeApi, node_operator: KillableOperator
+) -> Iterator[str]:
+    """A fresh restricted namespace on the real-node cluster; afterwards the operator has deleted its SampleDBs."""
+    with node_namespace(node_admin, node_operator, namespace_name(request.node.name)) as name:
+        yield name
