@@ -116,7 +116,7 @@ test-node: $(PYTHON) node-tools base-images ## The user journey on a real node: 
 	$(PYTHON) -m pytest tests/node $(PYTEST_ARGS)
 
 .PHONY: test-faults
-test-faults: $(PYTHON) cluster-tools ## Fault injection (issue #7): operator SIGKILLs, an API server outage, hostile input, secret leaks; own cluster and operator.
+test-faults: $(PYTHON) node-tools base-images ## Fault injection: operator SIGKILLs (kwok bookkeeping; rows counted on the real node), a Snapshot deletion killed, an API server outage, hostile input, secret leaks (root).
 	$(PYTHON) -m pytest tests/faults $(PYTEST_ARGS)
 
 ##@ Benchmarks

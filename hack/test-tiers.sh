@@ -46,8 +46,9 @@ finish() {
   done
 }
 
-# The two longest together, then the other two: one real node at a time, so the two real-node
-# tiers never compete for the same waits.
+# The two longest together, then the other two. The second pair runs two real nodes side by side
+# (the fault suite's data scenarios, started a few minutes in, and the user journey), each in its
+# own network namespace slot (`network.claim` skips a slot taken at the same moment).
 start fast tests/unit tests/postgres tests/integration
 start e2e tests/e2e
 finish fast e2e

@@ -381,8 +381,7 @@ class LocalCluster:
     def _create_node_host(self) -> nodenet.NodeNetwork:
         """What the real node needs of the machine: its network namespace and its cgroup root."""
         try:
-            net = nodenet.choose()
-            nodenet.create(net)
+            net = nodenet.claim()
         except nodenet.NetworkError as error:
             raise ClusterStartError("real node network", str(error)) from error
         try:

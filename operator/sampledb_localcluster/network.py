@@ -186,6 +186,29 @@ def choose(taken: dict[IPv4Network, str] | None = None) -> NodeNetwork:
     )
 
 
+class SlotTaken(NetworkError):
+    """Another cluster created the chosen slot's namespace between the choice and the claim."""
+
+
+def claim(attempts: int = 3) -> NodeNetwork:
+    """Choose a free slot and create it; a slot another cluster takes meanwhile is skipped.
+
+    Two real-node clusters starting at the same moment (two test tiers) may choose the same slot:
+    `ip netns add` lets only one of them have it, and the other chooses again (the namespace now
+    exists, so `choose` passes over that slot).
+    """
+    for attempt in range(1, attempts + 1):
+        network = choose()
+        try:
+            create(network)
+        except SlotTaken:
+            if attempt == attempts:
+                raise
+            continue
+        return network
+    raise AssertionError("unreachable")
+
+
 def _run(*argv: str) -> None:
     result = subprocess.run(argv, check=False, capture_output=True, text=True)
     if result.returncode != 0:
@@ -199,7 +222,10 @@ def create(network: NodeNetwork) -> None:
         NetworkError: A command failed; whatever was created is removed again.
     """
     ns, node_cidr = network.netns, f"{network.node_ip}/{network.link.prefixlen}"
-    _run("ip", "netns", "add", ns)  # fails if another cluster took the slot meanwhile: nothing of ours to undo
+    try:
+        _run("ip", "netns", "add", ns)
+    except NetworkError as error:  # another cluster took the slot meanwhile: nothing of ours to undo
+        raise SlotTaken(str(error)) from error
     try:
         _run("ip", "link", "add", network.host_link, "type", "veth", "peer", "name", NODE_INTERFACE, "netns", ns)
         _run("ip", "addr", "add", f"{network.host_ip}/{network.link.prefixlen}", "dev", network.host_link)

@@ -18,7 +18,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sampledb_localcluster import ClusterStartError, LocalCluster
+from sampledb_localcluster import LocalCluster
 from sampledb_localcluster.tools import tool_path
 from sampledb_operator.k8s.api import KubeApi
 from sampledb_operator.settings import DEFAULT_IMAGES
@@ -36,26 +36,12 @@ done
 echo "writer done"
 exec sleep infinity
 """
-# The slot is claimed by `ip netns add`; a cluster starting at the same moment may have chosen the same one.
-SLOT_TAKEN = "ip netns add"
-
-
-def start_real_cluster(state_dir: Path, *, attempts: int = 3) -> LocalCluster:
-    """A started local cluster with one real node, in the first free network slot.
-
-    Another tier's real node may pick the same slot at the same moment (the harness chooses a slot,
-    then claims it): the loser's `ip netns add` fails, and it simply tries again.
-    """
-    for attempt in range(1, attempts + 1):
-        cluster = LocalCluster(state_dir=state_dir, node="real", timeout=120)
-        try:
-            cluster.start()
-        except ClusterStartError as error:
-            if SLOT_TAKEN not in str(error) or attempt == attempts:
-                raise
-            continue
-        return cluster
-    raise AssertionError("unreachable")
+def start_real_cluster(state_dir: Path) -> LocalCluster:
+    """A started local cluster with one real node, in the first free network slot (the harness
+    skips a slot another tier's cluster takes at the same moment: `network.claim`)."""
+    cluster = LocalCluster(state_dir=state_dir, node="real", timeout=120)
+    cluster.start()
+    return cluster
 
 
 @dataclass(frozen=True)

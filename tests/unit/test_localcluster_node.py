@@ -92,3 +92,22 @@ def test_a_taken_range_moves_the_node_to_the_next_slot(monkeypatch: pytest.Monke
     assert nodenet.choose(taken).slot == 2
     with pytest.raises(nodenet.NetworkError, match=r"10\.246\.0\.0/24 overlaps 10\.246\.0\.0/16 \(resolver"):
         nodenet.choose({ipaddress.IPv4Network("10.246.0.0/16"): "resolver in /etc/resolv.conf"})
+
+
+def test_a_slot_taken_between_choice_and_claim_is_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two real-node clusters starting at once may choose the same slot: the loser chooses again."""
+    taken: set[int] = set()
+    created: list[int] = []
+
+    def choose() -> nodenet.NodeNetwork:
+        return nodenet.NodeNetwork(min({0, 1, 2} - taken))
+
+    def create(network: nodenet.NodeNetwork) -> None:
+        if network.slot == 0 and 0 not in taken:  # the other cluster's `ip netns add` came first
+            taken.add(0)
+            raise nodenet.SlotTaken("`ip netns add sampledb-0` failed: File exists")
+        created.append(network.slot)
+
+    monkeypatch.setattr(nodenet, "choose", choose)
+    monkeypatch.setattr(nodenet, "create", create)
+    assert nodenet.claim().slot == 1 and created == [1]
