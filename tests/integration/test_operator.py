@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sampledb_operator.k8s.api import ApiError, KubeApi
+from sampledb_operator.k8s.api import ApiError, KubeApi, load_client
 from tests.conftest import external_kubeconfig
-from tests.integration.conftest import OperatorProcess, wait_for
+from tests.integration.conftest import OperatorProcess, _operator_kubeconfig, wait_for
 
 pytestmark = pytest.mark.usefixtures("operator")
 
@@ -167,24 +170,46 @@ def test_spec_change_rolls_statefulset(admin: KubeApi, namespace: str) -> None:
 
 
 def test_noop_reconcile_makes_zero_writes(
-    admin: KubeApi, namespace: str, operator: OperatorProcess, request: pytest.FixtureRequest
+    admin: KubeApi, namespace: str, operator: OperatorProcess, request: pytest.FixtureRequest, kube_config: str
 ) -> None:
+    """An unchanged SampleDB costs no write: the API server's audit log shows none by the operator's identity.
+
+    The identity is the one the API server gives the operator's own kubeconfig (asked of it), and
+    the same filter must see the operator's writes that created the instance: a filter that finds
+    nothing would pass the "no writes" check vacuously. The check waits for the reconcile that read
+    the touched object (its read of the SampleDB came after the touch), not for any reconcile.
+    """
+    audit = _audit_log(request)
+    identity = _operator_identity(request, kube_config)
+    creation_offset, log_offset = _size(audit), len(operator.log())
     admin.create(sampledb("quiet", namespace))
     wait_ready(admin, namespace, "quiet")
     time.sleep(2)  # let the last child events settle
+    if audit is not None:  # the filter below sees the writes that did happen
+        missing = _creation_writes_missing(audit, creation_offset, namespace, "quiet", identity)
+        assert not missing, f"the audit filter for {identity} misses the writes that created quiet: {missing}"
     before = operator.metrics()
-    audit = _audit_log(request)
-    audit_offset = audit.stat().st_size if audit else 0
-    log_offset = len(operator.log())
-    # An annotation change is a watch event but changes nothing the operator manages.
-    admin.merge_patch("SampleDB", namespace, "quiet", {"metadata": {"annotations": {"touch": str(time.time())}}})
-    done = f"{namespace}/quiet: reconciled in"
-    wait_for(lambda: done in operator.log()[log_offset:], what="the reconcile caused by the touch")
+    touch_offset = _size(audit)
+    reconciled = _touch_and_wait_for_its_reconcile(admin, operator, audit, log_offset, namespace, "quiet", identity)
+    print(reconciled)
     if audit is not None:  # the API server's own record of this namespace, when the cluster is ours
-        writes = _operator_writes(audit, audit_offset, namespace)
+        writes = [f"{w.verb} {w.uri}" for w in _operator_writes(audit, touch_offset, namespace, identity)]
         assert writes == [], f"the operator wrote on a no-op reconcile: {writes}"
     else:  # an existing cluster: the operator's own count (other objects must be quiet meanwhile)
         assert operator.metrics()["sampledb_api_writes_total"] == before["sampledb_api_writes_total"]
+
+
+PLURALS = {
+    "Secret": "secrets",
+    "ConfigMap": "configmaps",
+    "Service": "services",
+    "StatefulSet": "statefulsets",
+    "PodDisruptionBudget": "poddisruptionbudgets",
+    "Job": "jobs",
+}
+WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
+# How the operator's runtime logs the end of each reconcile pass (DEBUG), with its local time in milliseconds.
+RECONCILED = r"^(\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d,\d{{3}}) DEBUG +\S+: {key}: reconciled in ([0-9.]+) s$"
 
 
 def _audit_log(request: pytest.FixtureRequest) -> Path | None:
@@ -195,18 +220,140 @@ def _audit_log(request: pytest.FixtureRequest) -> Path | None:
     return path if path.exists() else None
 
 
-def _operator_writes(audit: Path, offset: int, namespace: str) -> list[str]:
-    with audit.open() as log:
-        log.seek(offset)
-        entries = [json.loads(line) for line in log if line.strip()]
+def _size(audit: Path | None) -> int:
+    return audit.stat().st_size if audit else 0
+
+
+def _operator_identity(request: pytest.FixtureRequest, kube_config: str) -> str:
+    """The user name the API server records for the operator's requests, asked of it with the operator's kubeconfig."""
+    api = KubeApi(load_client(_operator_kubeconfig(request, kube_config)))
+    review = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+    answer = api._request("POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews", body=review)
+    return str(answer["status"]["userInfo"]["username"])
+
+
+@dataclass(frozen=True)
+class _Request:
+    """One completed request from the audit log."""
+
+    verb: str
+    user: str
+    resource: str
+    namespace: str | None
+    name: str | None
+    uri: str
+    received: datetime
+    answered: datetime
+
+
+def _requests(audit: Path, start: int, end: int | None = None) -> list[_Request]:
+    """The completed requests logged between two byte offsets (a line being written is left out)."""
+    with audit.open("rb") as log:
+        log.seek(start)
+        data = log.read() if end is None else log.read(end - start)
+    found = []
+    for line in data.decode().splitlines(keepends=True):
+        if not line.endswith("\n") or not line.strip():
+            continue
+        event = json.loads(line)
+        if event.get("stage") != "ResponseComplete":
+            continue
+        ref = event.get("objectRef") or {}
+        found.append(
+            _Request(
+                verb=event["verb"],
+                user=event["user"]["username"],
+                resource=ref.get("resource", "") + (f"/{ref['subresource']}" if ref.get("subresource") else ""),
+                namespace=ref.get("namespace"),
+                name=ref.get("name"),
+                uri=event["requestURI"],
+                received=datetime.fromisoformat(event["requestReceivedTimestamp"]),
+                answered=datetime.fromisoformat(event["stageTimestamp"]),
+            )
+        )
+    return found
+
+
+def _operator_writes(audit: Path, start: int, namespace: str, identity: str, end: int | None = None) -> list[_Request]:
     return [
-        f"{e['verb']} {e['requestURI']}"
-        for e in entries
-        if e.get("stage") == "ResponseComplete"
-        and e["user"]["username"] == "system:serviceaccount:sampledb-system:sampledb-operator"
-        and e["verb"] in ("create", "update", "patch", "delete")
-        and f"/namespaces/{namespace}/" in e["requestURI"]
+        r
+        for r in _requests(audit, start, end)
+        if r.user == identity and r.verb in WRITE_VERBS and r.namespace == namespace
     ]
+
+
+def _creation_writes_missing(audit: Path, offset: int, namespace: str, name: str, identity: str) -> list[str]:
+    """The creates of the instance's children that `_operator_writes` does not find after `offset`."""
+    created = {(w.verb, w.resource, w.name) for w in _operator_writes(audit, offset, namespace, identity)}
+    expected = {("create", PLURALS[kind], child.format(name=name)) for kind, child in CHILDREN}
+    return sorted(" ".join(w) for w in expected - created)
+
+
+def _touch_and_wait_for_its_reconcile(
+    admin: KubeApi,
+    operator: OperatorProcess,
+    audit: Path | None,
+    log_offset: int,
+    namespace: str,
+    name: str,
+    identity: str,
+) -> str:
+    """Change an annotation of the SampleDB and wait for the reconcile that read the change; its log line."""
+    touch_offset = _size(audit)
+    # An annotation change is a watch event but changes nothing the operator manages.
+    touch = {"metadata": {"annotations": {"touch": str(time.time())}}}
+    rv = admin.merge_patch("SampleDB", namespace, name, touch)["metadata"]["resourceVersion"]
+    if audit is None:  # an existing cluster: a reconcile that started after the touch returned (the operator runs here)
+        since, started = datetime.now(UTC), True
+    else:  # the API server received the operator's read of the SampleDB after it had answered the touch
+        since, started = _first_read_after_touch(audit, touch_offset, namespace, name, identity), False
+    line = wait_for(
+        lambda: _reconciled_since(operator.log()[log_offset:], namespace, name, since, started=started),
+        what=f"the reconcile of {namespace}/{name} that read resourceVersion {rv} or later (since {since})",
+    )
+    return f"touched at resourceVersion {rv}; read by {identity} at {since}; {line}"
+
+
+def _first_read_after_touch(audit: Path, offset: int, namespace: str, name: str, identity: str) -> datetime:
+    """When the API server received the operator's first GET of the SampleDB after answering the touch.
+
+    A GET received after the patch was answered reads the patched object (or a later one): the
+    reconcile that made it is the one caused by the touch (or a later one).
+    """
+
+    def first() -> datetime | None:
+        requests = _requests(audit, offset)
+        touches = [
+            r.answered
+            for r in requests
+            if r.verb == "patch" and r.user != identity and (r.resource, r.namespace, r.name) == key
+        ]
+        reads = [
+            r.received
+            for r in requests
+            if r.verb == "get" and r.user == identity and (r.resource, r.namespace, r.name) == key
+        ]
+        return min((t for t in reads if touches and t > touches[0]), default=None)
+
+    key = ("sampledbs", namespace, name)
+    return wait_for(first, what=f"the operator to read {namespace}/{name} after the touch (audit log {audit})")
+
+
+def _reconciled_since(log: str, namespace: str, name: str, since: datetime, *, started: bool) -> str | None:
+    """The operator's log line ending a reconcile of the object after `since` (None: no such line yet).
+
+    With `started`, the pass must have started after it (its end minus its duration). Log times are
+    truncated to the millisecond, so a pass that ended before `since` never counts; the pass that
+    made the read at `since` ends milliseconds later, after reading every child.
+    """
+    pattern = re.compile(RECONCILED.format(key=re.escape(f"{namespace}/{name}")), re.MULTILINE)
+    since_ms = since.replace(microsecond=since.microsecond // 1000 * 1000)
+    for match in pattern.finditer(log):
+        ended = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f").astimezone(UTC)
+        moment = ended - timedelta(seconds=float(match.group(2))) if started else ended
+        if moment > since_ms:
+            return match.group(0)
+    return None
 
 
 @pytest.mark.parametrize(
