@@ -3,20 +3,24 @@
 Every generated object is invalid in some way: wrong types, out-of-range values, bad names, bad
 cron, oversized maps, unknown fields, parameters that pass the schema but the operator refuses
 (unknown, managed, dangerous, multi-line), references to things that do not exist, resources the
-API server refuses in a Pod. Each must be either refused at admission (422 naming the field; 400
-for unknown fields, which the API server's strict field validation reports as a decoding error,
-the way `kubectl` sends requests by default) or, once accepted, reported by the operator with phase
-Degraded and a Degraded condition saying why. Updates that the transition rules forbid (major
+API server refuses in a Pod. Each must be either refused at admission (422 naming the offending field's path, e.g.
+`spec.storage.size`, the one its category names; 400 for unknown fields, which the API server's
+strict field validation reports as a decoding error naming the unknown field, the way `kubectl`
+sends requests by default) or, once accepted, reported by the operator with phase Degraded and a
+Degraded condition saying why. Updates that the transition rules forbid (major
 version downgrades, shrinking storage, changing the storage class) must all be refused.
 
 Afterwards the same operator process (same PID, no Traceback in its log) makes a valid SampleDB
-created last Ready promptly. Inputs come from hypothesis, seeded with the run's fault seed.
+created last Ready promptly. Inputs come from hypothesis, seeded with the run's fault seed: a
+failure names the seed (SAMPLEDB_FAULT_SEED replays the run), the category and the object sent.
+Writes sent as `v1beta1` must meet the same rules (`test_writes_through_v1beta1_...`).
 """
 
 from __future__ import annotations
 
 import copy
 import itertools
+import json
 import re
 import time
 from collections import Counter
@@ -25,20 +29,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, seed, settings
+from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
 from sampledb_operator.api.common import CRON_PATTERN, DNS_LABEL_PATTERN, QUANTITY_PATTERN, SQL_IDENTIFIER_PATTERN
+from sampledb_operator.conversion.convert import RESERVED_ANNOTATION
 from sampledb_operator.k8s.api import MERGE_PATCH, ApiError, KubeApi, Resource
 from sampledb_operator.resources.config import DANGEROUS_PARAMETERS, MANAGED_PARAMETERS, known_parameters
 from tests.faults.checks import condition, not_ready, sampledb
 from tests.faults.conftest import KillableOperator
 from tests.integration.conftest import wait_for
 
-# Examples per category (one with few distinct inputs, e.g. a fixed list, stops earlier): about 350
-# creates and 50 updates in all.
-CREATE_EXAMPLES = 9
-UPDATE_EXAMPLES = 10
+# Examples per category (one with few distinct inputs, e.g. a fixed list, stops earlier): about 600
+# creates and 80 updates in all.
+CREATE_EXAMPLES = 15
+UPDATE_EXAMPLES = 15
 # Accepted invalid objects must be reported Degraded this soon after the batch (they take ~5 s).
 REPORT_SECONDS = 60.0
 SAMPLEDBS = Resource("/apis/sampledb.io/v1", "sampledbs")
@@ -112,7 +117,10 @@ SPEC_CATEGORIES: list[tuple[str, st.SearchStrategy[Any]]] = [
     ("postgres.version: wrong type", NOT_INT.map(at("postgres", "version"))),
     ("postgres.version: unsupported", INT64.filter(lambda v: v not in (15, 16, 17, 18)).map(at("postgres", "version"))),
     ("postgres.image: wrong type", NOT_STRING.map(at("postgres", "image"))),
-    ("postgres.image: empty or too long", st.sampled_from(["", "i" * 513]).map(at("postgres", "image"))),
+    (
+        "postgres.image: empty or too long",
+        st.one_of(st.just(""), st.integers(513, 4096).map(lambda n: "i" * n)).map(at("postgres", "image")),
+    ),
     ("postgres.parameters: wrong type", st.one_of(TEXT, INT64, LISTS).map(at("postgres", "parameters"))),
     (
         "postgres.parameters: value of a wrong type",
@@ -152,7 +160,10 @@ SPEC_CATEGORIES: list[tuple[str, st.SearchStrategy[Any]]] = [
     ("storage.size: wrong type", NOT_STRING.map(at("storage", "size"))),
     ("storage.size: not a quantity", not_matching(QUANTITY_PATTERN).map(at("storage", "size"))),
     ("storage.size: zero or negative", NON_POSITIVE_QUANTITY.map(at("storage", "size"))),
-    ("storage.storageClassName: empty", st.just("").map(at("storage", "storageClassName"))),
+    (
+        "storage.storageClassName: empty or too long",
+        st.one_of(st.just(""), st.integers(254, 1000).map(lambda n: "c" * n)).map(at("storage", "storageClassName")),
+    ),
     ("backup.schedule: not cron", not_matching(CRON_PATTERN).map(at("backup", "schedule"))),
     ("backup.schedule: out-of-range fields", OUT_OF_RANGE_CRON.map(at("backup", "schedule"))),
     (
@@ -163,17 +174,17 @@ SPEC_CATEGORIES: list[tuple[str, st.SearchStrategy[Any]]] = [
     ("backup.retention: wrong type", NOT_INT.map(at("backup", "retention"))),
     ("backup.verify: wrong type", NOT_BOOL.map(at("backup", "verify"))),
     (
-        "resources: too many entries",
+        "resources.requests: too many entries",
         st.integers(9, 30).map(lambda n: {f"example.com/r{i}": "1" for i in range(n)}).map(at("resources", "requests")),
     ),
     (
-        "resources: not a quantity",
+        "resources.limits: not a quantity",
         st.dictionaries(st.sampled_from(["cpu", "memory"]), not_matching(QUANTITY_PATTERN), min_size=1).map(
             at("resources", "limits")
         ),
     ),
     (
-        "resources: negative",
+        "resources.requests: negative",
         st.dictionaries(
             st.sampled_from(["cpu", "memory"]), NON_POSITIVE_QUANTITY.filter(lambda q: q.startswith("-")), min_size=1
         ).map(at("resources", "requests")),
@@ -204,9 +215,11 @@ SPEC_CATEGORIES: list[tuple[str, st.SearchStrategy[Any]]] = [
     ),
     (
         "restore.file: escapes the volume",
-        st.sampled_from(["../x", "a/../../etc/passwd", "/etc/passwd", ".hidden", "a/.."]).map(
-            lambda f: {"restore": {"persistentVolumeClaim": "c", "file": f}}
-        ),
+        st.one_of(
+            st.sampled_from(["../x", "a/../../etc/passwd", "/etc/passwd", ".hidden", "a/..", "..", "./x"]),
+            st.tuples(DNS_LABEL, DNS_LABEL).map(lambda p: f"{p[0]}/../{p[1]}"),
+            st.tuples(st.sampled_from(["/", "."]), ONE_LINE).map("".join),
+        ).map(lambda f: {"restore": {"persistentVolumeClaim": "c", "file": f}}),
     ),
     ("restore.backup: no such backup", DNS_LABEL.map(at("restore", "backup"))),
     (
@@ -274,25 +287,28 @@ SMALLER = st.one_of(
 )
 UPDATE_CATEGORIES: list[tuple[str, st.SearchStrategy[tuple[str, dict[str, Any]]]]] = [
     (
-        "downgrade",
+        "postgres.version: downgrade",
         st.sampled_from([("pool-a", 15), ("pool-a", 16), ("pool-b", 15)]).map(
             lambda p: (p[0], {"spec": {"postgres": {"version": p[1]}}})
         ),
     ),
     (
-        "shrink",
+        "storage.size: shrink",
         st.tuples(st.sampled_from(sorted(POOL)), SMALLER).map(lambda p: (p[0], at("spec", "storage", "size")(p[1]))),
     ),
     (
-        "storageClassName change",
+        "storage.storageClassName: change",
         DNS_LABEL.filter(lambda n: n != STORAGE_CLASS).map(
             lambda n: ("pool-a", at("spec", "storage", "storageClassName")(n))
         ),
     ),
-    ("storageClassName removal", st.just(("pool-a", at("spec", "storage", "storageClassName")(None)))),
-    ("storageClassName added", DNS_LABEL.map(lambda n: ("pool-b", at("spec", "storage", "storageClassName")(n)))),
+    ("storage.storageClassName: removal", st.just(("pool-a", at("spec", "storage", "storageClassName")(None)))),
     (
-        "version of a wrong type",
+        "storage.storageClassName: added",
+        DNS_LABEL.map(lambda n: ("pool-b", at("spec", "storage", "storageClassName")(n))),
+    ),
+    (
+        "postgres.version: wrong type (update)",
         st.tuples(st.sampled_from(sorted(POOL)), NOT_INT).map(
             lambda p: (p[0], at("spec", "postgres", "version")(p[1]))
         ),
@@ -317,11 +333,52 @@ class Tally:
         return "\n".join(rows)
 
 
-def _refusal_ok(err: ApiError) -> bool:
-    """422 naming the field, or 400 for an unknown field (strict field validation)."""
-    if err.status == 400:
-        return "strict decoding error: unknown field" in err.message
-    return err.status == 422 and bool(re.search(r"\b(spec|metadata)\b", err.message))
+def field_of(category: str) -> str:
+    """The path of the field a category breaks, as the API server names it: the category's name up to its colon."""
+    field = category.split(":", 1)[0]
+    return field if field.split(".")[0] in ("spec", "metadata") else f"spec.{field}"
+
+
+def _leaf_paths(tree: Any, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    if not isinstance(tree, dict) or not tree:
+        return [path]
+    return [leaf for key, value in tree.items() for leaf in _leaf_paths(value, (*path, key))]
+
+
+def names_field(message: str, field: str) -> bool:
+    """`message` names `field` itself or a field inside it (`spec.storage` is not `spec.storage.size`)."""
+    return re.search(rf"(?<![\w.]){re.escape(field)}(?=[:.\[\s\"]|$)", message) is not None
+
+
+def _names_an_unknown_field(message: str, override: dict[str, Any]) -> bool:
+    """A strict-decoding error quoting one of the unknown fields sent (its parent, when Go would escape the key)."""
+    for path in _leaf_paths(override):
+        key = path[-1]
+        plain = key.isprintable() and '"' not in key and "\\" not in key
+        shown = f'"spec.{".".join(path)}"' if plain else f'"{".".join(("spec", *path[:-1]))}.'
+        if f"unknown field {shown}" in message:
+            return True
+    return False
+
+
+def refusal_problem(err: ApiError, category: str, override: dict[str, Any]) -> str | None:
+    """Why a refusal does not name what was wrong; None when it does.
+
+    422 must name the category's field path (for unknown fields, one of those sent). 400 is strict
+    field validation refusing unknown fields: those sent, or the keys of a map sent where the
+    category's field takes a scalar (named as fields inside it).
+    """
+    unknown = category == "unknown fields"
+    if err.status == 400 and "strict decoding error: unknown field" in err.message:
+        if unknown:
+            return None if _names_an_unknown_field(err.message, override) else "names none of the unknown fields sent"
+        return None if names_field(err.message, field_of(category)) else f"does not name {field_of(category)}"
+    if err.status != 422:
+        return f"HTTP {err.status}, not 422"
+    fields = [f"spec.{'.'.join(p)}" for p in _leaf_paths(override)] if unknown else [field_of(category)]
+    if any(names_field(err.message, f) for f in fields):
+        return None
+    return f"does not name {' or '.join(fields)}"
 
 
 def _abridged(value: Any) -> Any:
@@ -373,10 +430,11 @@ def test_hostile_input_is_refused_or_reported_and_never_hurts_the_operator(
         except ApiError as err:
             refusal = err
         if refusal is not None:
-            assert _refusal_ok(refusal), f"{category}: refused with HTTP {refusal.status}: {refusal.message}"
+            problem = refusal_problem(refusal, category, override)
+            assert problem is None, replay(category, f"refused, but {problem}: {refusal.message[:2000]}", body)
             tally.rejected[category] += 1
             return
-        assert hostile.name is None and hostile.metadata is None, f"{category}: {name!r} was accepted"
+        assert hostile.name is None and hostile.metadata is None, replay(category, "accepted", body)
         tally.accepted[name] = category
 
     def update(category: str, case: tuple[str, dict[str, Any]]) -> None:
@@ -384,12 +442,25 @@ def test_hostile_input_is_refused_or_reported_and_never_hurts_the_operator(
         before = admin.get("SampleDB", namespace, target)
         assert before is not None
         path = SAMPLEDBS.path(namespace, target)
-        with pytest.raises(ApiError) as refused:
+        refusal: ApiError | None = None
+        try:
             admin._request("PATCH", path, body=patch, query=STRICT, content_type=MERGE_PATCH)
-        assert refused.value.status == 422 and refused.value.message, f"{category}: {refused.value}"
+        except ApiError as err:
+            refusal = err
+        assert refusal is not None, replay(category, "accepted", patch, target)
+        problem = refusal_problem(refusal, category, patch.get("spec") or {})
+        assert problem is None, replay(category, f"refused, but {problem}: {refusal.message[:2000]}", patch, target)
         tally.rejected[f"update: {category}"] += 1
         after = admin.get("SampleDB", namespace, target)
         assert after is not None and after["spec"] == before["spec"]
+
+    def replay(category: str, outcome: str, sent: dict[str, Any], target: str | None = None) -> str:
+        """A failure message with what it takes to see it again."""
+        what = f"patch of {target}" if target else "object"
+        return (
+            f"{category}: {outcome}\n{what}: {json.dumps(_abridged(sent))[:3000]}\n"
+            f"replay: SAMPLEDB_FAULT_SEED={fault_seed} (hypothesis is seeded with it per category)"
+        )
 
     checks: list[tuple[int, Callable[[str, Any], None], str, st.SearchStrategy[Any]]] = [
         *[(CREATE_EXAMPLES, create, c, s) for c, s in CREATE_CATEGORIES],
@@ -401,6 +472,9 @@ def test_hostile_input_is_refused_or_reported_and_never_hurts_the_operator(
             max_examples=examples,
             deadline=None,
             database=None,
+            # No shrinking: each example is a live object, and the one that failed is the one to report.
+            phases=[Phase.explicit, Phase.generate],
+            print_blob=True,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
         )
         seed(fault_seed)(configured(run_one))()
@@ -476,3 +550,97 @@ def test_hostile_input_is_refused_or_reported_and_never_hurts_the_operator(
         problems.append(f"{count} Tracebacks in the operator log, the first after:\n  {before[:300]}\n  {error[:800]}")
     if problems:
         pytest.fail(f"seed {fault_seed}:\n" + "\n".join(problems), pytrace=False)
+
+
+# -- writes through v1beta1 ------------------------------------------------------------------------------
+
+V1BETA1_SAMPLEDBS = Resource("/apis/sampledb.io/v1beta1", "sampledbs")
+# (what, the v1 spec created first, a merge patch sent as v1beta1, the field its refusal must name).
+# Each update is one v1 refuses (test_hostile_input_... above sends the same through v1).
+BETA_UPDATES: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
+    ("storage shrink", {"storage": {"size": "2Gi"}}, {"spec": {"storageSize": "1Gi"}}, "spec.storageSize"),
+    (
+        "storageClassName change",
+        {"storage": {"size": "1Gi", "storageClassName": STORAGE_CLASS}},
+        {"spec": {"storageClassName": "other"}},
+        "spec.storageClassName",
+    ),
+    (
+        "storageClassName removal",
+        {"storage": {"size": "1Gi", "storageClassName": STORAGE_CLASS}},
+        {"spec": {"storageClassName": None}},
+        "spec.storageClassName",
+    ),
+    (
+        "restore change through the reserved annotation",
+        {"storage": {"size": "1Gi"}, "restore": {"backup": "nightly"}},
+        {"metadata": {"annotations": {RESERVED_ANNOTATION: json.dumps({"restore": {"backup": "other"}})}}},
+        "spec.restore",
+    ),
+]
+
+
+# Known open defect: CEL on a CRD reads no annotation and the conversion webhook sees no old object,
+# so only an admission check on the converted v1 update (a ValidatingAdmissionPolicy or validating
+# webhook with matchPolicy Equivalent) can refuse it. The operator ignores spec.restore once the
+# instance is initialised, so no data is touched; the stored spec is simply wrong. Strict: passes
+# loudly once fixed.
+OPEN = {
+    "restore change through the reserved annotation": pytest.mark.xfail(
+        strict=True, reason="needs an admission check on the converted v1 update (issue #14 note)"
+    )
+}
+
+
+@pytest.mark.parametrize(
+    ("what", "spec", "patch", "field"),
+    [pytest.param(*u, id=u[0], marks=[OPEN[u[0]]] if u[0] in OPEN else []) for u in BETA_UPDATES],
+)
+def test_updates_through_v1beta1_meet_the_transition_rules_of_v1(
+    admin: KubeApi, namespace: str, crds: list[str], what: str, spec: dict[str, Any], patch: dict[str, Any], field: str
+) -> None:
+    """The API server checks an update against the schema of the version it arrives in; the webhook sees no old object.
+
+    So a rule on changes (`oldSelf`) that only the v1 schema has does not hold for `kubectl edit
+    sampledbs.v1beta1.sampledb.io`: the volume could shrink, its class change, the restore source
+    change after creation. The refusal must name the field, as the same update through v1 does.
+    """
+    admin.create({**sampledb("beta", namespace), "spec": spec})
+    before = admin.get("SampleDB", namespace, "beta")
+    assert before is not None
+    refusal: ApiError | None = None
+    try:
+        admin._request(
+            "PATCH", V1BETA1_SAMPLEDBS.path(namespace, "beta"), body=patch, query=STRICT, content_type=MERGE_PATCH
+        )
+    except ApiError as err:
+        refusal = err
+    after = admin.get("SampleDB", namespace, "beta")
+    assert after is not None
+    changed = {
+        k: (before["spec"].get(k), after["spec"].get(k)) for k in spec if before["spec"].get(k) != after["spec"].get(k)
+    }
+    assert refusal is not None, f"{what}: accepted through v1beta1; the stored v1 spec changed: {changed}"
+    assert refusal.status == 422 and names_field(refusal.message, field), f"{what}: {refusal.status} {refusal.message}"
+    assert after["spec"] == before["spec"]
+
+
+def test_a_deeply_nested_reserved_annotation_is_refused_with_a_reason(
+    admin: KubeApi, namespace: str, crds: list[str]
+) -> None:
+    """6 KB of nesting, far below the 256 KiB annotations may hold: refused with the webhook's reason.
+
+    The API server reports every conversion refusal as a 500 carrying the webhook's message (as for
+    the counter-examples sent through v1beta1 in tests/integration/test_conversion.py); what matters
+    is that the message names the annotation and why, not "Server got itself in trouble".
+    """
+    body = {**sampledb("deep", namespace), "apiVersion": "sampledb.io/v1beta1", "spec": {"storageSize": "1Gi"}}
+    body["metadata"]["annotations"] = {RESERVED_ANNOTATION: '{"resources":' + '{"a":' * 1000 + "1" + "}" * 1001}
+    refusal: ApiError | None = None
+    try:
+        admin._request("POST", V1BETA1_SAMPLEDBS.path(namespace), body=body, query=STRICT)
+    except ApiError as err:
+        refusal = err
+    assert refusal is not None, "accepted"
+    reason = f"{RESERVED_ANNOTATION} is nested"
+    assert refusal.status in (400, 422, 500) and reason in refusal.message, f"{refusal.status} {refusal.message[:1000]}"

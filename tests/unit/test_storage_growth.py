@@ -48,7 +48,7 @@ def plan(
 ) -> storage.StoragePlan:
     instance = make_instance({"storage": {"size": size}})
     sts = statefulset(make_instance({"storage": {"size": sts_size}}))
-    claims = {name: pvc for name in instance.data_pvcs}
+    claims = dict.fromkeys(instance.data_pvcs, pvc)
     return storage.plan_storage(
         instance, sts, claims, EXPANDABLE if classes is None else classes, previous or {}, hold_statefulset=hold
     )
@@ -81,7 +81,8 @@ def test_then_the_statefulset_is_recreated_with_the_new_template() -> None:
     assert (action.verb, action.kind) == (Verb.RECREATE, "StatefulSet")
     assert action.body["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "20Gi"
     # The same template as a StatefulSet made for the new size: the adopted Pod's revision matches.
-    assert action.body["spec"]["template"] == statefulset(make_instance({"storage": {"size": "20Gi"}}))["spec"]["template"]
+    made_for_new_size = statefulset(make_instance({"storage": {"size": "20Gi"}}))
+    assert action.body["spec"]["template"] == made_for_new_size["spec"]["template"]
     assert decided.status["phase"] == StoragePhase.RECREATING_STATEFULSET
 
 

@@ -70,6 +70,25 @@ def cel(rule: str, message: str, *, reason: str | None = None, field_path: str |
     return entry
 
 
+def grows_only(field: str) -> dict[str, str]:
+    """A quantity that may grow but never shrink (a volume); `field` as the user writes it."""
+    return cel(
+        "quantity(self).compareTo(quantity(oldSelf)) >= 0",
+        f"{field} may grow but not shrink: set it to the current size or larger",
+        reason="FieldValueForbidden",
+    )
+
+
+def storage_class_immutable(name: str, field: str) -> dict[str, str]:
+    """On the object holding the optional `name`: it can be neither set, changed nor removed later."""
+    return cel(
+        f"has(self.{name}) == has(oldSelf.{name}) && (!has(self.{name}) || self.{name} == oldSelf.{name})",
+        f"{field} is immutable: create a new SampleDB (e.g. restored from a backup) to move to another storage class",
+        reason="FieldValueForbidden",
+        field_path=f".{name}",
+    )
+
+
 def k8s_extra(**extra: Any) -> dict[str, Any]:
     """Schema keywords passed through verbatim to the CRD (x-kubernetes-*, maxProperties...)."""
     return extra

@@ -27,8 +27,10 @@ from sampledb_operator.api.common import (
     Quantity,
     SampleDBStatus,
     cel,
+    grows_only,
     k8s_extra,
     reserved_name_problem,
+    storage_class_immutable,
 )
 
 VERSION = "v1"
@@ -64,18 +66,7 @@ class StorageSpec(ApiModel):
 
     model_config = ApiModel.model_config | {
         "json_schema_extra": k8s_extra(
-            **{
-                "x-kubernetes-validations": [
-                    cel(
-                        "has(self.storageClassName) == has(oldSelf.storageClassName) && "
-                        "(!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)",
-                        "storage.storageClassName is immutable: create a new SampleDB (e.g. restored from "
-                        "a backup) to move to another storage class",
-                        reason="FieldValueForbidden",
-                        field_path=".storageClassName",
-                    )
-                ]
-            }
+            **{"x-kubernetes-validations": [storage_class_immutable("storageClassName", "storage.storageClassName")]}
         )
     }
 
@@ -87,11 +78,7 @@ class StorageSpec(ApiModel):
         json_schema_extra=k8s_extra(
             **{
                 "x-kubernetes-validations": [
-                    cel(
-                        "quantity(self).compareTo(quantity(oldSelf)) >= 0",
-                        "storage.size may grow but not shrink: set it to the current size or larger",
-                        reason="FieldValueForbidden",
-                    ),
+                    grows_only("storage.size"),
                     cel("isQuantity(self)", "storage.size must be a quantity such as 10Gi"),
                 ]
             }

@@ -17,6 +17,10 @@ from sampledb_operator.api.common import (
     PostgresParameters,
     Quantity,
     SampleDBStatus,
+    cel,
+    grows_only,
+    k8s_extra,
+    storage_class_immutable,
 )
 
 VERSION = "v1beta1"
@@ -24,14 +28,36 @@ DEPRECATION_WARNING = "sampledb.io/v1beta1 SampleDB is deprecated; use sampledb.
 
 
 class SampleDBSpec(ApiModel):
-    """The desired state of one PostgreSQL instance (flat v1beta1 shape)."""
+    """The desired state of one PostgreSQL instance (flat v1beta1 shape).
+
+    The rules on changes that `v1` holds for these fields hold here too: the API server checks an
+    update against the schema of the version it was sent in, so without them a `v1beta1` update
+    could shrink the volume or change its class.
+    """
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": k8s_extra(
+            **{"x-kubernetes-validations": [storage_class_immutable("storageClassName", "storageClassName")]}
+        )
+    }
 
     version: MajorVersion = DEFAULT_MAJOR_VERSION
     image: str | None = Field(
         None, description="Container image overriding the default for the version.", min_length=1, max_length=512
     )
     parameters: PostgresParameters = Field(default_factory=dict, description="postgresql.conf settings.")
-    storageSize: Quantity = Field("10Gi", description="Size of the data volume; may grow, never shrink.")
+    storageSize: Quantity = Field(
+        "10Gi",
+        description="Size of the data volume; may grow, never shrink.",
+        json_schema_extra=k8s_extra(
+            **{
+                "x-kubernetes-validations": [
+                    grows_only("storageSize"),
+                    cel("isQuantity(self)", "storageSize must be a quantity such as 10Gi"),
+                ]
+            }
+        ),
+    )
     storageClassName: str | None = Field(
         None, description="StorageClass of the data volume. Immutable.", min_length=1, max_length=253
     )

@@ -152,9 +152,31 @@ def _decode(obj: Obj) -> Obj:
         kept = json.loads(raw)
     except ValueError as err:
         raise ConversionError(f"annotation {RESERVED_ANNOTATION} is not valid JSON: {err}") from err
+    except RecursionError as err:  # a hostile annotation: must be a refusal, never an HTTP 500
+        raise ConversionError(f"annotation {RESERVED_ANNOTATION} is nested too deeply") from err
     if not isinstance(kept, dict):
         raise ConversionError(f"annotation {RESERVED_ANNOTATION} must hold a JSON object")
+    if _depth(kept) > MAX_DEPTH:
+        raise ConversionError(f"annotation {RESERVED_ANNOTATION} is nested deeper than {MAX_DEPTH} levels")
     return kept
+
+
+# A v1 spec is a handful of levels deep; anything far deeper is hostile, and every later step
+# (merging, validation, copies) recurses over it.
+MAX_DEPTH = 32
+
+
+def _depth(value: Any) -> int:
+    """How deeply `value` nests, counted without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        deepest = max(deepest, level)
+        if level > MAX_DEPTH:
+            break
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def convert(obj: Obj, desired_api_version: str) -> Obj:
