@@ -348,9 +348,14 @@ def test_watch_namespaces_gets_roles_and_a_small_cluster_role(rendered: dict[str
     cluster_rules = one(docs, "ClusterRole")["rules"]
     namespaced_rules = roles[("team-a", RELEASE)]["rules"]
     assert roles[("team-b", RELEASE)]["rules"] == namespaced_rules
-    # every source rule lands in exactly one place; the ClusterRole holds only the CRD rules
+    # every source rule lands in exactly one place; the ClusterRole holds only the cluster-scoped
+    # rules: the CRDs, and reading StorageClasses (whether a volume may grow)
     assert canonical(cluster_rules + namespaced_rules) == canonical(source_rules())
-    assert cluster_rules and all(rule["apiGroups"] == ["apiextensions.k8s.io"] for rule in cluster_rules)
+    cluster_groups = {group for rule in cluster_rules for group in rule["apiGroups"]}
+    assert cluster_rules and cluster_groups == {"apiextensions.k8s.io", "storage.k8s.io"}
+    assert [r for r in cluster_rules if r["apiGroups"] == ["storage.k8s.io"]] == [
+        {"apiGroups": ["storage.k8s.io"], "resources": ["storageclasses"], "verbs": ["get"]}
+    ]
     leases = roles[("sampledb-system", f"{RELEASE}-leader-election")]["rules"]
     assert leases and all(rule["apiGroups"] == ["coordination.k8s.io"] for rule in leases)
     for (namespace, name), binding in bindings.items():
