@@ -377,6 +377,9 @@ class LocalCluster:
             raise ClusterStartError(
                 "real node", f"missing on this machine: {'; '.join(missing)} (`.ci/run` shows how to install them)"
             )
+        too_long = node.socket_path_problem(node.NodePaths(self._layout))
+        if too_long:
+            raise ClusterStartError("real node", too_long)
 
     def _create_node_host(self) -> nodenet.NodeNetwork:
         """What the real node needs of the machine: its network namespace and its cgroup root."""

@@ -87,6 +87,22 @@ class NodePaths:
         return self.layout.pid_file("containerd")
 
 
+# A Unix socket's path holds at most 107 bytes (108 with its NUL); the kubelet names its
+# pod-resources socket with up to 10 random digits and exits when the bind fails.
+MAX_SOCKET_PATH = 107
+
+
+def socket_path_problem(paths: NodePaths) -> str | None:
+    """Why the kubelet's sockets would not fit under this state folder (seen: a deep pytest tmp dir)."""
+    longest = paths.kubelet_root / "pod-resources" / ("9" * 10)
+    if len(str(longest)) <= MAX_SOCKET_PATH:
+        return None
+    return (
+        f"the state folder {paths.layout.root} is too deep: the kubelet's socket {longest} would be "
+        f"{len(str(longest))} bytes, over the {MAX_SOCKET_PATH} a Unix socket path may hold; use a shorter --state-dir"
+    )
+
+
 def cgroup_root(network: NodeNetwork) -> str:
     """The node's cgroup root in every hierarchy; the kubelet creates ``kubepods`` below it."""
     return f"/sampledb-{network.slot}"

@@ -8,11 +8,14 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -106,9 +109,20 @@ def _run_a_pod(kubeconfig: str) -> None:
     subprocess.run([*kubectl, "wait", "--for=condition=Ready", "pod/sleeper", "--timeout=60s"], check=True)
 
 
-def test_tear_down_leaves_nothing_even_after_the_owner_is_killed(local_cluster: LocalCluster, tmp_path: Path) -> None:
+@pytest.fixture
+def short_state_dir() -> Iterator[Path]:
+    """A state folder near the root: under pytest's tmp dirs (pytest-<n>/<test name>_0/...) the
+    kubelet's socket paths can exceed what a Unix socket may hold (seen once pytest-<n> had 3 digits)."""
+    folder = Path(tempfile.mkdtemp(prefix="sdb-"))
+    yield folder / "cluster"
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_tear_down_leaves_nothing_even_after_the_owner_is_killed(
+    local_cluster: LocalCluster, short_state_dir: Path
+) -> None:
     """A second real node with a running Pod; its owner SIGKILLed; `down` finds and removes the rest."""
-    state = tmp_path / "cluster"
+    state = short_state_dir
     env = {**os.environ, "PYTHONPATH": str(REPO / "operator")}
     owner = subprocess.Popen([sys.executable, "-c", _OWNER.format(pause=PAUSE_IMAGE), str(state)],
                              stdout=subprocess.PIPE, text=True, env=env)  # fmt: skip

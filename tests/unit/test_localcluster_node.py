@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from sampledb_localcluster import network as nodenet
+from sampledb_localcluster import node as node_module
 from sampledb_localcluster.bootstrap import write_pki
 from sampledb_localcluster.components import PORT_NAMES, ClusterContext, control_plane
 from sampledb_localcluster.layout import StateLayout
@@ -111,3 +112,10 @@ def test_a_slot_taken_between_choice_and_claim_is_skipped(monkeypatch: pytest.Mo
     monkeypatch.setattr(nodenet, "choose", choose)
     monkeypatch.setattr(nodenet, "create", create)
     assert nodenet.claim().slot == 1 and created == [1]
+
+
+def test_a_state_folder_too_deep_for_the_kubelets_sockets_is_refused_by_name(tmp_path: Path) -> None:
+    deep = StateLayout(Path("/tmp/" + "d" * 60 + "/cluster"))
+    problem = node_module.socket_path_problem(node_module.NodePaths(deep))
+    assert problem is not None and "--state-dir" in problem and "107" in problem
+    assert node_module.socket_path_problem(node_module.NodePaths(StateLayout(Path("/tmp/sdb-x/cluster")))) is None
