@@ -668,12 +668,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Command line: --quick for a smoke run."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="smoke run: 200 and 1,000 objects, fewer requests")
-    parser.add_argument(
-        "--results-dir",
-        type=Path,
-        default=result_files.RESULTS,
-        help="where the run's file goes (smoke runs: elsewhere)",
-    )
+    result_files.add_results_dir(parser)
     return parser.parse_args(argv)
 
 

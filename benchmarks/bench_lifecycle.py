@@ -831,12 +831,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--part", choices=("all", "comparison", "upgrade"), default="all", help="measure only one part (default all)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the work folder (data, dumps, logs)")
-    parser.add_argument(
-        "--results-dir",
-        type=Path,
-        default=result_files.RESULTS,
-        help="where the run's file goes (smoke runs: elsewhere)",
-    )
+    result_files.add_results_dir(parser)
     args = parser.parse_args(argv)
     if args.reps < MIN_REPS:
         parser.error(f"--reps must be at least {MIN_REPS}: a ratio's spread needs that many interleaved pairs")

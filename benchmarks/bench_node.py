@@ -128,7 +128,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--majors", default="15,17,18")
-    parser.add_argument("--results-dir", type=Path, default=result_files.RESULTS, help="where the run's file goes")
+    result_files.add_results_dir(parser)
     args = parser.parse_args()
     majors = [int(m) for m in args.majors.split(",")]
     signal.signal(signal.SIGTERM, exit_on_sigterm)

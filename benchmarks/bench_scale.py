@@ -1429,12 +1429,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--settle-seconds", type=float, help="idle period after convergence (default 30; --quick 20)")
     parser.add_argument("--timeout", type=float, default=3600, help="give up on a convergence after this many seconds")
     parser.add_argument("--keep", action="store_true", help="keep the working folder (logs, audit logs) after success")
-    parser.add_argument(
-        "--results-dir",
-        type=Path,
-        default=result_files.RESULTS,
-        help="where the run's file goes (smoke runs: elsewhere)",
-    )
+    result_files.add_results_dir(parser)
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")

@@ -273,7 +273,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--from", dest="old", type=int, default=15, help="major to upgrade from (default 15)")
     parser.add_argument("--to", dest="new", type=int, default=17, help="major to upgrade to (default 17)")
     parser.add_argument("--rows", type=int, default=100_000, help="rows in the database before (default 100,000)")
-    parser.add_argument("--results-dir", type=Path, default=result_files.RESULTS, help="where the run's file goes")
+    result_files.add_results_dir(parser)
     args = parser.parse_args(argv)
     if args.runs < 1 or args.new <= args.old:
         parser.error("--runs must be at least 1 and --to above --from")

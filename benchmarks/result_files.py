@@ -10,6 +10,7 @@ the date recorded inside each file, which older files have too; the README test 
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import re
 import subprocess
@@ -21,6 +22,13 @@ NAME = re.compile(
     r"^(?P<bench>[a-z]+)-(?P<day>\d{4}-\d{2}-\d{2})-(?P<commit>[0-9a-f]{4,40}|nogit)(?:-dirty)?(?:-\d+)?\.md$"
 )
 DATE_ROW = re.compile(r"^\| Machine \| date \| (?P<date>\d{4}-\d{2}-\d{2} \d{2}:\d{2}) UTC \|", re.MULTILINE)
+
+
+def add_results_dir(parser: argparse.ArgumentParser) -> None:
+    """`--results-dir`, the same in every benchmark: smoke runs write elsewhere than results/."""
+    parser.add_argument(
+        "--results-dir", type=Path, default=RESULTS, help="where the run's file goes (smoke runs: elsewhere)"
+    )
 
 
 def commit_label(repo: Path = REPO) -> str:

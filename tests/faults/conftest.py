@@ -201,6 +201,16 @@ class KillableOperator:
         return metrics(self.current.metrics_port)
 
 
+def _own_operator(cluster: LocalCluster, tmp_path: Path) -> Iterator[KillableOperator]:
+    runner = KillableOperator(str(cluster.operator_kubeconfig), tmp_path)
+    runner.start()
+    try:
+        yield runner
+    finally:
+        runner.stop()
+        print(f"\noperator logs: {', '.join(str(i.log_path) for i in runner.incarnations)}")
+
+
 @pytest.fixture
 def killable_operator(
     cluster: LocalCluster,
@@ -209,13 +219,7 @@ def killable_operator(
     tmp_path: Path,
 ) -> Iterator[KillableOperator]:
     """This test's own operator process, started and healthy; stopped (or already dead) afterwards."""
-    runner = KillableOperator(str(cluster.operator_kubeconfig), tmp_path)
-    runner.start()
-    try:
-        yield runner
-    finally:
-        runner.stop()
-        print(f"\noperator logs: {', '.join(str(i.log_path) for i in runner.incarnations)}")
+    yield from _own_operator(cluster, tmp_path)
 
 
 RELEASE_TIMEOUT = 120.0
@@ -367,13 +371,7 @@ def _established(api: KubeApi, name: str) -> bool:
 @pytest.fixture
 def node_operator(node_cluster: LocalCluster, node_installed: None, tmp_path: Path) -> Iterator[KillableOperator]:
     """This test's own operator process on the real-node cluster; stopped (or already dead) afterwards."""
-    runner = KillableOperator(str(node_cluster.operator_kubeconfig), tmp_path)
-    runner.start()
-    try:
-        yield runner
-    finally:
-        runner.stop()
-        print(f"\noperator logs: {', '.join(str(i.log_path) for i in runner.incarnations)}")
+    yield from _own_operator(node_cluster, tmp_path)
 
 
 @contextlib.contextmanager
