@@ -1019,10 +1019,10 @@ def converge(env: Environment, operator: OperatorProcess, total: int, plan: Plan
 
         await_convergence(tracker, f"operator N={total:,}", result.started, plan.timeout, status)
         result.ended = time.monotonic()
-        seen = Lower(
-            tracker.satisfied(CHILD_SLOTS), tracker.satisfied(("ready",)), operator.reconciles() - passes_before
-        )
-        end_offset = audit.offset()
+        # The window after convergence starts here: its passes are counted from the same moment (the
+        # status writes of the last instances cause one more pass each, whose reads fall after it).
+        end_offset, passes_at_end = audit.offset(), operator.reconciles()
+        seen = Lower(tracker.satisfied(CHILD_SLOTS), tracker.satisfied(("ready",)), passes_at_end - passes_before)
         cpu_converged = operator.cpu_seconds()
         result.load = load.phase_load(before, load.sample(), result.ended - result.started)
     result.times = tracker.times()
@@ -1039,11 +1039,10 @@ def converge(env: Environment, operator: OperatorProcess, total: int, plan: Plan
         f"operator N={total:,}: {'converged' if result.complete else 'NOT converged'} after "
         f"{result.seconds:.1f} s; peak RSS {mib(figures.peak_kib)}; settling {plan.settle_seconds:.0f} s"
     )
-    settle_passes = operator.reconciles()
     figures.steady_kib = settle(operator, plan.settle_seconds)
     settled_offset = audit.offset()
     figures.settle_api = audit.requests(end_offset, settled_offset)
-    upper = Upper(plan.settle_seconds, passes_after(operator, settle_passes), busy_edges=1)
+    upper = Upper(plan.settle_seconds, passes_after(operator, passes_at_end), busy_edges=1)
     check_upper("after convergence", figures.settle_api, upper)
     return figures
 
