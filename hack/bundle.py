@@ -16,7 +16,8 @@ catalog/<package>/ or catalog.Dockerfile is written by hand; every value comes f
   rules that write the CRDs themselves (OLM owns them: see `OLM_OWNED_RESOURCES`);
 - the Helm chart `charts/sampledb-operator`, rendered by `helm template` with
   `config/manifests/helm-values.yaml`: its two Deployments become the CSV's install strategy, its
-  metrics Service and webhook PodDisruptionBudget become bundle manifests. What the chart cannot
+  metrics Service and webhook PodDisruptionBudget become bundle manifests, its
+  ValidatingWebhookConfiguration a webhookdefinitions entry. What the chart cannot
   express under OLM is rewritten below (see `olm_operator_pod` and `olm_webhook_pod`);
 - `config/samples/*.yaml` for the alm-examples annotation;
 - the Makefile's defaults (VERSION, IMG, CHANNELS, DEFAULT_CHANNEL) for the command-line defaults,
@@ -404,6 +405,38 @@ def conversion_webhook(crds: Mapping[str, bytes], deployment: str, port: int) ->
     }
 
 
+# Fields of a chart webhook that a CSV webhookdefinitions entry carries under the same name.
+WEBHOOK_FIELDS = ("admissionReviewVersions", "failurePolicy", "matchPolicy", "objectSelector", "rules", "sideEffects",
+                  "timeoutSeconds")  # fmt: skip
+
+
+def validating_webhooks(chart: list[dict[str, Any]], deployment: str, port: int) -> list[dict[str, Any]]:
+    """The webhookdefinitions entries of the chart's ValidatingWebhookConfiguration (component webhook).
+
+    OLM creates the configuration itself, named and wired to a Service of its own in front of
+    `deployment`, with the certificate it generates; what stays of the chart's webhook is its
+    name (generateName), its path and the fields that say what it is called for.
+    """
+    config = _one(chart, "ValidatingWebhookConfiguration", "webhook")
+    entries = []
+    for hook in config["webhooks"]:
+        service = hook["clientConfig"].get("service")
+        if not service or hook.get("namespaceSelector"):
+            raise BundleError(f"webhook {hook['name']}: OLM needs a service clientConfig and sets namespaceSelector")
+        entries.append(
+            {
+                "type": "ValidatingAdmissionWebhook",
+                "generateName": hook["name"],
+                "deploymentName": deployment,
+                "containerPort": port,
+                "targetPort": port,
+                "webhookPath": service["path"],
+                **{field: hook[field] for field in WEBHOOK_FIELDS if field in hook},
+            }
+        )
+    return entries
+
+
 def build_csv(opts: BundleOptions, chart: list[dict[str, Any]], crds: Mapping[str, bytes]) -> dict[str, Any]:
     """The CSV base completed with everything generated from the sources."""
     csv: dict[str, Any] = load_yaml(CSV_BASE)
@@ -441,7 +474,10 @@ def build_csv(opts: BundleOptions, chart: list[dict[str, Any]], crds: Mapping[st
         "version": opts.version,
         **({"replaces": opts.replaces} if opts.replaces else {}),
         "install": install,
-        "webhookdefinitions": [conversion_webhook(crds, webhook["metadata"]["name"], port)],
+        "webhookdefinitions": [
+            conversion_webhook(crds, webhook["metadata"]["name"], port),
+            *validating_webhooks(chart, webhook["metadata"]["name"], port),
+        ],
         "relatedImages": related,
     }
     # Generated fields after the hand-written ones, in a fixed order.

@@ -99,10 +99,9 @@ class WebhookReplicas:
         ) as response:
             return str(response.read().decode())
 
-    def post(self, body: bytes) -> tuple[int, dict[str, Any]]:
-        request = urllib.request.Request(
-            self.url, data=body, headers={"Content-Type": "application/json"}, method="POST"
-        )
+    def post(self, body: bytes, path: str = "/convert") -> tuple[int, dict[str, Any]]:
+        url = f"https://127.0.0.1:{self.port}{path}"
+        request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
         try:
             with urllib.request.urlopen(request, context=self.ssl_context(), timeout=10) as response:
                 return response.status, json.loads(response.read())

@@ -133,6 +133,14 @@ class ContainerdLoader:
                 _run([*self._ctr, "images", "tag", "--force", source, target])
             self._say(f"  image {source} loaded in {time.monotonic() - begin:.1f} s")
 
+    def tag(self, existing: str, name: str) -> None:
+        """Give an image the node has a further name (a second tag of the same content).
+
+        Raises:
+            ImageLoadError: The node has no image ``existing``.
+        """
+        _run([*self._ctr, "images", "tag", "--force", existing, name])
+
     def names(self) -> set[str]:
         """Every image name the node has."""
         return set(_run([*self._ctr, "images", "list", "--quiet"]).split())

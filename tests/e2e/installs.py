@@ -167,8 +167,8 @@ class Release:
             if pod["metadata"]["name"].endswith("-0")
         }
 
-    def webhook_conversions(self, selector: str = "app.kubernetes.io/component=webhook") -> dict[str, float]:
-        """The webhook Pods' own request counters, summed over the Pods.
+    def webhook_counts(self, metric: str, selector: str = "app.kubernetes.io/component=webhook") -> dict[str, float]:
+        """One of the webhook Pods' own request counters (by result), summed over the Pods.
 
         Read inside each Pod (`kubectl exec`, through the kubelet): the API server's Pod proxy would
         need a route from the Pods back to the host, which the real node deliberately lacks.
@@ -180,10 +180,18 @@ class Release:
             exec_ = ["exec", "-n", self.namespace, pod["metadata"]["name"], "-c", "webhook", "--"]
             metrics = self.kubectl(*exec_, "python3", "-c", READ_METRICS).stdout
             for line in metrics.splitlines():
-                if line.startswith("sampledb_conversion_requests_total{"):
+                if line.startswith(f"{metric}{{"):
                     result = line.split('result="', 1)[1].split('"', 1)[0]
                     totals[result] = totals.get(result, 0.0) + float(line.rsplit(" ", 1)[1])
         return totals
+
+    def webhook_conversions(self) -> dict[str, float]:
+        """ConversionReviews answered, by result."""
+        return self.webhook_counts("sampledb_conversion_requests_total")
+
+    def webhook_admissions(self) -> dict[str, float]:
+        """AdmissionReviews of v1beta1 updates answered, by result (Allowed, Denied, BadRequest)."""
+        return self.webhook_counts("sampledb_admission_reviews_total")
 
 
 def new_namespace(kubeconfig: str, prefix: str, *, restricted: bool = True) -> str:
@@ -225,6 +233,40 @@ def sampledb(name: str, *, beta: bool = False) -> dict[str, Any]:
         spec = {"postgres": {"version": 17}, "storage": {"size": "1Gi"}, "deletionPolicy": "Delete"}
     version = "v1beta1" if beta else "v1"
     return {"apiVersion": f"sampledb.io/{version}", "kind": "SampleDB", "metadata": {"name": name}, "spec": spec}
+
+
+RESERVED_ANNOTATION = "conversion.sampledb.io/v1-spec"
+
+
+def restore_change_through_v1beta1_is_refused(custom: k8s.CustomObjectsApi, namespace: str) -> str:
+    """The installed validating webhook holds v1's `restore is immutable` for an update sent as v1beta1.
+
+    A SampleDB whose restore names a backup that never comes (it waits, harmlessly, and is deleted
+    at the end); its restore source changed through the reserved annotation must be refused with 422
+    naming spec.restore, the stored spec unchanged, while a label change through v1beta1 passes.
+    Returns the refusal's message.
+    """
+    name = f"restore-{secrets.token_hex(3)}"
+    body = sampledb(name)
+    body["spec"]["restore"] = {"backup": "never-made"}
+    custom.create_namespaced_custom_object("sampledb.io", "v1", namespace, "sampledbs", body)
+    try:
+        hostile = {"metadata": {"annotations": {RESERVED_ANNOTATION: json.dumps({"restore": {"backup": "other"}})}}}
+        try:
+            custom.patch_namespaced_custom_object("sampledb.io", "v1beta1", namespace, "sampledbs", name, hostile)
+        except k8s.ApiException as err:
+            refusal = err
+        else:
+            raise AssertionError("a restore change through v1beta1 was admitted")
+        assert refusal.status == 422 and "spec.restore: Invalid value: restore is immutable" in str(refusal.body)
+        labelled = {"metadata": {"labels": {"e2e.sampledb.io/touched": "yes"}}}
+        custom.patch_namespaced_custom_object("sampledb.io", "v1beta1", namespace, "sampledbs", name, labelled)
+        stored = custom.get_namespaced_custom_object("sampledb.io", "v1", namespace, "sampledbs", name)
+        assert stored["spec"]["restore"] == {"backup": "never-made"}
+        assert stored["metadata"]["labels"]["e2e.sampledb.io/touched"] == "yes"
+        return str(refusal.body)
+    finally:
+        custom.delete_namespaced_custom_object("sampledb.io", "v1", namespace, "sampledbs", name)
 
 
 def delete_sampledbs(release: Release, namespace: str) -> None:

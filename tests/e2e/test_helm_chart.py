@@ -30,6 +30,8 @@ from typing import Any
 import pytest
 import yaml
 from cryptography import x509
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
 
 from tests.e2e.installs import (
     CHART,
@@ -40,6 +42,7 @@ from tests.e2e.installs import (
     deployment_available,
     helm,
     new_namespace,
+    restore_change_through_v1beta1_is_refused,
     sampledb,
 )
 from tests.integration.conftest import wait_for
@@ -377,6 +380,11 @@ def test_cert_manager_replaces_the_helm_secret(rendered: dict[str, list[dict[str
     assert "selfSigned" in one(docs, "Issuer", ca_certificate["spec"]["issuerRef"]["name"])["spec"]
     operator = one(docs, "Deployment", RELEASE)
     assert env_of(operator, "operator")["SAMPLEDB_WEBHOOK_CA_FILE"] == "/tls/ca.crt"
+    # cert-manager's CA injector fills the validating webhook's caBundle from the serving Certificate.
+    (validating,) = find(docs, "ValidatingWebhookConfiguration")
+    injected = validating["metadata"]["annotations"]["cert-manager.io/inject-ca-from"]
+    assert injected == f"sampledb-system/{RELEASE}-webhook"
+    assert "caBundle" not in validating["webhooks"][0]["clientConfig"]
     own_issuer = template("--set", "webhook.certManager.enabled=true", "--set", "webhook.certManager.issuerRef.name=ca")
     assert one(own_issuer, "Certificate")["spec"]["issuerRef"] == {"name": "ca"}
     assert not find(own_issuer, "Issuer")
@@ -583,6 +591,29 @@ def test_the_api_server_converts_through_the_webhook_service(release: Release, d
     assert after.get("Failure", 0) == before.get("Failure", 0), (before, after)
 
 
+def test_a_restore_change_through_v1beta1_is_refused_by_the_webhook_service(
+    release: Release, databases: Databases
+) -> None:
+    name = f"{release.namespace}-{RELEASE}-v1beta1"
+    (hook,) = release.get("validatingwebhookconfiguration", name)["webhooks"]
+    service = hook["clientConfig"]["service"]
+    assert (service["namespace"], service["name"], service["path"]) == (
+        release.namespace,
+        "sampledb-webhook",
+        "/validate-v1beta1",
+    )
+    tls = release.get("secret", f"{RELEASE}-webhook-tls")
+    assert hook["clientConfig"]["caBundle"] == tls["data"]["ca.crt"]
+    before = release.webhook_admissions()
+    with k8s_config.new_client_from_config(release.kubeconfig) as api:
+        restore_change_through_v1beta1_is_refused(k8s.CustomObjectsApi(api), databases.namespace)
+    after = release.webhook_admissions()
+    # The Pods behind the Service answered: the refusal (twice when the API server retried the
+    # update on a fresher copy), and the allowed label change.
+    assert after.get("Denied", 0) - before.get("Denied", 0) >= 1, (before, after)
+    assert after.get("Allowed", 0) - before.get("Allowed", 0) >= 1, (before, after)
+
+
 def helm_test_passes(release: Release) -> None:
     result = release.helm("test", release.name, "--timeout", "180s")
     assert "Phase:          Succeeded" in result.stdout, result.stdout
@@ -753,9 +784,10 @@ def test_uninstall_keeps_the_crds_and_the_databases(release: Release, databases:
     manifest = release.manifest()
     cluster_names = {
         kind: [doc["metadata"]["name"] for doc in find(manifest, kind)]
-        for kind in ("ClusterRole", "ClusterRoleBinding")
+        for kind in ("ClusterRole", "ClusterRoleBinding", "ValidatingWebhookConfiguration")
     }
-    assert cluster_names["ClusterRole"] and cluster_names["ClusterRoleBinding"]
+    # A webhook configuration left behind would make every v1beta1 update fail once its Pods are gone.
+    assert all(cluster_names.values()), cluster_names
     assert release.leftovers([release.namespace], {})  # the sweep sees the installed objects
     pods = release.database_pods(databases.namespace)
     rows = {name: release.query(databases.namespace, name, "SELECT count(*) FROM load") for name in databases.names}

@@ -51,6 +51,7 @@ from kubernetes.client.rest import ApiException
 from sampledb_localcluster import pki
 from sampledb_localcluster.tools import load_versions, tool_path
 from tests.conftest import _wait_for_default_service_account
+from tests.e2e.installs import restore_change_through_v1beta1_is_refused
 from tests.webhook_process import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -450,6 +451,10 @@ def _uninstall(state: Olm, rbac: k8s.RbacAuthorizationV1Api) -> None:
         delete_quietly(lambda n=item.metadata.name: rbac.delete_cluster_role_binding(n))
     for item in rbac.list_cluster_role(label_selector=selector).items:
         delete_quietly(lambda n=item.metadata.name: rbac.delete_cluster_role(n))
+    # And its webhook configurations: one left behind (failurePolicy Fail) breaks every later v1beta1 update.
+    registrations = k8s.AdmissionregistrationV1Api(state.api)
+    for item in registrations.list_validating_webhook_configuration(label_selector=selector).items:
+        delete_quietly(lambda n=item.metadata.name: registrations.delete_validating_webhook_configuration(n))
     # The CSVs' Deployments went with them (garbage collection): nothing of ours may keep running.
     core = k8s.CoreV1Api(state.api)
     deadline = time.monotonic() + 120
@@ -879,6 +884,17 @@ def databases(olm: Olm, installed: str) -> Iterator[Databases]:
                 f"namespace {namespace} to be gone",
                 READY_TIMEOUT,
             )
+
+
+def test_olm_registers_the_v1beta1_update_check(olm: Olm, databases: Databases) -> None:
+    """The CSV's ValidatingAdmissionWebhook entry: OLM creates the configuration, its Service answers."""
+    registrations = k8s.AdmissionregistrationV1Api(olm.api).list_validating_webhook_configuration().items
+    hooks = [h for c in registrations for h in c.webhooks or [] if h.name == "v1beta1.sampledbs.sampledb.io"]
+    assert len(hooks) == 1, [c.metadata.name for c in registrations]
+    service = hooks[0].client_config.service
+    assert (service.namespace, service.name, service.path) == (olm.namespace, WEBHOOK_SERVICE, "/validate-v1beta1")
+    assert hooks[0].match_policy == "Exact" and hooks[0].failure_policy == "Fail"
+    restore_change_through_v1beta1_is_refused(olm.custom, databases.namespace)
 
 
 def test_sampledbs_run_real_postgresql_under_restricted_pod_security(olm: Olm, databases: Databases) -> None:

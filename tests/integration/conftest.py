@@ -99,13 +99,43 @@ def wired_crd(crd: dict[str, Any], hooks: WebhookReplicas | None) -> dict[str, A
     return wired
 
 
+VALIDATING_WEBHOOK = REPO / "charts/sampledb-operator/files/validating-webhook.yaml"
+
+
+def register_validating_webhook(admin: KubeApi, hooks: WebhookReplicas) -> None:
+    """The chart's ValidatingWebhookConfiguration (from its single source), calling the test replicas."""
+    from kubernetes import client
+
+    source = yaml.safe_load(VALIDATING_WEBHOOK.read_text())
+    url = f"https://127.0.0.1:{hooks.port}{source['path']}"
+    ca_bundle = base64.b64encode(hooks.ca_cert.read_bytes()).decode()
+    body = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": "sampledb-operator-v1beta1"},
+        "webhooks": [{**source["webhook"], "clientConfig": {"url": url, "caBundle": ca_bundle}}],
+    }
+    registrations = client.AdmissionregistrationV1Api(admin._client)  # setup only
+    try:
+        registrations.create_validating_webhook_configuration(body)
+    except client.ApiException as err:
+        if err.status != 409:
+            raise
+        registrations.replace_validating_webhook_configuration(body["metadata"]["name"], body)
+
+
 @pytest.fixture(scope="session")
 def crds(admin: KubeApi, conversion_webhook: WebhookReplicas | None) -> list[str]:
-    """The generated CRDs, installed, wired to the conversion webhook and established."""
+    """The generated CRDs, installed, wired to the conversion webhook and established.
+
+    With the test replicas, the v1beta1 update check is registered too, as Helm and OLM install it.
+    """
     names = []
     for crd in crdgen.all_crds().values():
         apply(admin, wired_crd(crd, conversion_webhook))
         names.append(crd["metadata"]["name"])
+    if conversion_webhook is not None:
+        register_validating_webhook(admin, conversion_webhook)
     for name in names:
         wait_for(lambda n=name: _crd_established(admin, n), what=f"CRD {name} to be established")  # type: ignore[misc]
     return names

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from sampledb_localcluster.images import ContainerdLoader
 from sampledb_operator.k8s.api import KubeApi
 from sampledb_operator.settings import DEFAULT_IMAGES
 from tests.node.conftest import checksum, client_pod, restricted_pod, wait_for
@@ -411,3 +412,73 @@ def test_growing_the_volume_keeps_the_server_serving(admin: KubeApi, kubectl: An
     assert sts is not None and sts["metadata"]["uid"] != sts_uid
     assert sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "2Gi"
     assert status(admin, namespace, "grow")["phase"] == "Ready"
+
+
+# A patch release of 17 as the node sees it: our build of 17 under a second name (no registry here).
+PATCHED_17 = "docker.io/library/postgres:17.7"
+
+
+def rolled(admin: KubeApi, namespace: str, pod: str, before: str | None) -> bool:
+    """`pod` is a new Pod (not UID `before`) running PATCHED_17 with every container ready."""
+    found = admin.get("Pod", namespace, pod) or {}
+    if found.get("metadata", {}).get("uid") in (None, before) or found["metadata"].get("deletionTimestamp"):
+        return False
+    image = next(c["image"] for c in found["spec"]["containers"] if c["name"] == "postgres")
+    statuses = found.get("status", {}).get("containerStatuses") or []
+    return image == PATCHED_17 and bool(statuses) and all(c["ready"] for c in statuses)
+
+
+def test_an_image_change_within_the_major_rolls_the_pod_and_keeps_every_row(
+    admin: KubeApi, psql: Any, namespace: str, local_cluster: Any
+) -> None:
+    """spec.postgres.image changes, the major stays: a rolling restart onto the new image, no upgrade."""
+    ContainerdLoader(local_cluster.containerd_socket, quiet=True).tag(DEFAULT_IMAGES[17], PATCHED_17)
+    admin.create(sampledb("patch", namespace, 17))
+    assert wait_phase(admin, namespace, "patch")["image"] == DEFAULT_IMAGES[17]
+    rows, before = seed(psql, namespace, "patch", 800), pod_uid(admin, namespace, "patch-0")
+    psql(namespace, "patch", "checkpoint")
+
+    admin.merge_patch("SampleDB", namespace, "patch", {"spec": {"postgres": {"version": 17, "image": PATCHED_17}}})
+    # Ready and the new image show in the status while the old Pod still serves: wait for the new Pod.
+    wait_for(lambda: rolled(admin, namespace, "patch-0", before), timeout=180,
+             what="a new Pod on the new image, every container ready", interval=1)  # fmt: skip
+    wait_phase(admin, namespace, "patch")
+    assert status(admin, namespace, "patch")["image"] == PATCHED_17
+    # The same data directory, opened by a server of the same major: every row, and no upgrade ran.
+    assert psql(namespace, "patch", "show server_version_num")[:2] == "17"
+    assert checksum(psql(namespace, "patch", ROWS, db="app")) == rows
+    assert "upgrade" not in status(admin, namespace, "patch")
+    jobs = [j["metadata"]["name"] for j in admin.list_objects("Job", namespace)]
+    assert jobs == ["patch-init"], jobs  # no upgrade Job (patch-upgrade17-...), no config check either
+
+
+def test_restore_from_a_dump_on_a_claim_of_the_users(admin: KubeApi, kubectl: Any, psql: Any, namespace: str) -> None:
+    """restore: {persistentVolumeClaim, file}: a dump the user made with pg_dump, on a volume of their own."""
+    admin.create(sampledb("origin", namespace, 17))
+    wait_phase(admin, namespace, "origin")
+    written = write_rows(kubectl, namespace, start_client(admin, namespace, "origin", 17), 1500)
+
+    # The user's side: a claim, and pg_dump run as the application through the Service, onto it.
+    claim = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}
+    admin.create({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                  "metadata": {"name": "dumps", "namespace": namespace}, "spec": claim})  # fmt: skip
+    dumper = client_pod(namespace, "origin", DEFAULT_IMAGES[17], database="app")
+    dumper["metadata"]["name"] = "dumper"
+    dumper["spec"]["securityContext"]["fsGroup"] = 999  # the local volume is made writable for the group
+    dumper["spec"]["containers"][0]["volumeMounts"] = [{"name": "dumps", "mountPath": "/dumps"}]
+    dumper["spec"]["volumes"] = [{"name": "dumps", "persistentVolumeClaim": {"claimName": "dumps"}}]
+    admin.create(dumper)
+    wait_for(lambda: running(admin, namespace, "dumper"), timeout=60, what="the dumper Pod")
+    kubectl("exec", "-n", namespace, "dumper", "--", "sh", "-c", "mkdir -p /dumps/nightly && "
+            "pg_dump --format=custom --file=/dumps/nightly/app.dump")  # fmt: skip
+    kubectl("delete", "pod", "-n", namespace, "dumper", "--wait=true")
+
+    restore = {"persistentVolumeClaim": "dumps", "file": "nightly/app.dump"}
+    admin.create(sampledb("restored", namespace, 17, restore=restore))
+    wait_phase(admin, namespace, "restored")
+    assert checksum(psql(namespace, "restored", ROWS, db="app")) == written
+    # Restored as the application's own: the new instance's owner owns the table (pg_restore --role).
+    owner = "select tableowner from pg_tables where tablename = 'journey'"
+    assert psql(namespace, "restored", owner, db="app") == "app"
+    logs = kubectl("logs", "-n", namespace, "job/restored-init")
+    assert "sampledb: restoring /restore/nightly/app.dump into app" in logs

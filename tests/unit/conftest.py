@@ -1,13 +1,15 @@
-"""Fixtures for the pure unit tests: an Instance built from a plain dict, no cluster."""
+"""Fixtures for the unit tests: an Instance built from a plain dict, no cluster; the webhook as a process."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from sampledb_operator.resources.instance import Instance
 from sampledb_operator.settings import Settings
+from tests.webhook_process import WebhookReplicas, start_webhook
 
 
 def make_instance(spec: dict[str, Any] | None = None, **settings: Any) -> Instance:
@@ -18,3 +20,11 @@ def make_instance(spec: dict[str, Any] | None = None, **settings: Any) -> Instan
 @pytest.fixture
 def instance() -> Instance:
     return make_instance()
+
+
+@pytest.fixture(scope="module")
+def webhook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebhookReplicas]:
+    """One webhook process on a loopback port, with a fresh CA; certificates re-read every 0.5 s."""
+    hooks = start_webhook(tmp_path_factory.mktemp("webhook"), reload_seconds=0.5)
+    yield hooks
+    hooks.stop()

@@ -369,9 +369,12 @@ def test_operator_deployment_is_wired_for_olm() -> None:
         assert not [v for v in volumes if "secret" in v], f"{deployment['name']} mounts a Secret OLM does not create"
 
 
+def _webhook_definitions(kind: str) -> list[dict[str, Any]]:
+    return [h for h in csv()["spec"]["webhookdefinitions"] if h["type"] == kind]
+
+
 def test_conversion_webhook_definition_matches_the_webhook_deployment() -> None:
-    (hook,) = csv()["spec"]["webhookdefinitions"]
-    assert hook["type"] == "ConversionWebhook"
+    (hook,) = _webhook_definitions("ConversionWebhook")
     assert hook["sideEffects"] == "None"
     webhook = container(hook["deploymentName"], "webhook")
     args = webhook["args"]
@@ -387,6 +390,33 @@ def test_conversion_webhook_definition_matches_the_webhook_deployment() -> None:
         assert hook["admissionReviewVersions"] == conversion["webhook"]["conversionReviewVersions"]
     webhook_crds = {n for n, c in crds().items() if c["spec"].get("conversion", {}).get("strategy") == "Webhook"}
     assert set(hook["conversionCRDs"]) == webhook_crds == {"sampledbs.sampledb.io"}
+
+
+def test_validating_webhook_definition_is_the_charts_and_served_by_the_webhook() -> None:
+    """The v1beta1 update check (conversion/admission.py) reaches OLM installs as Helm installs it."""
+    from sampledb_operator.conversion import admission, webhook
+
+    (hook,) = _webhook_definitions("ValidatingAdmissionWebhook")
+    chart = gen.render_chart(gen.BundleOptions.defaults().image)
+    (config,) = [d for d in chart if d["kind"] == "ValidatingWebhookConfiguration"]
+    (chart_hook,) = config["webhooks"]
+    assert hook["generateName"] == chart_hook["name"]
+    assert hook["webhookPath"] == chart_hook["clientConfig"]["service"]["path"] == admission.PATH
+    assert hook["rules"] == [
+        {
+            "apiGroups": ["sampledb.io"],
+            "apiVersions": ["v1beta1"],
+            "operations": ["UPDATE"],
+            "resources": ["sampledbs"],
+            "scope": "Namespaced",
+        }
+    ]
+    assert hook["matchPolicy"] == "Exact" and hook["failurePolicy"] == "Fail" and hook["sideEffects"] == "None"
+    (conversion,) = _webhook_definitions("ConversionWebhook")
+    for field in ("deploymentName", "containerPort", "targetPort"):
+        assert hook[field] == conversion[field], field
+    routes = {(r.method, r.resource.canonical) for r in webhook.make_app().router.routes() if r.resource}
+    assert ("POST", admission.PATH) in routes
 
 
 def test_metadata_dockerfile_scorecard_and_catalog_agree() -> None:

@@ -5,23 +5,15 @@ from __future__ import annotations
 import json
 import ssl
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography import x509
 
-from tests.webhook_process import WebhookReplicas, issue_certificate, start_webhook
+from tests.webhook_process import WebhookReplicas, issue_certificate
 
 V1, V1BETA1 = "sampledb.io/v1", "sampledb.io/v1beta1"
-
-
-@pytest.fixture(scope="module")
-def webhook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebhookReplicas]:
-    hooks = start_webhook(tmp_path_factory.mktemp("webhook"), reload_seconds=0.5)
-    yield hooks
-    hooks.stop()
 
 
 def review(objects: list[Any], desired: str = V1, api_version: str = "apiextensions.k8s.io/v1") -> bytes:

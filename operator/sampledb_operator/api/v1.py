@@ -186,6 +186,9 @@ class MigrationsSpec(ApiModel):
     )
 
 
+RESTORE_IMMUTABLE = "restore is immutable: it only applies when the instance is created"
+
+
 def _inside_the_volume(file: str | None) -> str | None:
     """The model's copy of restore.file's CEL rule (a v1beta1 write is checked by the model only)."""
     if file is not None and ".." in file:
@@ -204,7 +207,7 @@ class RestoreSpec(ApiModel):
                         "has(self.backup) != (has(self.persistentVolumeClaim) && has(self.file))",
                         "restore needs either backup, or persistentVolumeClaim and file (not both)",
                     ),
-                    cel("self == oldSelf", "restore is immutable: it only applies when the instance is created"),
+                    cel("self == oldSelf", RESTORE_IMMUTABLE),
                 ]
             }
         )

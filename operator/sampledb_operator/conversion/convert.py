@@ -111,8 +111,11 @@ def v1_to_v1beta1(obj: Obj) -> Obj:
     return out
 
 
-def v1beta1_to_v1(obj: Obj) -> Obj:
-    """Convert a v1beta1 object to v1, restoring what an earlier conversion kept aside."""
+def v1beta1_to_v1(obj: Obj, *, check: bool = True) -> Obj:
+    """Convert a v1beta1 object to v1, restoring what an earlier conversion kept aside.
+
+    `check=False` skips the model's rules: for an object already stored, which may predate them.
+    """
     spec = obj.get("spec")
     kept = _decode(obj)
     out = {k: copy.deepcopy(v) for k, v in obj.items() if k not in ("spec", "metadata")}
@@ -120,7 +123,7 @@ def v1beta1_to_v1(obj: Obj) -> Obj:
     out["metadata"] = _with_annotation(obj.get("metadata") or {}, None)
     if "spec" in obj:
         out["spec"] = _flat_to_nested(spec, kept) if isinstance(spec, dict) else copy.deepcopy(spec)
-    if "spec" in obj:
+    if "spec" in obj and check:
         _refuse_what_v1_refuses(out["spec"])
     return out
 
@@ -179,8 +182,8 @@ def _depth(value: Any) -> int:
     return deepest
 
 
-def convert(obj: Obj, desired_api_version: str) -> Obj:
-    """Convert one object to `desired_api_version` (a no-op when it is already there)."""
+def convert(obj: Obj, desired_api_version: str, *, check: bool = True) -> Obj:
+    """Convert one object to `desired_api_version` (a no-op when it is already there); see v1beta1_to_v1's `check`."""
     if not isinstance(obj, dict):
         raise ConversionError("object is not a JSON object")
     current = obj.get("apiVersion")
@@ -193,4 +196,4 @@ def convert(obj: Obj, desired_api_version: str) -> Obj:
         raise ConversionError(f"desiredAPIVersion {desired_api_version!r} is not one of {', '.join(known)}")
     if current == desired_api_version:
         return obj
-    return v1beta1_to_v1(obj) if current == V1BETA1 else v1_to_v1beta1(obj)
+    return v1beta1_to_v1(obj, check=check) if current == V1BETA1 else v1_to_v1beta1(obj)

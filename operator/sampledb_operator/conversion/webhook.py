@@ -1,5 +1,8 @@
 """The conversion webhook: `POST /convert` answers `apiextensions.k8s.io/v1` ConversionReviews.
 
+It also answers `admission.k8s.io/v1` AdmissionReviews at `POST /validate-v1beta1` (see
+`conversion/admission.py`): the `v1` rules on changes, for updates sent as `v1beta1`.
+
 It runs as its own process (`python -m sampledb_operator webhook`), separate from the operator,
 so an operator crash never makes SampleDBs unreadable. Design points:
 - TLS only; the certificate and key are re-read when their files change (rotation by cert-manager,
@@ -35,6 +38,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
+from sampledb_operator.conversion import admission
 from sampledb_operator.conversion.convert import ConversionError, convert
 
 logger = logging.getLogger(__name__)
@@ -43,6 +47,11 @@ DRAINING = web.AppKey("draining", asyncio.Event)
 CONVERSIONS = Counter(
     "sampledb_conversion_requests_total",
     "ConversionReviews answered, by result (Success, Failure, BadRequest).",
+    ["result"],
+)
+ADMISSIONS = Counter(
+    "sampledb_admission_reviews_total",
+    "AdmissionReviews of v1beta1 updates answered, by result (Allowed, Denied, BadRequest).",
     ["result"],
 )
 CONVERTED_OBJECTS = Counter("sampledb_conversion_objects_total", "Objects converted successfully.")
@@ -154,6 +163,27 @@ async def handle_convert(request: web.Request) -> web.Response:
     return reply
 
 
+async def handle_validate(request: web.Request) -> web.Response:
+    """POST /validate-v1beta1."""
+    try:
+        body = await request.json(loads=json.loads)
+    except ValueError as err:
+        ADMISSIONS.labels("BadRequest").inc()
+        return web.json_response({"error": f"body is not JSON: {err}"}, status=400)
+    response, problem = admission.review(body)
+    if response is None:
+        ADMISSIONS.labels("BadRequest").inc()
+        return web.json_response({"error": problem}, status=400)
+    answer = response["response"]
+    ADMISSIONS.labels("Allowed" if answer["allowed"] else "Denied").inc()
+    if not answer["allowed"]:
+        logger.info("refused an update of %s: %s", body["request"].get("name", "?"), answer["status"]["message"])
+    reply = web.json_response(response)
+    if request.app[DRAINING].is_set():
+        reply.force_close()
+    return reply
+
+
 async def handle_health(request: web.Request) -> web.Response:
     """GET /healthz and /readyz: ready until draining starts."""
     if request.path == "/readyz" and request.app[DRAINING].is_set():
@@ -173,6 +203,7 @@ def make_app() -> web.Application:
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app[DRAINING] = asyncio.Event()
     app.router.add_post("/convert", handle_convert)
+    app.router.add_post(admission.PATH, handle_validate)
     app.router.add_get("/healthz", handle_health)
     app.router.add_get("/readyz", handle_health)
     app.router.add_get("/metrics", handle_metrics)
