@@ -888,8 +888,11 @@ def databases(olm: Olm, installed: str) -> Iterator[Databases]:
 
 def test_olm_registers_the_v1beta1_update_check(olm: Olm, databases: Databases) -> None:
     """The CSV's ValidatingAdmissionWebhook entry: OLM creates the configuration, its Service answers."""
+    name = "v1beta1.sampledbs.sampledb.io"
     registrations = k8s.AdmissionregistrationV1Api(olm.api).list_validating_webhook_configuration().items
-    hooks = [h for c in registrations for h in c.webhooks or [] if h.name == "v1beta1.sampledbs.sampledb.io"]
+    # OLM names the configuration after the entry's generateName (other suites' registrations may be there too).
+    ours = [c for c in registrations if c.metadata.name.startswith(f"{name}-")]
+    hooks = [h for c in ours for h in c.webhooks or [] if h.name == name]
     assert len(hooks) == 1, [c.metadata.name for c in registrations]
     service = hooks[0].client_config.service
     assert (service.namespace, service.name, service.path) == (olm.namespace, WEBHOOK_SERVICE, "/validate-v1beta1")

@@ -100,6 +100,7 @@ def wired_crd(crd: dict[str, Any], hooks: WebhookReplicas | None) -> dict[str, A
 
 
 VALIDATING_WEBHOOK = REPO / "charts/sampledb-operator/files/validating-webhook.yaml"
+TEST_REGISTRATION = "sampledb-tests-v1beta1"
 
 
 def register_validating_webhook(admin: KubeApi, hooks: WebhookReplicas) -> None:
@@ -112,7 +113,7 @@ def register_validating_webhook(admin: KubeApi, hooks: WebhookReplicas) -> None:
     body = {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingWebhookConfiguration",
-        "metadata": {"name": "sampledb-operator-v1beta1"},
+        "metadata": {"name": TEST_REGISTRATION},
         "webhooks": [{**source["webhook"], "clientConfig": {"url": url, "caBundle": ca_bundle}}],
     }
     registrations = client.AdmissionregistrationV1Api(admin._client)  # setup only
@@ -121,14 +122,26 @@ def register_validating_webhook(admin: KubeApi, hooks: WebhookReplicas) -> None:
     except client.ApiException as err:
         if err.status != 409:
             raise
-        registrations.replace_validating_webhook_configuration(body["metadata"]["name"], body)
+        registrations.replace_validating_webhook_configuration(TEST_REGISTRATION, body)
+
+
+def unregister_validating_webhook(admin: KubeApi) -> None:
+    from kubernetes import client
+
+    try:
+        client.AdmissionregistrationV1Api(admin._client).delete_validating_webhook_configuration(TEST_REGISTRATION)
+    except client.ApiException as err:
+        if err.status != 404:
+            raise
 
 
 @pytest.fixture(scope="session")
-def crds(admin: KubeApi, conversion_webhook: WebhookReplicas | None) -> list[str]:
+def crds(admin: KubeApi, conversion_webhook: WebhookReplicas | None) -> Iterator[list[str]]:
     """The generated CRDs, installed, wired to the conversion webhook and established.
 
-    With the test replicas, the v1beta1 update check is registered too, as Helm and OLM install it.
+    With the test replicas, the v1beta1 update check is registered too, as Helm and OLM install it,
+    and removed at the end: left behind (failurePolicy Fail) it would refuse every v1beta1 update
+    once the replicas stop.
     """
     names = []
     for crd in crdgen.all_crds().values():
@@ -138,7 +151,9 @@ def crds(admin: KubeApi, conversion_webhook: WebhookReplicas | None) -> list[str
         register_validating_webhook(admin, conversion_webhook)
     for name in names:
         wait_for(lambda n=name: _crd_established(admin, n), what=f"CRD {name} to be established")  # type: ignore[misc]
-    return names
+    yield names
+    if conversion_webhook is not None:
+        unregister_validating_webhook(admin)
 
 
 @pytest.fixture(scope="session")
