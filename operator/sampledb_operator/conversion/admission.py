@@ -55,14 +55,23 @@ def _response(uid: str, problems: list[str], code: int = 422) -> dict[str, Any]:
     return {"apiVersion": REVIEW_API_VERSION, "kind": "AdmissionReview", "response": response}
 
 
-def review(body: Any) -> tuple[dict[str, Any] | None, str | None]:
-    """Answer a parsed AdmissionReview; returns (response, None), or (None, why) when there is none."""
+def request_of(body: Any, kind: str) -> tuple[dict[str, Any], str] | str:
+    """(request, uid) of a parsed `kind` review (ConversionReview, AdmissionReview), or why there is none."""
     if not isinstance(body, dict) or not isinstance(body.get("request"), dict):
-        return None, "body is not an AdmissionReview with a request"
-    request = body["request"]
+        return f"body is not an {kind} with a request" if kind[0] in "AEIOU" else f"body is not a {kind} with a request"
+    request: dict[str, Any] = body["request"]
     uid = request.get("uid")
     if not isinstance(uid, str) or not uid:
-        return None, "request.uid is missing"
+        return "request.uid is missing"
+    return request, uid
+
+
+def review(body: Any) -> tuple[dict[str, Any] | None, str | None]:
+    """Answer a parsed AdmissionReview; returns (response, None), or (None, why) when there is none."""
+    found = request_of(body, "AdmissionReview")
+    if isinstance(found, str):
+        return None, found
+    request, uid = found
     if body.get("apiVersion") != REVIEW_API_VERSION:
         return _response(uid, [f"unsupported AdmissionReview apiVersion {body.get('apiVersion')!r}"], 400), None
     old, new = request.get("oldObject"), request.get("object")

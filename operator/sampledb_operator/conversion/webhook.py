@@ -115,12 +115,10 @@ def review_response(uid: str, converted: list[Any] | None, failure: str | None) 
 
 def convert_review(review: Any) -> tuple[dict[str, Any] | None, str | None]:
     """Answer a parsed review; returns (response, None), or (None, why) when there is no review."""
-    if not isinstance(review, dict) or not isinstance(review.get("request"), dict):
-        return None, "body is not a ConversionReview with a request"
-    request = review["request"]
-    uid = request.get("uid")
-    if not isinstance(uid, str) or not uid:
-        return None, "request.uid is missing"
+    found = admission.request_of(review, "ConversionReview")
+    if isinstance(found, str):
+        return None, found
+    request, uid = found
     if review.get("apiVersion") != REVIEW_API_VERSION:
         return review_response(uid, None, f"unsupported ConversionReview apiVersion {review.get('apiVersion')!r}"), None
     desired = request.get("desiredAPIVersion")
