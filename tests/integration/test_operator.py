@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -176,12 +175,12 @@ def test_noop_reconcile_makes_zero_writes(
 
     The identity is the one the API server gives the operator's own kubeconfig (asked of it), and
     the same filter must see the operator's writes that created the instance: a filter that finds
-    nothing would pass the "no writes" check vacuously. The check waits for the reconcile that read
-    the touched object (its read of the SampleDB came after the touch), not for any reconcile.
+    nothing would pass the "no writes" check vacuously. The check waits for the end of the pass that
+    observed the touched object, not for any pass; that pass reads nothing from the API server.
     """
     audit = _audit_log(request)
     identity = _operator_identity(request, kube_config)
-    creation_offset, log_offset = _size(audit), len(operator.log())
+    creation_offset = _size(audit)
     admin.create(sampledb("quiet", namespace))
     wait_ready(admin, namespace, "quiet")
     time.sleep(2)  # let the last child events settle
@@ -190,11 +189,16 @@ def test_noop_reconcile_makes_zero_writes(
         assert not missing, f"the audit filter for {identity} misses the writes that created quiet: {missing}"
     before = operator.metrics()
     touch_offset = _size(audit)
-    reconciled = _touch_and_wait_for_its_reconcile(admin, operator, audit, log_offset, namespace, "quiet", identity)
+    reconciled = _touch_and_wait_for_its_reconcile(admin, operator, len(operator.log()), namespace, "quiet")
     print(reconciled)
     if audit is not None:  # the API server's own record of this namespace, when the cluster is ours
         writes = [f"{w.verb} {w.uri}" for w in _operator_writes(audit, touch_offset, namespace, identity)]
         assert writes == [], f"the operator wrote on a no-op reconcile: {writes}"
+        # Observed from the watch caches: not one read of the instance or its children either.
+        gets = [r.uri for r in _requests(audit, 0) if r.user == identity and r.verb == "get"]
+        assert gets, f"the audit filter for {identity} misses the GETs the operator made at start-up"
+        reads = [r.uri for r in _requests(audit, touch_offset) if r.user == identity and r.verb == "get"]
+        assert reads == [], f"the operator read on a no-op reconcile: {reads}"
     else:  # an existing cluster: the operator's own count (other objects must be quiet meanwhile)
         assert operator.metrics()["sampledb_api_writes_total"] == before["sampledb_api_writes_total"]
 
@@ -292,68 +296,33 @@ def _creation_writes_missing(audit: Path, offset: int, namespace: str, name: str
 def _touch_and_wait_for_its_reconcile(
     admin: KubeApi,
     operator: OperatorProcess,
-    audit: Path | None,
     log_offset: int,
     namespace: str,
     name: str,
-    identity: str,
 ) -> str:
-    """Change an annotation of the SampleDB and wait for the reconcile that read the change; its log line."""
-    touch_offset = _size(audit)
+    """Change an annotation of the SampleDB and wait for the end of the pass that observed the change.
+
+    Each pass logs the resourceVersion of the SampleDB it observed (from the watch cache), then its
+    end: the first pass that observed the touch's resourceVersion or a later one is the one it caused.
+    """
     # An annotation change is a watch event but changes nothing the operator manages.
     touch = {"metadata": {"annotations": {"touch": str(time.time())}}}
-    rv = admin.merge_patch("SampleDB", namespace, name, touch)["metadata"]["resourceVersion"]
-    if audit is None:  # an existing cluster: a reconcile that started after the touch returned (the operator runs here)
-        since, started = datetime.now(UTC), True
-    else:  # the API server received the operator's read of the SampleDB after it had answered the touch
-        since, started = _first_read_after_touch(audit, touch_offset, namespace, name, identity), False
-    line = wait_for(
-        lambda: _reconciled_since(operator.log()[log_offset:], namespace, name, since, started=started),
-        what=f"the reconcile of {namespace}/{name} that read resourceVersion {rv} or later (since {since})",
+    rv = int(admin.merge_patch("SampleDB", namespace, name, touch)["metadata"]["resourceVersion"])
+    return wait_for(
+        lambda: _pass_that_observed(operator.log()[log_offset:], namespace, name, rv),
+        what=f"the end of the pass over {namespace}/{name} that observed resourceVersion {rv} or later",
     )
-    return f"touched at resourceVersion {rv}; read by {identity} at {since}; {line}"
 
 
-def _first_read_after_touch(audit: Path, offset: int, namespace: str, name: str, identity: str) -> datetime:
-    """When the API server received the operator's first GET of the SampleDB after answering the touch.
-
-    A GET received after the patch was answered reads the patched object (or a later one): the
-    reconcile that made it is the one caused by the touch (or a later one).
-    """
-
-    def first() -> datetime | None:
-        requests = _requests(audit, offset)
-        touches = [
-            r.answered
-            for r in requests
-            if r.verb == "patch" and r.user != identity and (r.resource, r.namespace, r.name) == key
-        ]
-        reads = [
-            r.received
-            for r in requests
-            if r.verb == "get" and r.user == identity and (r.resource, r.namespace, r.name) == key
-        ]
-        return min((t for t in reads if touches and t > touches[0]), default=None)
-
-    key = ("sampledbs", namespace, name)
-    return wait_for(first, what=f"the operator to read {namespace}/{name} after the touch (audit log {audit})")
-
-
-def _reconciled_since(log: str, namespace: str, name: str, since: datetime, *, started: bool) -> str | None:
-    """The operator's log line ending a reconcile of the object after `since` (None: no such line yet).
-
-    With `started`, the pass must have started after it (its end minus its duration). Log times are
-    truncated to the millisecond, so a pass that ended before `since` never counts; the pass that
-    made the read at `since` ends milliseconds later, after reading every child.
-    """
-    pattern = re.compile(RECONCILED.format(key=re.escape(f"{namespace}/{name}")), re.MULTILINE)
-    since_ms = since.replace(microsecond=since.microsecond // 1000 * 1000)
-    for match in pattern.finditer(log):
-        ended = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f").astimezone(UTC)
-        moment = ended - timedelta(seconds=float(match.group(2))) if started else ended
-        if moment > since_ms:
-            return match.group(0)
-    return None
+def _pass_that_observed(log: str, namespace: str, name: str, rv: int) -> str | None:
+    """The log lines from 'observed resourceVersion >= rv' to the end of that pass (None: not yet)."""
+    key = re.escape(f"{namespace}/{name}")
+    observed = re.compile(rf"^.* {key}: observed resourceVersion (\d+)$", re.MULTILINE)
+    start = next((m for m in observed.finditer(log) if int(m.group(1)) >= rv), None)
+    if start is None:
+        return None
+    end = re.compile(RECONCILED.format(key=key), re.MULTILINE).search(log, start.end())
+    return log[start.start() : end.end()] if end else None
 
 
 @pytest.mark.parametrize(
@@ -509,7 +478,7 @@ def test_failed_snapshot_blocks_deletion(admin: KubeApi, namespace: str) -> None
     wait_ready(admin, namespace, "stuck")
     # A Job that can only fail occupies the snapshot Job's name: the real failure path of the Job
     # controller (simulated Pods always succeed, so the failure is produced by a failing Job).
-    failing = copy.deepcopy(_failing_job(namespace, "stuck-final-snapshot"))
+    failing = _failing_job(namespace, "stuck-final-snapshot", "stuck")
     admin.create(failing)
     wait_for(lambda: _job_failed(admin, namespace, "stuck-final-snapshot"), timeout=90, what="the Job to fail")
     admin.delete("SampleDB", namespace, "stuck")
@@ -529,11 +498,13 @@ def test_failed_snapshot_blocks_deletion(admin: KubeApi, namespace: str) -> None
     wait_for(lambda: admin.get("SampleDB", namespace, "stuck") is None, what="deletion after switching to Retain")
 
 
-def _failing_job(namespace: str, name: str) -> dict[str, Any]:
+def _failing_job(namespace: str, name: str, owner: str) -> dict[str, Any]:
+    """A Job that can only fail, labelled as the operator labels the Jobs of the SampleDB `owner`."""
+    labels = {"app.kubernetes.io/managed-by": "sampledb-operator", "sampledb.io/instance": owner}
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": name, "namespace": namespace},
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
         # activeDeadlineSeconds fails the Job through the Job controller itself.
         "spec": {
             "activeDeadlineSeconds": 1,

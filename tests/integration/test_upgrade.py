@@ -85,9 +85,7 @@ def test_failed_step_rolls_back_to_the_old_version_and_a_deleted_job_retries(adm
     start_on_15(admin, namespace, "rb")
     # A Job that can only fail holds the check step's name (simulated Pods always succeed); labelled
     # as the operator labels its Jobs, so that deleting it wakes the operator as it would for real.
-    failing = _failing_job(namespace, "rb-upgrade17-1-check")
-    failing["metadata"]["labels"] = {"app.kubernetes.io/managed-by": "sampledb-operator", "sampledb.io/instance": "rb"}
-    admin.create(failing)
+    admin.create(_failing_job(namespace, "rb-upgrade17-1-check", "rb"))
     wait_for(lambda: _job_failed(admin, namespace, "rb-upgrade17-1-check"), timeout=90, what="the Job to fail")
     admin.merge_patch("SampleDB", namespace, "rb", {"spec": {"postgres": {"version": 17}}})
     wait_for(lambda: upgrade_status(admin, namespace, "rb").get("phase") == "Failed", timeout=180, what="rollback")

@@ -8,37 +8,17 @@ message. Each must bound the message and keep `lastTransitionTime`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
-from sampledb_operator.k8s.api import KubeApi
 from sampledb_operator.reconcile import conditions, deletion
 from sampledb_operator.reconcile.conditions import MAX_MESSAGE, Value
-from sampledb_operator.reconcile.instance import FINALIZER, Reconciler
+from sampledb_operator.reconcile.decide import FINALIZER, plan_invalid
 from sampledb_operator.reconcile.status import Observation, Problem, compute_status
-from sampledb_operator.settings import Settings
 from tests.unit.conftest import make_instance
 
 HUGE = "spec.postgres.parameters: " + "x" * 40_000
-
-
-class StatusApi:
-    """Just enough of `KubeApi` for status writes: keeps the last status patch and the events."""
-
-    def __init__(self, obj: dict[str, Any]) -> None:
-        self.obj = obj
-        self.events: list[str] = []
-
-    def merge_patch(self, kind: str, namespace: str, name: str, body: dict[str, Any], *, status: bool) -> None:
-        assert status and kind == "SampleDB"
-        self.obj["status"] = {**(self.obj.get("status") or {}), **body["status"]}
-
-    def emit_event(self, regarding: dict[str, Any], *, type_: str, reason: str, note: str, action: str) -> None:
-        self.events.append(reason)
-
-    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        return None  # no snapshot Job yet, no data volume
 
 
 def sampledb(spec: dict[str, Any]) -> dict[str, Any]:
@@ -58,22 +38,19 @@ def via_status(message: str, reason: str, now: str, previous: dict[str, Any]) ->
 def via_invalid_spec(message: str, reason: str, now: str, previous: dict[str, Any]) -> list[dict[str, Any]]:
     obj = sampledb({})
     obj["status"] = dict(previous)
-    api = StatusApi(obj)
-    reconciler = Reconciler(cast(KubeApi, api), Settings(), clock=lambda: now)
-    reconciler._report_invalid(obj, Problem(reason, message))
-    previous.update(obj["status"])
-    conds: list[dict[str, Any]] = obj["status"]["conditions"]
+    plan = plan_invalid(obj, Problem(reason, message), now=now)
+    assert plan.status is not None and [e.reason for e in plan.events] == [reason]
+    previous.update(plan.status)
+    conds: list[dict[str, Any]] = plan.status["conditions"]
     return conds
 
 
 def via_deletion(message: str, reason: str, now: str, previous: dict[str, Any]) -> list[dict[str, Any]]:
     obj = sampledb({})
     obj["status"] = dict(previous)
-    api = StatusApi(obj)
-    flow = deletion.DeletionFlow(cast(KubeApi, api), make_instance(), obj, clock=lambda: now, finalizer=FINALIZER)
-    flow._set_status(conditions.DEGRADED, Value("True", reason, message))
-    previous.update(obj["status"])
-    conds: list[dict[str, Any]] = obj["status"]["conditions"]
+    status = deletion._status(make_instance(), obj, conditions.DEGRADED, Value("True", reason, message), now)
+    previous.update(status or {})
+    conds: list[dict[str, Any]] = previous["conditions"]
     return conds
 
 
@@ -106,9 +83,9 @@ def test_time_moves_when_the_status_changes_and_unknown_types_are_kept() -> None
 
 def test_an_unchanged_invalid_spec_is_not_written_again() -> None:
     obj = sampledb({})
-    api = StatusApi(obj)
-    reconciler = Reconciler(cast(KubeApi, api), Settings(), clock=lambda: "t1")
-    reconciler._report_invalid(obj, Problem("InvalidSpec", "spec.database.owner: reserved"))
-    written = obj["status"]
-    reconciler._report_invalid(obj, Problem("InvalidSpec", "spec.database.owner: reserved"))
-    assert obj["status"] is written and api.events == ["InvalidSpec"]
+    problem = Problem("InvalidSpec", "spec.database.owner: reserved")
+    first = plan_invalid(obj, problem, now="t1")
+    assert first.status is not None and first.events
+    obj["status"] = first.status
+    again = plan_invalid(obj, problem, now="t2")
+    assert again.status is None and again.events == ()

@@ -72,11 +72,12 @@ def test_service_patch_never_sends_cluster_ip(instance: Instance) -> None:
 
 def test_secret_is_generated_once_and_user_secret_never_written() -> None:
     generated = make_instance()
-    action = children.plan_secret(generated, None, lambda: "pw")
-    assert action is not None and action.body["stringData"]["password"] == "pw"
-    assert children.plan_secret(generated, {"metadata": {}}, lambda: "pw") is None
+    action = children.plan_secret(generated, None)
+    assert action is not None and action.fill is not None and action.body == {}  # no password in the plan
+    assert action.fill(lambda: "pw")["stringData"]["password"] == "pw"
+    assert children.plan_secret(generated, {"metadata": {}}) is None
     users = make_instance({"credentials": {"secretName": "mine"}})
-    assert children.plan_secret(users, None, lambda: "pw") is None
+    assert children.plan_secret(users, None) is None
 
 
 def test_user_secret_problems_name_the_field_and_fix() -> None:

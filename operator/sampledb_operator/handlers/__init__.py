@@ -1,12 +1,15 @@
-"""kopf handlers, kept thin: they turn watch events into reconcile requests and nothing more.
+"""kopf handlers, kept thin: start the caches and the runners, and turn events into reconcile requests.
 
-Raw event handlers (`on.event`) are used on purpose: unlike kopf's change-detecting handlers they
-store no state on the object, so an unchanged SampleDB costs no writes, and the reconcile logic
-stays in `reconcile/`, level-triggered and testable without kopf.
+SampleDBs are reconciled from our own watch caches (`observe.cache`): a change to a SampleDB or to
+anything it owns or names triggers it, from the informers' threads. kopf keeps the process (start-up,
+signals) and, for now, the SampleDBBackup flow. Raw event handlers (`on.event`) are used on purpose:
+unlike kopf's change-detecting handlers they store no state on the object, so an unchanged object
+costs no writes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Mapping
@@ -15,18 +18,19 @@ from typing import Any
 import kopf
 
 from sampledb_operator import metrics
-from sampledb_operator.api import GROUP, PLURAL, STORAGE_VERSION, backup
+from sampledb_operator.act.reconciler import Reconciler
+from sampledb_operator.api import GROUP, backup
 from sampledb_operator.k8s.api import KubeApi, load_client
+from sampledb_operator.observe.cache import ClusterCache
 from sampledb_operator.reconcile.backup import BACKUP_LABEL, BackupReconciler
 from sampledb_operator.reconcile.crds import maintain_crds
-from sampledb_operator.reconcile.instance import Reconciler, utc_now
-from sampledb_operator.resources.instance import INSTANCE_LABEL, MANAGED_BY
+from sampledb_operator.reconcile.decide import timestamp
 from sampledb_operator.runtime import Key, KeyedRunner
 from sampledb_operator.settings import Settings
 
 logger = logging.getLogger(__name__)
-_MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
 _state: dict[str, Any] = {}
+_stop = threading.Event()
 
 
 def _reconcile(key: Key) -> float | None:
@@ -51,8 +55,13 @@ def _runner() -> KeyedRunner:
     return runner
 
 
+def _forget(key: Key) -> None:
+    _runner().forget(key)
+    metrics.record_phase("/".join(key), None)
+
+
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     """Our own events and status only: kopf posts nothing and stores nothing on objects."""
     operator_settings = Settings.from_env()
     settings.posting.enabled = False
@@ -64,36 +73,33 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # never holds every StatefulSet and Job body at once.
     settings.watching.chunk_size = 200
     settings.queueing.idle_timeout = 0.5
-    reconciler = Reconciler(KubeApi(load_client()), operator_settings)
-    backups = BackupReconciler(reconciler.api, operator_settings, clock=utc_now)
+    api = KubeApi(load_client())
+    loop = asyncio.get_running_loop()
+    runner = KeyedRunner(_reconcile)
+
+    def trigger(key: Key) -> None:  # from the informers' threads
+        loop.call_soon_threadsafe(runner.trigger, key)
+
+    def forget(key: Key) -> None:
+        loop.call_soon_threadsafe(_forget, key)
+
+    cache = ClusterCache(api, operator_settings, trigger=trigger, forget=forget)
+    reconciler = Reconciler(api, cache, operator_settings)
+    backups = BackupReconciler(api, operator_settings, clock=lambda: timestamp(reconciler.clock()))
     _state.update(
         reconciler=reconciler,
-        runner=KeyedRunner(_reconcile),
+        cache=cache,
+        runner=runner,
         backups=KeyedRunner(lambda key: _run_backup(backups, key)),
     )
-    threading.Thread(target=maintain_crds, args=(reconciler.api, operator_settings), name="crds", daemon=True).start()
+    threading.Thread(target=maintain_crds, args=(api, operator_settings), name="crds", daemon=True).start()
+    cache.start(_stop)
 
 
-@kopf.on.event(GROUP, STORAGE_VERSION, PLURAL)
-async def sampledb_event(type: str, namespace: str | None, name: str, **_: Any) -> None:
-    """Any change to a SampleDB (or the initial listing) reconciles it."""
-    key = (namespace or "", name)
-    if type == "DELETED":
-        _runner().forget(key)
-        metrics.record_phase("/".join(key), None)
-        return
-    _runner().trigger(key)
-
-
-async def _owner_event(type: str | None, labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
-    """A child changed: reconcile the SampleDB named by its instance label.
-
-    Not for the initial listing (type None): every SampleDB's own listing reconciles it already,
-    reading all its children, so a restart costs one pass per instance instead of two or three.
-    """
-    owner = labels.get(INSTANCE_LABEL)
-    if type is not None and owner and namespace:
-        _runner().trigger((namespace, owner))
+@kopf.on.cleanup()
+async def stop_caches(**_: Any) -> None:
+    """Stop the informers' threads with the operator."""
+    _stop.set()
 
 
 def _run_backup(backups: BackupReconciler, key: Key) -> float | None:
@@ -120,7 +126,3 @@ async def backup_job_event(labels: Mapping[str, str], namespace: str | None, **_
 def _backups() -> KeyedRunner:
     runner: KeyedRunner = _state["backups"]
     return runner
-
-
-kopf.on.event("apps", "v1", "statefulsets", labels=_MANAGED)(_owner_event)
-kopf.on.event("batch", "v1", "jobs", labels=_MANAGED)(_owner_event)

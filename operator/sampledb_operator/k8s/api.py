@@ -3,7 +3,8 @@
 Objects travel as plain dicts (the builders' output and the server's JSON), through the official
 client's authenticated transport, so the same manifests are built, compared and sent without
 conversion to and from generated model classes. Every write goes through `KubeApi` and is counted,
-which is how tests and benchmarks check that a no-op reconcile writes nothing.
+which is how tests and benchmarks check that a no-op reconcile writes nothing; reads are counted by
+verb too, so they can check that the reconcile reads from the watch caches, not from the server.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import secrets
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -109,6 +110,12 @@ def load_client(kubeconfig: str | None = None) -> client.ApiClient:
     return client.ApiClient(configuration)
 
 
+def _selectors(labels: Mapping[str, str] | None, fields: str | None) -> dict[str, str]:
+    """Query parameters for a label selector (every label equal) and a field selector."""
+    query = {"labelSelector": ",".join(f"{k}={v}" for k, v in labels.items())} if labels else {}
+    return {**query, "fieldSelector": fields} if fields else query
+
+
 class KubeApi:
     """Typed-by-kind access to the API with dict bodies; thread-safe, counts its writes."""
 
@@ -116,6 +123,7 @@ class KubeApi:
         self._client = api_client
         self._lock = threading.Lock()
         self.writes: Counter[str] = Counter()
+        self.reads: Counter[str] = Counter()
 
     # -- transport ---------------------------------------------------------------------------
     def _request(
@@ -146,6 +154,10 @@ class KubeApi:
             raise ApiError(response.status, method, path, str(payload.get("message", data[:500])))
         return payload
 
+    def _count_read(self, verb: str) -> None:
+        with self._lock:
+            self.reads[verb] += 1
+
     @property
     def write_count(self) -> int:
         """How many write requests this client has sent."""
@@ -155,6 +167,7 @@ class KubeApi:
     # -- verbs -------------------------------------------------------------------------------
     def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         """The object, or None when it does not exist."""
+        self._count_read("get")
         try:
             return self._request("GET", RESOURCES[kind].path(namespace, name))
         except ApiError as err:
@@ -167,6 +180,7 @@ class KubeApi:
     ) -> list[dict[str, Any]]:
         """Objects of a kind, optionally filtered by labels."""
         query = {"labelSelector": ",".join(f"{k}={v}" for k, v in labels.items())} if labels else None
+        self._count_read("list")
         items: list[dict[str, Any]] = self._request("GET", RESOURCES[kind].path(namespace), query=query).get(
             "items", []
         )
@@ -177,11 +191,90 @@ class KubeApi:
         token = ""
         while True:
             query = {"limit": str(page_size), **({"continue": token} if token else {})}
+            self._count_read("list")
             page = self._request("GET", RESOURCES[kind].path(namespace), query=query)
             yield from page.get("items", [])
             token = (page.get("metadata") or {}).get("continue") or ""
             if not token:
                 return
+
+    def list_page(
+        self,
+        kind: str,
+        namespace: str | None,
+        *,
+        labels: Mapping[str, str] | None = None,
+        fields: str | None = None,
+        limit: int = 250,
+        cont: str = "",
+    ) -> dict[str, Any]:
+        """One page of a LIST, as the server sent it: a watch starts from its `metadata.resourceVersion`.
+
+        Pages, not a whole listing, so a watch cache can keep only the projection of each page's
+        objects; a `continue` token expires (410) once its snapshot has been compacted away.
+        """
+        query = {"limit": str(limit), **_selectors(labels, fields), **({"continue": cont} if cont else {})}
+        self._count_read("list")
+        return self._request("GET", RESOURCES[kind].path(namespace), query=query)
+
+    def watch(
+        self,
+        kind: str,
+        namespace: str | None,
+        *,
+        resource_version: str,
+        labels: Mapping[str, str] | None = None,
+        fields: str | None = None,
+        timeout_seconds: int = 300,
+    ) -> Iterator[dict[str, Any]]:
+        """The events after `resource_version`, each `{"type": ..., "object": ...}`, until the server ends the stream.
+
+        Bookmarks are asked for, so a quiet watch still advances its resourceVersion and can resume
+        after a reconnect instead of relisting. The read timeout exceeds `timeout_seconds`, which is
+        when the server ends the stream normally; the connection is closed however the caller stops.
+        """
+        path = RESOURCES[kind].path(namespace)
+        query = {
+            "watch": "1",
+            "allowWatchBookmarks": "true",
+            "resourceVersion": resource_version,
+            "timeoutSeconds": str(timeout_seconds),
+            **_selectors(labels, fields),
+        }
+        params = self._client.param_serialize(
+            "GET",
+            path,
+            query_params=list(query.items()),
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
+        self._count_read("watch")
+        response = self._client.call_api(*params, _request_timeout=(10, timeout_seconds + 30))
+        raw = response.response  # the urllib3 response, not read yet: the client never preloads
+        try:
+            if not 200 <= response.status < 300:
+                data = raw.read()
+                try:
+                    message = str(json.loads(data).get("message", data[:500]))
+                except (ValueError, AttributeError):
+                    message = str(data[:500])
+                raise ApiError(response.status, "GET", path, message)
+            buffer = bytearray()
+            # amt=None: each chunk as the server flushes it (one or more events), not a fixed size;
+            # one event per line, and a large object may span many chunks.
+            for chunk in raw.stream(None):
+                buffer += chunk
+                start = 0
+                while (end := buffer.find(b"\n", start)) != -1:
+                    if buffer[start:end].strip():
+                        yield json.loads(buffer[start:end])
+                    start = end + 1
+                del buffer[:start]
+            if buffer.strip():
+                yield json.loads(buffer)
+        finally:
+            raw.close()
+            raw.release_conn()
 
     def create(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """Create an object from a full manifest."""

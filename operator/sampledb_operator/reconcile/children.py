@@ -31,6 +31,9 @@ class Verb(StrEnum):
     # Delete with the orphan cascade (dependents keep running), then create from the body: the
     # only way to change a StatefulSet's immutable fields without restarting its Pods.
     RECREATE = "Recreate"
+    # An RFC 6902 patch whose `test` operations make it conditional (finalizers): the body is
+    # {"ops": [...]}; a failed test means the observation was stale, and the next pass decides again.
+    GUARDED = "GuardedPatch"
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,9 @@ class Action:
     name: str
     reason: str
     body: dict[str, Any] = field(repr=False)
+    # A body that holds generated passwords is built by the executor just before it is sent, so
+    # no password is ever part of a plan (its repr, a log, a test's expected value).
+    fill: Callable[[Callable[[], str]], dict[str, Any]] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -147,12 +153,15 @@ def _at(obj: dict[str, Any], path: tuple[str, ...]) -> Any:
     return obj
 
 
-def plan_secret(instance: Instance, observed: dict[str, Any] | None, password: Callable[[], str]) -> Action | None:
+def plan_secret(instance: Instance, observed: dict[str, Any] | None) -> Action | None:
     """Create the generated Secret once; never rewrite it, never touch a user-supplied one."""
     if observed is not None or not instance.generates_secret:
         return None
-    manifest = secret.credentials_secret(instance, password=password(), superuser_password=password())
-    return Action(Verb.CREATE, "Secret", instance.credentials_secret, "SecretMissing", manifest)
+
+    def fill(password: Callable[[], str]) -> dict[str, Any]:
+        return secret.credentials_secret(instance, password=password(), superuser_password=password())
+
+    return Action(Verb.CREATE, "Secret", instance.credentials_secret, "SecretMissing", {}, fill=fill)
 
 
 def user_secret_problem(instance: Instance, observed: dict[str, Any] | None) -> str | None:

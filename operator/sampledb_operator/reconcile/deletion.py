@@ -15,32 +15,33 @@ When the whole namespace is being deleted, Kubernetes itself deletes the Pods an
 refuses new objects in it: no snapshot can be taken, holding the SampleDB would only hold the
 namespace, so deletion goes on with a warning (logged; events cannot be created there either).
 Owned children (Services, ConfigMap, Secret, PDB, Jobs) go with the SampleDB through garbage
-collection once the finalizer is gone. Every step is idempotent, so a restart resumes it.
+collection once the finalizer is gone. Every step is decided from the snapshot alone (no I/O), so
+a restart resumes it. "No data to snapshot" is decided from the claims cache: a data claim made
+in the last moments before the deletion (watch latency) holds no data yet.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
 from typing import Any
 
 from sampledb_operator.api.common import DeletionPolicy, Phase
 from sampledb_operator.jobs.snapshot import snapshot_job, snapshot_pvc
-from sampledb_operator.k8s.api import ApiError, KubeApi
+from sampledb_operator.observe.snapshot import Snapshot
 from sampledb_operator.reconcile import conditions
-from sampledb_operator.reconcile.conditions import DEGRADED, PROGRESSING, Value
-from sampledb_operator.reconcile.outcome import Outcome
-from sampledb_operator.reconcile.status import JobState, job_failure_message, job_state
+from sampledb_operator.reconcile.children import Action, Verb
+from sampledb_operator.reconcile.conditions import DEGRADED, PROGRESSING, Value, bounded
+from sampledb_operator.reconcile.plan import Event, Plan
+from sampledb_operator.reconcile.status import JobState, Problem, job_failure_message, job_state
 from sampledb_operator.resources.instance import Instance
+from sampledb_operator.settings import Settings
 
-logger = logging.getLogger(__name__)
+FINALIZER = "sampledb.io/finalizer"
 SNAPSHOT_SKIPPED = (
     "namespace {namespace} is being deleted: Kubernetes removes its volumes and allows no new objects in it, "
     "so no final snapshot can be taken; back up before deleting a namespace"
 )
-
-
 UNREADABLE_SPEC = "the spec cannot be read ({problem}); deleting with deletionPolicy {policy}{why}"
+DELETING = Phase.DELETING.value
 
 
 def readable_policy(spec: Any) -> tuple[DeletionPolicy, str]:
@@ -57,98 +58,91 @@ def readable_policy(spec: Any) -> tuple[DeletionPolicy, str]:
     )
 
 
-class DeletionFlow:
-    """One pass of the deletion state machine for one SampleDB."""
+def plan_unreadable(obj: dict[str, Any], problem: Problem, snap: Snapshot, settings: Settings, *, now: str) -> Plan:
+    """Deletion must never hang on a spec the model refuses: go on with the policy it can read."""
+    policy, why = readable_policy(obj.get("spec"))
+    instance = Instance.from_object({**obj, "spec": {"deletionPolicy": policy.value}}, settings)
+    plan = plan_deletion(instance, obj, snap, now=now)
+    if FINALIZER not in (obj["metadata"].get("finalizers") or []):
+        return plan
+    note = UNREADABLE_SPEC.format(problem=bounded(problem.message), policy=policy.value, why=why)
+    return Plan(
+        writes=plan.writes,
+        status=plan.status,
+        events=(Event("Warning", "DeletingUnreadableSpec", note, "Delete"), *plan.events),
+        phase=plan.phase,
+        waiting=plan.waiting,
+    )
 
-    def __init__(
-        self, api: KubeApi, instance: Instance, obj: dict[str, Any], *, clock: Callable[[], str], finalizer: str
-    ) -> None:
-        self.api = api
-        self.instance = instance
-        self.obj = obj
-        self.clock = clock
-        self.finalizer = finalizer
 
-    def run(self) -> Outcome:
-        """Advance deletion as far as it can go now."""
-        if self.finalizer not in (self.obj["metadata"].get("finalizers") or []):
-            return Outcome(phase=Phase.DELETING.value)
-        if self.instance.spec.deletionPolicy is DeletionPolicy.SNAPSHOT and not self._snapshot_done():
-            return Outcome(phase=Phase.DELETING.value, actions=["wait FinalSnapshot"])
-        self._remove_workload()
-        self._remove_finalizer()
-        self._event("Normal", "Deleted", f"removed with deletionPolicy {self.instance.spec.deletionPolicy.value}")
-        return Outcome(phase=Phase.DELETING.value, actions=["remove Finalizer"])
+def plan_deletion(instance: Instance, obj: dict[str, Any], snap: Snapshot, *, now: str) -> Plan:
+    """Advance deletion as far as it can go now (see the module docstring)."""
+    if FINALIZER not in (obj["metadata"].get("finalizers") or []):
+        return Plan(phase=DELETING)
+    events: tuple[Event, ...] = ()
+    if instance.spec.deletionPolicy is DeletionPolicy.SNAPSHOT:
+        if snap.namespace_terminating:
+            note = SNAPSHOT_SKIPPED.format(namespace=instance.namespace)
+            events = (_event("Warning", "FinalSnapshotSkipped", note),)
+        else:
+            waiting = _plan_snapshot(instance, obj, snap, now)
+            if isinstance(waiting, Plan):
+                return waiting
+            events = waiting
+    deleted = _event("Normal", "Deleted", f"removed with deletionPolicy {instance.spec.deletionPolicy.value}")
+    return Plan(writes=_remove(instance, obj), events=(*events, deleted), phase=DELETING)
 
-    # -- steps -------------------------------------------------------------------------------
-    def _snapshot_done(self) -> bool:
-        """True once the final snapshot has succeeded (or there was never any data to snapshot)."""
-        ns, inst = self.instance.namespace, self.instance
-        job = self.api.get("Job", ns, inst.snapshot_job)
-        state = job_state(job)
-        if state is JobState.COMPLETE:
-            return True
-        if state is None:
-            if not any(self.api.get("PersistentVolumeClaim", ns, pvc) for pvc in inst.data_pvcs):
-                self._event("Normal", "NoDataToSnapshot", "the instance never had a data volume; nothing to snapshot")
-                return True
-            try:
-                self._create_ignoring_conflict(snapshot_pvc(inst))
-                self._create_ignoring_conflict(snapshot_job(inst))
-            except ApiError as err:
-                if not err.namespace_terminating:
-                    raise
-                self._event("Warning", "FinalSnapshotSkipped", SNAPSHOT_SKIPPED.format(namespace=inst.namespace))
-                return True
-            message = f"Job {inst.snapshot_job} is writing the final snapshot to PVC {inst.snapshot_pvc}"
-            self._set_status(PROGRESSING, Value("True", "TakingFinalSnapshot", message))
-            self._event("Normal", "TakingFinalSnapshot", f"final snapshot Job {inst.snapshot_job} started")
-            return False
-        if state is JobState.FAILED and job is not None:
-            message = (
-                f"final snapshot Job {inst.snapshot_job} failed ({job_failure_message(job)}); the data is kept. "
-                "Delete the Job to retry, or set spec.deletionPolicy to Retain to delete without a snapshot"
-            )
-            if self._set_status(DEGRADED, Value("True", "FinalSnapshotFailed", message)):
-                self._event("Warning", "FinalSnapshotFailed", message)
-        return False
 
-    def _remove_workload(self) -> None:
-        inst = self.instance
-        self.api.delete("StatefulSet", inst.namespace, inst.statefulset)
-        if inst.spec.deletionPolicy is not DeletionPolicy.RETAIN:
-            for pvc in inst.data_pvcs:
-                self.api.delete("PersistentVolumeClaim", inst.namespace, pvc)
-
-    def _remove_finalizer(self) -> None:
-        meta = self.obj["metadata"]
-        remaining = [f for f in meta.get("finalizers") or [] if f != self.finalizer]
-        ops = [
-            {"op": "test", "path": "/metadata/finalizers", "value": meta.get("finalizers")},
-            {"op": "replace", "path": "/metadata/finalizers", "value": remaining},
-        ]
-        self.api.json_patch("SampleDB", meta["namespace"], meta["name"], ops)
-
-    # -- helpers -----------------------------------------------------------------------------
-    def _create_ignoring_conflict(self, manifest: dict[str, Any]) -> None:
-        try:
-            self.api.create(manifest)
-        except ApiError as err:
-            if not err.conflict:
-                raise
-
-    def _set_status(self, ctype: str, value: Value) -> bool:
-        """Set phase Deleting and one condition; False when that was already the status."""
-        previous = self.obj.get("status") or {}
-        merged = conditions.merge(
-            previous.get("conditions"), {ctype: value}, generation=self.instance.generation, now=self.clock()
+def _plan_snapshot(instance: Instance, obj: dict[str, Any], snap: Snapshot, now: str) -> Plan | tuple[Event, ...]:
+    """A plan that waits for the final snapshot, or the events of a snapshot that is done."""
+    job = snap.get("Job", instance.snapshot_job)
+    state = job_state(job)
+    if state is JobState.COMPLETE:
+        return ()
+    if state is None:
+        if not any(snap.get("PersistentVolumeClaim", pvc) for pvc in instance.data_pvcs):
+            return (_event("Normal", "NoDataToSnapshot", "the instance never had a data volume; nothing to snapshot"),)
+        message = f"Job {instance.snapshot_job} is writing the final snapshot to PVC {instance.snapshot_pvc}"
+        writes = tuple(
+            Action(Verb.CREATE, body["kind"], body["metadata"]["name"], "FinalSnapshot", body)
+            for body in (snapshot_pvc(instance), snapshot_job(instance))
         )
-        status = {"phase": Phase.DELETING.value, "conditions": merged}
-        if {k: previous.get(k) for k in status} == status:
-            return False
-        self.api.merge_patch("SampleDB", self.instance.namespace, self.instance.name, {"status": status}, status=True)
-        return True
+        status = _status(instance, obj, PROGRESSING, Value("True", "TakingFinalSnapshot", message), now)
+        started = _event("Normal", "TakingFinalSnapshot", f"final snapshot Job {instance.snapshot_job} started")
+        return Plan(writes=writes, status=status, events=(started,), phase=DELETING, waiting="FinalSnapshot")
+    if state is JobState.FAILED and job is not None:
+        message = (
+            f"final snapshot Job {instance.snapshot_job} failed ({job_failure_message(job)}); the data is kept. "
+            "Delete the Job to retry, or set spec.deletionPolicy to Retain to delete without a snapshot"
+        )
+        status = _status(instance, obj, DEGRADED, Value("True", "FinalSnapshotFailed", message), now)
+        failed = (_event("Warning", "FinalSnapshotFailed", message),) if status else ()
+        return Plan(status=status, events=failed, phase=DELETING, waiting="FinalSnapshot")
+    return Plan(phase=DELETING, waiting="FinalSnapshot")
 
-    def _event(self, type_: str, reason: str, note: str) -> None:
-        logger.info("%s/%s: %s: %s", self.instance.namespace, self.instance.name, reason, note)
-        self.api.emit_event(self.obj, type_=type_, reason=reason, note=note, action="Delete")
+
+def _remove(instance: Instance, obj: dict[str, Any]) -> tuple[Action, ...]:
+    """Delete the workload (and the data volumes unless retained), then remove the finalizer."""
+    writes = [Action(Verb.DELETE, "StatefulSet", instance.statefulset, "Deleting", {})]
+    if instance.spec.deletionPolicy is not DeletionPolicy.RETAIN:
+        writes += [Action(Verb.DELETE, "PersistentVolumeClaim", pvc, "Deleting", {}) for pvc in instance.data_pvcs]
+    finalizers = obj["metadata"].get("finalizers")
+    remaining = [f for f in finalizers or [] if f != FINALIZER]
+    ops = [
+        {"op": "test", "path": "/metadata/finalizers", "value": finalizers},
+        {"op": "replace", "path": "/metadata/finalizers", "value": remaining},
+    ]
+    writes.append(Action(Verb.GUARDED, "SampleDB", instance.name, "FinalizerRemoved", {"ops": ops}))
+    return tuple(writes)
+
+
+def _status(instance: Instance, obj: dict[str, Any], ctype: str, value: Value, now: str) -> dict[str, Any] | None:
+    """Phase Deleting and one condition; None when that is already the status."""
+    previous = obj.get("status") or {}
+    merged = conditions.merge(previous.get("conditions"), {ctype: value}, generation=instance.generation, now=now)
+    status = {"phase": DELETING, "conditions": merged}
+    return None if {k: previous.get(k) for k in status} == status else status
+
+
+def _event(type_: str, reason: str, note: str) -> Event:
+    return Event(type_, reason, note, "Delete")

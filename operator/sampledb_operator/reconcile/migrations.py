@@ -27,10 +27,23 @@ from sampledb_operator.resources.instance import Instance
 RECHECK_SECONDS = 30.0
 
 
-def job_name(instance: Instance, config_map: dict[str, Any]) -> str:
-    """`<instance>-migrate-<digest of the SQL files>`."""
+# Where a cached ConfigMap (`observe.projections`) carries `content_digest` instead of its data: a
+# key the API server never sends (ConfigMaps have no such field), so a full object never has it.
+CONTENT_DIGEST_KEY = "sampledb.io/content-digest"
+
+
+def content_digest(config_map: dict[str, Any]) -> str:
+    """SHA-256 (hex) of a ConfigMap's data; a cached projection's own copy when it carries one."""
+    carried = config_map.get(CONTENT_DIGEST_KEY)
+    if isinstance(carried, str):
+        return carried
     content = json.dumps(sorted((config_map.get("data") or {}).items()), separators=(",", ":"))
-    return f"{instance.name}-migrate-{hashlib.sha256(content.encode()).hexdigest()[:10]}"
+    return hashlib.sha256(content.encode()).hexdigest()
+
+
+def job_name(instance: Instance, config_map: dict[str, Any]) -> str:
+    """`<instance>-migrate-<digest of the SQL files>` (the full object or its cached projection)."""
+    return f"{instance.name}-migrate-{content_digest(config_map)[:10]}"
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ restarts at any point resumes from the status and finds each step's Job again by
 Any failure goes to RollingBack (StatefulSet at zero, rollback Job on the old image) and then
 Failed: the old version runs again with its data, and the Degraded condition says which step
 failed and why. Deleting the failed Job (named in `status.upgrade.failedJob`) retries the upgrade
-as a new attempt with Jobs of their own. This module decides only; `reconcile/instance.py` acts.
+as a new attempt with Jobs of their own. This module decides only: `reconcile/decide.py` calls it and
+`act/` carries out its plan.
 """
 
 from __future__ import annotations

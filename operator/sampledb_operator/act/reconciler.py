@@ -1,0 +1,92 @@
+"""One pass over one SampleDB: observe, decide, act.
+
+1. Observe: a `Snapshot` from the watch caches (no API read).
+2. Decide: `reconcile.decide.decide`, pure.
+3. Act: the executor makes the writes. When the API server tells something the decision could
+   not know (it refuses an object, or the namespace is being deleted), the snapshot gains that
+   fact and the decision is made once more; writes already attempted are not repeated, so the
+   second decision only adds its status, its events and what the fact calls for (deletion
+   without a snapshot).
+4. The status, then the events.
+A pass that wrote anything asks for another one at once: the next decision starts from the world
+those writes made (written through to the caches), as a pass triggered by their watch events did.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Protocol
+
+from sampledb_operator.act.executor import Executor, Observer, key
+from sampledb_operator.k8s.api import KubeApi
+from sampledb_operator.observe.snapshot import Snapshot
+from sampledb_operator.reconcile.decide import decide
+from sampledb_operator.reconcile.deletion import DELETING
+from sampledb_operator.reconcile.outcome import Outcome
+from sampledb_operator.reconcile.plan import Plan
+from sampledb_operator.resources.secret import generate_password
+from sampledb_operator.settings import Settings
+
+STALE_RETRY_SECONDS = 1.0
+logger = logging.getLogger(__name__)
+
+
+class Cache(Observer, Protocol):
+    """The snapshots a pass observes (None: the SampleDB is gone)."""
+
+    def snapshot(self, namespace: str, name: str) -> Snapshot | None: ...  # noqa: D102
+
+
+def now_utc() -> datetime:  # noqa: D103
+    return datetime.now(UTC)
+
+
+class Reconciler:
+    """Drives SampleDBs to their desired state: snapshot, decide, act."""
+
+    def __init__(
+        self,
+        api: KubeApi,
+        cache: Cache,
+        settings: Settings,
+        *,
+        clock: Callable[[], datetime] = now_utc,
+        password: Callable[[], str] = generate_password,
+    ) -> None:
+        self.api = api
+        self.cache = cache
+        self.settings = settings
+        self.clock = clock
+        self.executor = Executor(api, cache, password=password)
+
+    def reconcile(self, namespace: str, name: str) -> Outcome:
+        """Converge the named SampleDB; a missing object is nothing to do."""
+        snap = self.cache.snapshot(namespace, name)
+        if snap is None:
+            return Outcome()
+        rv = snap.sampledb["metadata"].get("resourceVersion")
+        logger.debug("%s/%s: observed resourceVersion %s", namespace, name, rv)
+        now = self.clock()
+        plan = decide(snap, now=now, settings=self.settings)
+        deleting = plan.phase == DELETING
+        report = self.executor.write(namespace, plan.writes, deleting=deleting)
+        actions = plan.described()
+        if report.stale:
+            return Outcome(phase=plan.phase, actions=actions, requeue_after=STALE_RETRY_SECONDS)
+        if report.learned:
+            learned = dataclasses.replace(
+                snap, rejected=tuple(report.rejected), namespace_terminating=report.terminating
+            )
+            plan = decide(learned, now=now, settings=self.settings)
+            more = [w for w in plan.writes if key(w) not in report.attempted]
+            self.executor.write(namespace, more, deleting=deleting)
+            actions += Plan(writes=tuple(more)).described()
+        self.executor.conclude(snap.sampledb, plan)
+        wrote = bool(plan.writes or plan.status is not None)
+        requeue = 0.0 if wrote and not deleting else plan.requeue_after
+        if plan.waiting and not plan.writes:
+            actions.append(f"wait {plan.waiting}")
+        return Outcome(phase=plan.phase, actions=actions, requeue_after=requeue)
