@@ -8,11 +8,12 @@ windows held the wrong lines. The cluster no longer rotates (`--audit-log-maxsiz
 - `AuditLog.offset` fails as soon as a rotated file (`audit-*.log` next to the log) appears, or the
   log is replaced or shrinks, so no window is ever read across a rotation;
 - every count is checked against what the run must have done, and an impossible one raises
-  `ImplausibleCountError` naming the count and the bound, before anything is reported:
-  lower bounds (`check_lower`) from what the watches saw and the operator's code does (a create per
-  child object that exists, a status PATCH per Ready instance, requests >= creates), and upper bounds (`check_upper`) from the operator's cadence
-  (watches reopened every `server_timeout`, the Lease and CRD upkeep when enabled, the start-up
-  LISTs) plus at most `MAX_REQUESTS_PER_PASS` per reconcile pass the operator counted itself.
+  `ImplausibleCountError` naming the count and the bound, before anything is reported: lower bounds
+  (`check_lower`) from what the watches saw and the operator's code does (a create per child object
+  that exists, a status PATCH per Ready instance, requests >= creates), and upper bounds
+  (`check_upper`) from the operator's cadence (watches reopened every `server_timeout`, the Lease
+  and CRD upkeep when enabled, the start-up LISTs) plus at most `MAX_REQUESTS_PER_PASS` per
+  reconcile pass the operator counted itself.
 
 The constants below are read off the operator's code; `tests/unit/test_bench_audit.py` fails when
 that code changes them.
@@ -38,11 +39,10 @@ from sampledb_operator.settings import Settings
 
 WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
 
-# Resources the operator watches: one informer per kind the reconcile reads (observe/cache.py,
-# cluster-wide), the two of its kopf handlers (sampledbbackups, and jobs for backups: one watch per
-# resource whatever the handlers' label filters) and kopf's own observer of CustomResourceDefinitions.
+# Resources the operator watches: one informer per kind the reconciles read (observe/cache.py,
+# cluster-wide) and kopf's own observer of CustomResourceDefinitions (kopf handles no resource).
 INFORMERS = len(cache.ORDER)
-KOPF_WATCHES = 2 + 1
+KOPF_WATCHES = 1
 WATCHED_RESOURCES = INFORMERS + KOPF_WATCHES
 # handlers.configure: settings.watching.server_timeout, and the informers' watch_timeout: the API
 # server ends each watch after this long, and it is opened again (a WATCH, or a LIST and a WATCH

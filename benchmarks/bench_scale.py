@@ -130,6 +130,10 @@ PROGRESS_SECONDS = 15.0
 RATIO_TARGET = 1.5
 MEMORY_TARGET_MIB = 150.0
 TARGET_N = 1000
+# Observe/decide/act (#15): per instance converged, the writes it needs, its status and finalizer;
+# the operator's CPU per instance converged; a pass reads from the watch caches, never by GET.
+REQUESTS_TARGET = 13.0
+CPU_TARGET_MS = 30.0
 # How long after a window ends the operator's pass count is read, so that it includes the passes
 # still running at the end (a pass of an unchanged instance takes a fraction of a second).
 COUNT_GRACE_SECONDS = 2.0
@@ -1068,7 +1072,6 @@ def restart(
     figures.code.append(operator.code)
     try:
         figures.restart = await_reconciled(operator, total, wait)
-        passes = operator.reconciles()
         restarted_offset = env.audit.offset()
         figures.restart_api = env.audit.requests(restart_offset, restarted_offset)
         check_lower("restart", figures.restart_api, Lower())
@@ -1196,11 +1199,13 @@ def convergence_rows(runs: SizeRuns) -> list[Row]:
     passes = [figures.reconciles / total for figures in runs.operators]
     client_cpu = _median_or_dash([phase.client_cpu for phase in runs.floors], 1)
     operator_cpu = _median_or_dash([figures.cpu.get("convergence", 0.0) for figures in runs.operators], 1)
+    per_instance_ms = [1000 * figures.cpu.get("convergence", 0.0) / total for figures in runs.operators]
     rows += [
         Row(section, f"child objects per second ({CHILD_KINDS} per instance), medians: floor / operator", objects),
         Row(section, "instances per second, medians: floor / operator", instances),
         Row(section, "reconcile passes per instance (the operator's own metric)", spread_text(passes)),
         Row(section, "CPU seconds, medians: floor's client process / operator", f"{client_cpu} / {operator_cpu}"),
+        _cpu_row(section, total, per_instance_ms),
     ]
     order = [("operator", op) for op in ops]
     order = [item for pair in zip_longest(order, [("floor", f) for f in runs.floors]) for item in pair if item]
@@ -1210,6 +1215,14 @@ def convergence_rows(runs: SizeRuns) -> list[Row]:
         load_text = phase.load.text() if phase.load else "?"
         rows.append(Row(section, f"load while converging: {kind} run {counts[kind]}", load_text))
     return rows
+
+
+def _cpu_row(section: str, total: int, per_instance_ms: list[float]) -> Row:
+    what = "operator CPU per instance converged (ms)"
+    if total != TARGET_N or not per_instance_ms:
+        return Row(section, what, spread_text(per_instance_ms, 1, " ms") if per_instance_ms else "-")
+    judged = judge(per_instance_ms, Target(CPU_TARGET_MS, f"<= {CPU_TARGET_MS:g} ms"))
+    return Row(section, what, judged.value(1, " ms"), judged.cell(1))
 
 
 def memory_rows(runs: SizeRuns, settle_seconds: float) -> list[Row]:
@@ -1281,6 +1294,12 @@ def restart_rows(section: str, runs: SizeRuns) -> list[Row]:
         Row(section, "restart: operator CPU seconds from its start", spread_text(cpu, 1)),
         Row(section, "restart: requests (by verb)", _each([f"{a.total:,} ({a.by_verb()})" for a in apis])),
         Row(section, "restart: writes", _writes_text(writes, apis), target),
+        Row(
+            section,
+            "restart: GETs (only the initial LISTs and WATCHes)",
+            _each([f"{a.verbs['get']:,}" for a in apis]),
+            count_verdict([a.verbs["get"] for a in apis], 0, "0 GETs"),
+        ),
     ]
 
 
@@ -1313,9 +1332,23 @@ def api_rows(runs: SizeRuns, settle_seconds: float) -> list[Row]:
     apis = [f.convergence_api for f in runs.operators]
     done = "converged" if all(f.convergence.complete for f in runs.operators) else "until giving up (NOT converged)"
     settled = [f"{f.settle_api.total:,} / {f.settle_api.write_count:,}" for f in runs.operators]
+    per_instance = [a.total / total for a in apis]
+    requests = Target(REQUESTS_TARGET, f"<= {REQUESTS_TARGET:g}")
+    judged = judge(per_instance, requests) if total == TARGET_N else None
     rows = [
-        Row(section, f"requests per instance {done}", spread_text([a.total / total for a in apis])),
+        Row(
+            section,
+            f"requests per instance {done}",
+            judged.value() if judged else spread_text(per_instance),
+            judged.cell() if judged else "",
+        ),
         Row(section, "  by verb", _each([a.per(total) for a in apis])),
+        Row(
+            section,
+            f"GETs {done} (a pass observes from the watch caches)",
+            _each([f"{a.verbs['get']:,}" for a in apis]),
+            count_verdict([a.verbs["get"] for a in apis], 0, "0 GETs"),
+        ),
         Row(section, f"writes per instance {done}", spread_text([a.write_count / total for a in apis])),
         Row(section, "failed requests while converging (verb code: count)", _each([a.failed() for a in apis])),
         Row(section, f"after convergence, idle {settle_seconds:.0f} s: requests / writes", _each(settled)),

@@ -238,23 +238,23 @@ def test_operator_identity_is_the_service_account_user_and_subject_to_rbac(
 
         operator_core = k8s.CoreV1Api(operator_api)
         with pytest.raises(ApiException) as denied:
-            operator_core.list_namespaced_config_map(namespace)
+            operator_core.list_namespaced_service_account(namespace)
         assert denied.value.status == 403
 
         rbac = k8s.RbacAuthorizationV1Api(k8s_api)
-        rule = k8s.V1PolicyRule(api_groups=[""], resources=["configmaps"], verbs=["list"])
-        rbac.create_namespaced_role(namespace, k8s.V1Role(metadata=k8s.V1ObjectMeta(name="read-cm"), rules=[rule]))
+        rule = k8s.V1PolicyRule(api_groups=[""], resources=["serviceaccounts"], verbs=["list"])
+        rbac.create_namespaced_role(namespace, k8s.V1Role(metadata=k8s.V1ObjectMeta(name="read-sa"), rules=[rule]))
         subject = k8s.RbacV1Subject(kind="ServiceAccount", name="sampledb-operator", namespace="sampledb-system")
         binding = k8s.V1RoleBinding(
-            metadata=k8s.V1ObjectMeta(name="operator-reads-cm"),
-            role_ref=k8s.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="Role", name="read-cm"),
+            metadata=k8s.V1ObjectMeta(name="operator-reads-sa"),
+            role_ref=k8s.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="Role", name="read-sa"),
             subjects=[subject],
         )
         rbac.create_namespaced_role_binding(namespace, binding)
 
         def allowed() -> bool:
             try:
-                operator_core.list_namespaced_config_map(namespace)
+                operator_core.list_namespaced_service_account(namespace)
             except ApiException as error:
                 if error.status != 403:
                     raise

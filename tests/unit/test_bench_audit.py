@@ -126,7 +126,7 @@ def test_requests_cannot_be_fewer_than_creates() -> None:
 
 def test_the_reported_idle_burst_stops_the_run() -> None:
     # 1,271 requests in an idle 30 s with no reconcile pass: watches reopen every 300 s.
-    with pytest.raises(ImplausibleCountError, match=r"idle: requests = 1,271, but it must be <= 60 \(30 s"):
+    with pytest.raises(ImplausibleCountError, match=r"idle: requests = 1,271, but it must be <= 52 \(30 s"):
         check_upper("idle", count(get=1266, watch=5), Upper(30))
 
 

@@ -79,6 +79,7 @@ def test_a_new_sampledb_gets_its_finalizer_children_and_init_job_in_order() -> N
 def test_a_converged_sampledb_needs_no_write_no_status_and_no_event() -> None:
     plan = plan_of(converged())
     assert (plan.writes, plan.status, plan.events, plan.phase) == ((), None, (), "Ready")
+    assert plan.requeue_after is None  # woken by events only
 
 
 def test_a_child_changed_by_hand_is_put_back_and_only_it() -> None:

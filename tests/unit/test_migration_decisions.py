@@ -70,12 +70,12 @@ def test_missing_configmap_names_the_field() -> None:
     assert plan.problem.message.startswith("spec.migrations.configMap (schema): ConfigMap not found")
 
 
-def test_an_instance_with_migrations_is_checked_again_whatever_its_state() -> None:
-    """The user's ConfigMap is not watched: an edit must still be found (the real node showed it was not)."""
+def test_migrations_wait_for_events_not_for_a_clock() -> None:
+    """An edit of the ConfigMap wakes the instance (tests/unit/test_cache.py): no periodic look, whatever the state."""
     done = [pod_saying({"lastApplied": "001_a"})]
     plans = [
         plan_migrations(INSTANCE, CM, None, [], database_ready=False),
         plan_migrations(INSTANCE, CM, finished_job("Complete"), done, database_ready=True),
         plan_migrations(INSTANCE, None, None, [], database_ready=True),
     ]
-    assert {plan.requeue_after for plan in plans} == {30.0}
+    assert all(not hasattr(plan, "requeue_after") for plan in plans)

@@ -460,7 +460,8 @@ def job_pod(job: Obj, suffix: str, *, created: str, message: str | None, exit_co
         "kind": "Pod",
         "metadata": {
             "name": f"{name}-{suffix}",
-            "labels": {**template["metadata"]["labels"]},
+            # The Job controller adds job-name (and controller-uid) to the template's labels.
+            "labels": {**template["metadata"]["labels"], "job-name": name, "controller-uid": job["metadata"]["uid"]},
             "ownerReferences": [
                 {
                     "apiVersion": "batch/v1",
@@ -648,11 +649,12 @@ class RecordingApi:
     def get(self, kind: str, namespace: str | None, name: str) -> Obj | None:
         return self.view(kind, self.objects.get((kind, name)))
 
-    def list_objects(self, kind: str, namespace: str, labels: Mapping[str, str]) -> list[Obj]:
-        viewed = [self.view(kind, p) for p in self.pods]
-        return [
-            p for p in viewed if p and all((p["metadata"].get("labels") or {}).get(k) == v for k, v in labels.items())
-        ]
+    def job_pods(self, namespace: str, instance: str, job: str) -> list[Obj]:
+        viewed = [self.view("Pod", p) for p in self.pods]
+        return [p for p in viewed if p and (p["metadata"].get("labels") or {}).get("job-name") == job]
+
+    def remember(self, kind: str, obj: Obj) -> None:
+        self.calls.append(("remember", kind))
 
     def create(self, manifest: Obj) -> Obj:
         self.calls.append(("create", manifest))
@@ -1085,7 +1087,9 @@ class World:
                         objects[("SampleDB", "db1")] = db
                     if jstate != "absent":
                         objects[("Job", "nightly")] = job_obj(job, jstate, noise=self.noise)
-                    pods = self.pods_of(job_obj(job, "failed", noise=False))["older-first"]
+                    # The backup Job is named after its SampleDBBackup; its Pods carry that job-name.
+                    named = {**job, "metadata": {**job["metadata"], "name": "nightly"}}
+                    pods = self.pods_of(job_obj(named, "failed", noise=False))["older-first"]
                     self.add(
                         f"BackupReconciler[{jstate}][{dname}][{sname}]",
                         lambda v, o=objects, ps=pods: backup_run(v, o, ps),
@@ -1094,7 +1098,7 @@ class World:
 
 def backup_run(view: View, objects: Mapping[tuple[str, str], Obj], pods: list[Obj]) -> Any:
     api = RecordingApi(view, objects, pods)
-    reconciler = BackupReconciler(api, SETTINGS, clock=lambda: STAMP)  # type: ignore[arg-type]
+    reconciler = BackupReconciler(api, api, SETTINGS, clock=lambda: STAMP)  # type: ignore[arg-type]
     return reconciler.reconcile(NS, "nightly"), api.calls
 
 

@@ -1,10 +1,10 @@
-"""kopf handlers, kept thin: start the caches and the runners, and turn events into reconcile requests.
+"""kopf handlers, kept thin: start the watch caches and the runners once this replica leads.
 
-SampleDBs are reconciled from our own watch caches (`observe.cache`): a change to a SampleDB or to
-anything it owns or names triggers it, from the informers' threads. kopf keeps the process (start-up,
-signals) and, for now, the SampleDBBackup flow. Raw event handlers (`on.event`) are used on purpose:
-unlike kopf's change-detecting handlers they store no state on the object, so an unchanged object
-costs no writes.
+SampleDBs and SampleDBBackups are reconciled from our own watch caches (`observe.cache`): a change
+to one, or to anything it owns or names, triggers it from the informers' threads, and each key is
+reconciled one pass at a time (`runtime.KeyedRunner`). kopf keeps the process: start-up after
+leader election, signals, clean-up; it watches no resource of ours, so it stores nothing on our
+objects and costs no request per object.
 """
 
 from __future__ import annotations
@@ -12,17 +12,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Mapping
 from typing import Any
 
 import kopf
 
 from sampledb_operator import metrics
 from sampledb_operator.act.reconciler import Reconciler
-from sampledb_operator.api import GROUP, backup
 from sampledb_operator.k8s.api import KubeApi, load_client
 from sampledb_operator.observe.cache import ClusterCache
-from sampledb_operator.reconcile.backup import BACKUP_LABEL, BackupReconciler
+from sampledb_operator.reconcile.backup import BackupReconciler
 from sampledb_operator.reconcile.crds import maintain_crds
 from sampledb_operator.reconcile.decide import timestamp
 from sampledb_operator.runtime import Key, KeyedRunner
@@ -83,15 +81,14 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     def forget(key: Key) -> None:
         loop.call_soon_threadsafe(_forget, key)
 
-    cache = ClusterCache(api, operator_settings, trigger=trigger, forget=forget)
+    def trigger_backup(key: Key) -> None:
+        loop.call_soon_threadsafe(backups.trigger, key)
+
+    cache = ClusterCache(api, operator_settings, trigger=trigger, forget=forget, trigger_backup=trigger_backup)
     reconciler = Reconciler(api, cache, operator_settings)
-    backups = BackupReconciler(api, operator_settings, clock=lambda: timestamp(reconciler.clock()))
-    _state.update(
-        reconciler=reconciler,
-        cache=cache,
-        runner=runner,
-        backups=KeyedRunner(lambda key: _run_backup(backups, key)),
-    )
+    backup_reconciler = BackupReconciler(api, cache, operator_settings, clock=lambda: timestamp(reconciler.clock()))
+    backups = KeyedRunner(lambda key: _run_backup(backup_reconciler, key))
+    _state.update(reconciler=reconciler, cache=cache, runner=runner)
     threading.Thread(target=maintain_crds, args=(api, operator_settings), name="crds", daemon=True).start()
     cache.start(_stop)
 
@@ -107,22 +104,3 @@ def _run_backup(backups: BackupReconciler, key: Key) -> float | None:
         outcome = backups.reconcile(*key)
     logger.debug("%s/%s: backup %s", *key, outcome.phase)
     return outcome.requeue_after
-
-
-@kopf.on.event(GROUP, "v1", backup.PLURAL)
-async def backup_event(type: str, namespace: str | None, name: str, **_: Any) -> None:
-    """A SampleDBBackup was created or changed."""
-    if type != "DELETED" and namespace:
-        _backups().trigger((namespace, name))
-
-
-@kopf.on.event("batch", "v1", "jobs", labels={BACKUP_LABEL: kopf.PRESENT})
-async def backup_job_event(labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
-    """A backup Job progressed: advance the SampleDBBackup that owns it."""
-    if namespace:
-        _backups().trigger((namespace, labels[BACKUP_LABEL]))
-
-
-def _backups() -> KeyedRunner:
-    runner: KeyedRunner = _state["backups"]
-    return runner

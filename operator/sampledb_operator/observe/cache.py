@@ -26,10 +26,12 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from sampledb_operator.api.backup import BackupPhase
 from sampledb_operator.k8s.api import KubeApi
 from sampledb_operator.observe.informer import Informer, Key
 from sampledb_operator.observe.projections import project
 from sampledb_operator.observe.snapshot import Snapshot
+from sampledb_operator.reconcile.backup import BACKUP_LABEL
 from sampledb_operator.resources.instance import INSTANCE_LABEL, MANAGED_BY
 from sampledb_operator.settings import Settings
 
@@ -43,6 +45,9 @@ CLUSTER_SCOPED = {"StorageClass"}
 SECRET_FIELDS = "type!=helm.sh/release.v1,type!=kubernetes.io/service-account-token"  # noqa: S105 (types)
 
 
+FINAL_BACKUP = {BackupPhase.SUCCEEDED.value, BackupPhase.FAILED.value}
+
+
 class NotSynced(RuntimeError):
     """A snapshot was asked for before every cache had listed its kind once."""
 
@@ -51,6 +56,15 @@ def instance_of(obj: dict[str, Any]) -> str | None:
     """The SampleDB an object belongs to, by the label the operator puts on everything it makes."""
     label: str | None = (obj["metadata"].get("labels") or {}).get(INSTANCE_LABEL)
     return label
+
+
+def _backup_of(*jobs: dict[str, Any] | None) -> str | None:
+    """The SampleDBBackup a backup Job runs for (its label)."""
+    for job in jobs:
+        label = ((job or {}).get("metadata", {}).get("labels") or {}).get(BACKUP_LABEL)
+        if label:
+            return str(label)
+    return None
 
 
 def references(sampledb: dict[str, Any]) -> set[tuple[str, str]]:
@@ -75,9 +89,11 @@ class ClusterCache:
         *,
         trigger: Callable[[Key], None],
         forget: Callable[[Key], None] = lambda key: None,
+        trigger_backup: Callable[[Key], None] = lambda key: None,
     ) -> None:
         self._trigger = trigger
         self._forget = forget
+        self._trigger_backup = trigger_backup
         self._lock = threading.Lock()
         self._referrers: dict[tuple[str, str, str], set[str]] = {}  # (kind, ns, name) -> SampleDB names
         self._synced = threading.Event()
@@ -118,6 +134,11 @@ class ClusterCache:
         for informer in self.informers["SampleDB"].values():
             for key in informer.keys():  # noqa: SIM118 (a method of the informer, not a dict)
                 self._trigger(key)
+        for informer in self.informers["SampleDBBackup"].values():
+            for key in informer.keys():  # noqa: SIM118
+                backup = informer.get(*key)
+                if backup is not None and (backup.get("status") or {}).get("phase") not in FINAL_BACKUP:
+                    self._trigger_backup(key)
 
     @property
     def synced(self) -> bool:
@@ -159,6 +180,17 @@ class ClusterCache:
         pods = self._for("Pod", namespace)
         return Snapshot(sampledb, objects, tuple(pods.indexed(namespace, name)) if pods else ())
 
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """One object from the caches (for the backup flow, which reads by name)."""
+        informer = self._for(kind, namespace)
+        return informer.get(namespace, name) if informer else None
+
+    def job_pods(self, namespace: str, instance: str, job: str) -> list[dict[str, Any]]:
+        """The Pods of one of an instance's Jobs."""
+        pods = self._for("Pod", namespace)
+        found = pods.indexed(namespace, instance) if pods else []
+        return [p for p in found if (p["metadata"].get("labels") or {}).get("job-name") == job]
+
     # -- what the executor wrote -------------------------------------------------------------
     def remember(self, kind: str, obj: dict[str, Any]) -> None:
         """Our own write, as the server answered it: seen by the next pass before its watch event."""
@@ -186,6 +218,10 @@ class ClusterCache:
             return  # the initial listing: every SampleDB is triggered once the caches are synced
         for target in self._concerned(kind, key, old, new):
             self._trigger((namespace, target))
+        if kind == "SampleDBBackup" and new is not None:
+            self._trigger_backup(key)
+        elif kind == "Job" and (backup := _backup_of(old, new)):
+            self._trigger_backup((namespace, backup))
         if kind == "SampleDB" and new is None:
             self._forget(key)
 

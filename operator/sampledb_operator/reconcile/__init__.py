@@ -1,5 +1,8 @@
-"""Reconcile decisions: desired versus observed, status and conditions. No kopf import here.
+"""Decide: pure functions from what is observed to what to do. No kopf, no I/O here.
 
-`instance.Reconciler` is the entry point the kopf handlers call; `children` and `status` are pure
-decision functions; `deletion` is the finalizer's state machine.
+`decide.decide` is the entry point: a `Snapshot` in, a `plan.Plan` out (the writes as
+`children.Action`s, the status, the events, when to look again). `children` and `status` decide
+the children and the status; `upgrade`, `deletion`, `storage`, `config_check`, `migrations` and
+`restore` are the state machines of the hard operations. `backup` (the SampleDBBackup flow) and
+`crds` (CRD upkeep) still read and write through `KubeApi` themselves.
 """

@@ -7,13 +7,15 @@ Steps:
    finds it again by name, so no backup runs twice);
 4. while it runs the phase is Running; when it ends, the summary the script wrote to the
    termination log (file, bytes, SHA-256, verified, or the error) becomes the status, with an event.
+It reads from the watch caches (`Observed`), never from the API server, and writes its own writes
+through to them, so a pass that follows a write sees it (no second event for one outcome).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
@@ -28,6 +30,16 @@ from sampledb_operator.settings import Settings
 BACKUP_LABEL = f"{GROUP}/backup"
 FINAL = {backup.BackupPhase.SUCCEEDED, backup.BackupPhase.FAILED}
 logger = logging.getLogger(__name__)
+
+
+class Observed(Protocol):
+    """What a backup pass reads (the watch caches), and where it writes its own writes through."""
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...  # noqa: D102
+
+    def job_pods(self, namespace: str, instance: str, job: str) -> list[dict[str, Any]]: ...  # noqa: D102
+
+    def remember(self, kind: str, obj: dict[str, Any]) -> None: ...  # noqa: D102
 
 
 def outcome_status(instance: Instance, job: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
@@ -51,23 +63,24 @@ def outcome_status(instance: Instance, job: dict[str, Any], summary: dict[str, A
 
 
 class BackupReconciler:
-    """Runs SampleDBBackups through a `KubeApi`."""
+    """Runs SampleDBBackups: observes through the caches, writes through a `KubeApi`."""
 
-    def __init__(self, api: KubeApi, settings: Settings, *, clock: Callable[[], str]) -> None:
+    def __init__(self, api: KubeApi, observed: Observed, settings: Settings, *, clock: Callable[[], str]) -> None:
         self.api = api
+        self.observed = observed
         self.settings = settings
         self.clock = clock
 
     def reconcile(self, namespace: str, name: str) -> Outcome:
         """Advance one backup as far as it can go now."""
-        obj = self.api.get("SampleDBBackup", namespace, name)
+        obj = self.observed.get("SampleDBBackup", namespace, name)
         if obj is None:
             return Outcome()
         status = obj.get("status") or {}
         if status.get("phase") in FINAL:
             return Outcome(phase=status["phase"])
         spec = obj.get("spec") or {}
-        db = self.api.get("SampleDB", namespace, spec.get("instance", ""))
+        db = self.observed.get("SampleDB", namespace, spec.get("instance", ""))
         if db is None:
             return self._finish(
                 obj,
@@ -86,7 +99,7 @@ class BackupReconciler:
                     "message": f"SampleDB {db['metadata']['name']} has an invalid spec: {err.errors()[0]['msg']}",
                 },
             )
-        job = self.api.get("Job", namespace, name) or self._start(obj, instance, verify=bool(spec.get("verify")))
+        job = self.observed.get("Job", namespace, name) or self._start(obj, instance, verify=bool(spec.get("verify")))
         if job_state(job) is JobState.RUNNING:
             running = {
                 "phase": backup.BackupPhase.RUNNING.value,
@@ -96,14 +109,15 @@ class BackupReconciler:
             if status.get("phase") != backup.BackupPhase.RUNNING:
                 self._write(obj, running)
             return Outcome(phase=backup.BackupPhase.RUNNING.value)
-        pods = self.api.list_objects("Pod", namespace, labels={"job-name": name})
+        pods = self.observed.job_pods(namespace, instance.name, name)
         return self._finish(obj, outcome_status(instance, job, termination_summary(pods)))
 
     def _start(self, obj: dict[str, Any], instance: Instance, *, verify: bool) -> dict[str, Any]:
         name = obj["metadata"]["name"]
-        for manifest in (backup_pvc(instance), self._owned_job(obj, instance, verify=verify)):
+        job = self._owned_job(obj, instance, verify=verify)
+        for manifest in (backup_pvc(instance), job):
             try:
-                self.api.create(manifest)
+                self.observed.remember(manifest["kind"], self.api.create(manifest))
             except ApiError as err:
                 if not err.conflict:
                     raise
@@ -114,9 +128,7 @@ class BackupReconciler:
             note=f"Job {name} is backing up {instance.name}",
             action="Backup",
         )
-        job = self.api.get("Job", instance.namespace, name)
-        assert job is not None  # just created
-        return job
+        return self.observed.get("Job", instance.namespace, name) or job
 
     @staticmethod
     def _owned_job(obj: dict[str, Any], instance: Instance, *, verify: bool) -> dict[str, Any]:
@@ -151,4 +163,7 @@ class BackupReconciler:
 
     def _write(self, obj: dict[str, Any], status: dict[str, Any]) -> None:
         meta = obj["metadata"]
-        self.api.merge_patch("SampleDBBackup", meta["namespace"], meta["name"], {"status": status}, status=True)
+        written = self.api.merge_patch(
+            "SampleDBBackup", meta["namespace"], meta["name"], {"status": status}, status=True
+        )
+        self.observed.remember("SampleDBBackup", written)

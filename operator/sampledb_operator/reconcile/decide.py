@@ -177,7 +177,6 @@ def _converge(snap: Snapshot, instance: Instance, now: datetime) -> Plan:
     requeue = [
         RECHECK_SECONDS if restore is not None and restore.wait else None,
         plan and plan.requeue_after,
-        migrations and migrations.requeue_after,
         check and check.requeue_after,
         grow and grow.requeue_after,
     ]

@@ -6,9 +6,9 @@ edited one runs once more (the script itself skips what the database already has
 starts once the database is initialised and ready. A failed file becomes a Degraded condition
 naming the file and PostgreSQL's error; the database keeps serving.
 
-The ConfigMap is the user's and is not watched (that would take a watch on every ConfigMap of the
-cluster), so an instance with migrations is checked again every :data:`RECHECK_SECONDS`: an edit
-runs within that time, with one GET per instance and no write while nothing changed.
+The ConfigMap is the user's: the watch caches hold a digest of every ConfigMap's content and wake
+the SampleDB that names one when it changes (`observe.cache`), so an edit runs at once, and an
+instance whose migrations are done is not looked at again until something changes.
 """
 
 from __future__ import annotations
@@ -23,9 +23,6 @@ from sampledb_operator.jobs.migrate import migration_job
 from sampledb_operator.reconcile.children import Action, Verb
 from sampledb_operator.reconcile.status import JobState, Problem, job_failure_message, job_state, termination_summary
 from sampledb_operator.resources.instance import Instance
-
-RECHECK_SECONDS = 30.0
-
 
 # Where a cached ConfigMap (`observe.projections`) carries `content_digest` instead of its data: a
 # key the API server never sends (ConfigMaps have no such field), so a full object never has it.
@@ -53,7 +50,6 @@ class MigrationPlan:
     action: Action | None
     status: dict[str, Any]
     problem: Problem | None = None
-    requeue_after: float = RECHECK_SECONDS
 
 
 def plan_migrations(

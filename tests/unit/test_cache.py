@@ -1,0 +1,175 @@
+"""`ClusterCache` over a scripted API: what a snapshot holds, and which SampleDB each change wakes.
+
+The user's objects a SampleDB names (its migrations ConfigMap, its credentials Secret) carry no
+label of ours: a change to one must still reach the SampleDB (`migrations` relies on it: a
+ConfigMap edit runs the migrations again without any periodic look), and a change to an object
+nobody names must reach none.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, cast
+
+import pytest
+
+from sampledb_operator.k8s.api import KubeApi
+from sampledb_operator.observe.cache import ClusterCache, NotSynced
+from sampledb_operator.observe.informer import Key
+from sampledb_operator.settings import Settings
+
+NS = "team-a"
+OURS = {"app.kubernetes.io/managed-by": "sampledb-operator"}
+
+
+def obj(kind: str, name: str, labels: Mapping[str, str] | None = None, **rest: Any) -> dict[str, Any]:
+    meta = {"name": name, "namespace": NS, "uid": f"uid-{kind}-{name}", "resourceVersion": "1"}
+    return {"kind": kind, "apiVersion": "v1", "metadata": {**meta, "labels": dict(labels or {})}, **rest}
+
+
+def owned(kind: str, name: str, instance: str) -> dict[str, Any]:
+    return obj(kind, name, {**OURS, "sampledb.io/instance": instance})
+
+
+def sampledb(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return obj("SampleDB", name, spec=spec)
+
+
+class World:
+    """Lists what it holds (honouring label selectors); each kind's watch streams what the test sends."""
+
+    def __init__(self, objects: list[dict[str, Any]]) -> None:
+        self.objects = objects
+        self.streams: dict[str, queue.Queue[dict[str, Any]]] = defaultdict(queue.Queue)
+        self.closed = threading.Event()
+
+    def list_page(self, kind: str, namespace: str | None, *, labels: Mapping[str, str] | None = None, **_: Any) -> Any:
+        items = [
+            o
+            for o in self.objects
+            if o["kind"] == kind and all(o["metadata"]["labels"].get(k) == v for k, v in (labels or {}).items())
+        ]
+        return {"metadata": {"resourceVersion": "1"}, "items": items}
+
+    def watch(self, kind: str, namespace: str | None, **_: Any) -> Iterator[dict[str, Any]]:
+        while not self.closed.is_set():
+            try:
+                yield self.streams[kind].get(timeout=0.01)
+            except queue.Empty:
+                continue
+
+    def send(self, kind: str, changed: dict[str, Any], event: str = "MODIFIED") -> None:
+        meta = changed["metadata"]
+        meta["resourceVersion"] = str(int(meta["resourceVersion"]) + 1)
+        self.streams[kind].put({"type": event, "object": changed})
+
+
+def wait_until(check: Callable[[], Any], what: str) -> Any:
+    deadline = time.monotonic() + 3
+    while not (result := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.005)
+    return result
+
+
+class Running:
+    def __init__(self, objects: list[dict[str, Any]]) -> None:
+        self.world = World(objects)
+        self.triggered: list[Key] = []
+        self.forgotten: list[Key] = []
+        self.stop = threading.Event()
+        self.markers = 0
+        self.cache = ClusterCache(
+            cast(KubeApi, self.world), Settings(), trigger=self.triggered.append, forget=self.forgotten.append
+        )
+
+    def start(self) -> None:
+        self.cache.start(self.stop)
+        wait_until(lambda: self.cache.synced, "the caches to sync")
+
+    def close(self) -> None:
+        self.stop.set()
+        self.world.closed.set()
+
+    def woken_by(self, kind: str, changed: dict[str, Any], event: str = "MODIFIED") -> list[Key]:
+        """The SampleDBs a change wakes (an extra event on a watched kind marks the end of its effects)."""
+        self.triggered.clear()
+        self.world.send(kind, changed, event)
+        self.markers += 1
+        marker = (NS, f"marker-{self.markers}")
+        self.world.send("SampleDB", sampledb(marker[1], {}), "ADDED")
+        wait_until(lambda: marker in self.triggered, "the marker event")
+        return [key for key in self.triggered if key != marker]
+
+
+@pytest.fixture
+def running() -> Iterator[Running]:
+    world = [
+        sampledb("db1", {"migrations": {"configMap": "schema"}, "credentials": {"secretName": "mine"}}),
+        sampledb("db2", {}),
+        owned("StatefulSet", "db1", "db1"),
+        owned("Job", "db1-init", "db1"),
+        owned("Pod", "db1-0", "db1"),
+        owned("Job", "db2-init", "db2"),
+        obj("ConfigMap", "schema", data={"001.sql": "create table t ();"}),
+        obj("ConfigMap", "unrelated", data={"x": "y"}),
+        obj("Secret", "mine", data={"username": "YQ==", "password": "c2VjcmV0"}),
+        {**obj("StorageClass", "standard", allowVolumeExpansion=True), "metadata": {"name": "standard", "labels": {}}},
+    ]
+    run = Running(world)
+    yield run
+    run.close()
+
+
+def test_nothing_is_taken_as_absent_before_every_kind_is_listed(running: Running) -> None:
+    with pytest.raises(NotSynced):
+        running.cache.snapshot(NS, "db1")
+    running.start()
+    assert sorted(wait_until(lambda: len(running.triggered) >= 2 and running.triggered, "the first passes")) == [
+        (NS, "db1"),
+        (NS, "db2"),
+    ]
+
+
+def test_a_snapshot_holds_what_the_instance_owns_and_names_and_nothing_else(running: Running) -> None:
+    running.start()
+    snap = running.cache.snapshot(NS, "db1")
+    assert snap is not None and running.cache.snapshot(NS, "gone") is None
+    assert sorted(snap.objects) == [
+        ("ConfigMap", "schema"),
+        ("Job", "db1-init"),
+        ("Secret", "mine"),
+        ("StatefulSet", "db1"),
+        ("StorageClass", "standard"),
+    ]
+    assert [p["metadata"]["name"] for p in snap.pods] == ["db1-0"]
+    assert snap.objects[("Secret", "mine")]["data"] == {"username": "", "password": ""}  # key names only
+    assert "data" not in snap.objects[("ConfigMap", "schema")]
+
+
+def test_each_change_wakes_the_sampledbs_it_concerns(running: Running) -> None:
+    running.start()
+    assert running.woken_by("ConfigMap", obj("ConfigMap", "schema", data={"002.sql": "select 1;"})) == [(NS, "db1")]
+    assert running.woken_by("Secret", obj("Secret", "mine", data={"username": "Yg=="})) == [(NS, "db1")]
+    assert running.woken_by("ConfigMap", obj("ConfigMap", "unrelated", data={"x": "z"})) == []
+    job = owned("Job", "db2-init", "db2")
+    job["status"] = {"conditions": [{"type": "Complete", "status": "True"}]}
+    assert running.woken_by("Job", job) == [(NS, "db2")]
+
+
+def test_a_changed_reference_moves_what_wakes_the_sampledb(running: Running) -> None:
+    running.start()
+    running.woken_by("SampleDB", sampledb("db1", {"migrations": {"configMap": "unrelated"}}))
+    assert running.woken_by("ConfigMap", obj("ConfigMap", "schema", data={"003.sql": "select 2;"})) == []
+    assert running.woken_by("ConfigMap", obj("ConfigMap", "unrelated", data={"x": "w"})) == [(NS, "db1")]
+
+
+def test_a_deleted_sampledb_is_forgotten_and_not_reconciled(running: Running) -> None:
+    running.start()
+    assert running.woken_by("SampleDB", sampledb("db2", {}), "DELETED") == []
+    assert running.forgotten == [(NS, "db2")]
