@@ -357,7 +357,7 @@ def test_watch_namespaces_gets_roles_and_a_small_cluster_role(rendered: dict[str
     cluster_groups = {group for rule in cluster_rules for group in rule["apiGroups"]}
     assert cluster_rules and cluster_groups == {"apiextensions.k8s.io", "storage.k8s.io"}
     assert [r for r in cluster_rules if r["apiGroups"] == ["storage.k8s.io"]] == [
-        {"apiGroups": ["storage.k8s.io"], "resources": ["storageclasses"], "verbs": ["get"]}
+        {"apiGroups": ["storage.k8s.io"], "resources": ["storageclasses"], "verbs": ["get", "list", "watch"]}
     ]
     leases = roles[("sampledb-system", f"{RELEASE}-leader-election")]["rules"]
     assert leases and all(rule["apiGroups"] == ["coordination.k8s.io"] for rule in leases)
@@ -546,7 +546,10 @@ def test_install_wires_deployments_crds_rbac_and_tls(release: Release) -> None:
     assert release.can(RELEASE, "create", "leases.coordination.k8s.io", "-n", release.namespace)
     assert release.can(RELEASE, "patch", f"customresourcedefinitions/{CRD_NAME}")
     assert not release.can(RELEASE, "patch", "customresourcedefinitions/other.example.com")
-    assert not release.can(RELEASE, "list", "secrets", "--all-namespaces")
+    # Secrets are listed and watched for the caches (key names only are kept), never rewritten.
+    assert release.can(RELEASE, "watch", "secrets", "--all-namespaces")
+    for verb in ("update", "patch", "delete"):
+        assert not release.can(RELEASE, verb, "secrets", "--all-namespaces"), verb
     webhook = f"{RELEASE}-webhook"
     for verb_and_resource in (("get", "secrets"), ("list", "sampledbs.sampledb.io"), ("get", "configmaps")):
         assert not release.can(webhook, *verb_and_resource, "-n", release.namespace), verb_and_resource
