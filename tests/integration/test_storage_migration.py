@@ -58,18 +58,30 @@ def test_migration_rewrites_every_object_and_records_v1_only(
     # An older release stored v1beta1: objects written then are v1beta1 in etcd.
     apply(admin, crd_storing("v1beta1", conversion_webhook))
     wait_for(lambda: "v1beta1" in stored_versions(admin), what="v1beta1 recorded as a stored version")
+
+    def create(name: str) -> None:
+        body = {
+            "apiVersion": "sampledb.io/v1beta1",
+            "kind": "SampleDB",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"version": 16, "deletionPolicy": "Delete"},
+        }
+        admin._request("POST", V1BETA1.path(namespace), body=body)
+
+    # storedVersions may list v1beta1 from an earlier test while the API server still stores v1 for
+    # a moment: wait until a new object is stored as v1beta1 (the operator, which writes each new
+    # object at once, would otherwise rewrite some in v1 before the switch).
+    probes = iter(range(100))
+
+    def stores_v1beta1() -> bool:
+        probe = f"probe{next(probes)}"
+        create(probe)
+        return etcd_api_version(etcd_url, namespace, probe) == "sampledb.io/v1beta1"
+
+    wait_for(stores_v1beta1, what="the API server to store new objects as v1beta1")
     names = [f"db{i}" for i in range(7)]
     for name in names:
-        admin._request(
-            "POST",
-            V1BETA1.path(namespace),
-            body={
-                "apiVersion": "sampledb.io/v1beta1",
-                "kind": "SampleDB",
-                "metadata": {"name": name, "namespace": namespace},
-                "spec": {"version": 16, "deletionPolicy": "Delete"},
-            },
-        )
+        create(name)
     assert {etcd_api_version(etcd_url, namespace, n) for n in names} == {"sampledb.io/v1beta1"}
     before = {n: admin.get("SampleDB", namespace, n)["spec"] for n in names}  # type: ignore[index]
 
