@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -10,6 +11,18 @@ import pytest
 from sampledb_operator.resources.instance import Instance
 from sampledb_operator.settings import Settings
 from tests.webhook_process import WebhookReplicas, start_webhook
+
+
+def wait_until(check: Callable[[], Any], timeout: float = 2.0, what: str = "condition") -> Any:
+    """Poll `check` (briefly: unit tests drive threads) until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.002)
 
 
 def make_instance(spec: dict[str, Any] | None = None, **settings: Any) -> Instance:

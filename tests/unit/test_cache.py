@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, cast
 
 import pytest
@@ -21,6 +20,7 @@ from sampledb_operator.k8s.api import KubeApi
 from sampledb_operator.observe.cache import ClusterCache, NotSynced
 from sampledb_operator.observe.informer import Key
 from sampledb_operator.settings import Settings
+from tests.unit.conftest import wait_until
 
 NS = "team-a"
 OURS = {"app.kubernetes.io/managed-by": "sampledb-operator"}
@@ -68,15 +68,6 @@ class World:
         self.streams[kind].put({"type": event, "object": changed})
 
 
-def wait_until(check: Callable[[], Any], what: str) -> Any:
-    deadline = time.monotonic() + 3
-    while not (result := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.005)
-    return result
-
-
 class Running:
     def __init__(self, objects: list[dict[str, Any]]) -> None:
         self.world = World(objects)
@@ -90,7 +81,7 @@ class Running:
 
     def start(self) -> None:
         self.cache.start(self.stop)
-        wait_until(lambda: self.cache.synced, "the caches to sync")
+        wait_until(lambda: self.cache.synced, 3, "the caches to sync")
 
     def close(self) -> None:
         self.stop.set()
@@ -103,7 +94,7 @@ class Running:
         self.markers += 1
         marker = (NS, f"marker-{self.markers}")
         self.world.send("SampleDB", sampledb(marker[1], {}), "ADDED")
-        wait_until(lambda: marker in self.triggered, "the marker event")
+        wait_until(lambda: marker in self.triggered, 3, "the marker event")
         return [key for key in self.triggered if key != marker]
 
 
@@ -130,7 +121,7 @@ def test_nothing_is_taken_as_absent_before_every_kind_is_listed(running: Running
     with pytest.raises(NotSynced):
         running.cache.snapshot(NS, "db1")
     running.start()
-    assert sorted(wait_until(lambda: len(running.triggered) >= 2 and running.triggered, "the first passes")) == [
+    assert sorted(wait_until(lambda: len(running.triggered) >= 2 and running.triggered, 3, "the first passes")) == [
         (NS, "db1"),
         (NS, "db2"),
     ]

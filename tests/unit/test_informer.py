@@ -19,21 +19,11 @@ import pytest
 
 from sampledb_operator.k8s.api import ApiError, KubeApi
 from sampledb_operator.observe.informer import LAST_APPLIED, Informer, Key, strip_server_fields
+from tests.unit.conftest import wait_until
 
 NS = "team-a"
 END = object()  # a stream item: the server ends the stream normally
 END_AT_TIMEOUT = object()  # a stream item: the server ends the stream once timeoutSeconds have passed
-
-
-def wait_until(check: Callable[[], Any], timeout: float = 2.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.002)
 
 
 def cm(

@@ -41,19 +41,6 @@ class Observer(Protocol):
     def holds(self, kind: str, namespace: str, name: str) -> bool: ...  # noqa: D102
 
 
-class NoCache:
-    """An observer for an executor without caches (tests, tools)."""
-
-    def remember(self, kind: str, obj: dict[str, Any]) -> None:  # noqa: D102
-        pass
-
-    def forget_deleted(self, kind: str, namespace: str, name: str) -> None:  # noqa: D102
-        pass
-
-    def holds(self, kind: str, namespace: str, name: str) -> bool:  # noqa: D102
-        return True
-
-
 @dataclass
 class Report:
     """What happened to the writes: refusals to report, facts to decide again with."""

@@ -37,7 +37,8 @@ from sampledb_operator.settings import Settings
 
 logger = logging.getLogger(__name__)
 MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
-OWNED = ("Service", "PodDisruptionBudget", "CronJob", "StatefulSet", "Job", "Pod")
+CHILDREN = ("Service", "PodDisruptionBudget", "CronJob", "StatefulSet", "Job")
+OWNED = (*CHILDREN, "Pod")
 SHARED = ("Secret", "ConfigMap", "PersistentVolumeClaim")
 ORDER = ("SampleDB", "SampleDBBackup", "StorageClass", *SHARED, *OWNED)
 CLUSTER_SCOPED = {"StorageClass"}
@@ -163,7 +164,7 @@ class ClusterCache:
         if sampledb is None:
             return None
         objects: dict[tuple[str, str], dict[str, Any]] = {}
-        for kind in (*SHARED, *OWNED[:-1]):
+        for kind in (*SHARED, *CHILDREN):  # Pods go to the snapshot's own list
             informer = self._for(kind, namespace)
             for obj in informer.indexed(namespace, name) if informer else ():
                 objects[(kind, obj["metadata"]["name"])] = obj
