@@ -36,6 +36,8 @@ done
 echo "writer done"
 exec sleep infinity
 """
+
+
 def start_real_cluster(state_dir: Path) -> LocalCluster:
     """A started local cluster with one real node, in the first free network slot (the harness
     skips a slot another tier's cluster takes at the same moment: `network.claim`)."""

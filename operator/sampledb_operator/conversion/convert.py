@@ -9,11 +9,15 @@ versions) is kept, as JSON, in the annotation `RESERVED_ANNOTATION` on the `v1be
 back on the way to `v1`; the annotation is only written when it is needed. So both
 `v1 -> v1beta1 -> v1` and `v1beta1 -> v1 -> v1beta1` are identities, status included (the status
 has the same shape in both versions).
+
+Nothing is deep-copied: a converted object shares every value it did not change (the status,
+managedFields, each spec value) with its input, and only the dicts on a changed path are new. The
+input is never changed; callers treat both as read-only. A 1,000-object review spent most of its
+time copying what it then threw away (issue #15).
 """
 
 from __future__ import annotations
 
-import copy
 import json
 from typing import Any
 
@@ -41,20 +45,41 @@ FIELD_MAP: dict[str, tuple[str, ...]] = {
 Obj = dict[str, Any]
 
 
+def _by_parent() -> dict[str | None, list[tuple[str, str]]]:
+    """FIELD_MAP grouped by the one parent object each field sits in (None: the spec itself)."""
+    groups: dict[str | None, list[tuple[str, str]]] = {}
+    for field, path in FIELD_MAP.items():
+        if len(path) > 2:
+            raise AssertionError(f"{field}: _split copies one level of parents, not {len(path) - 1}")
+        groups.setdefault(path[0] if len(path) == 2 else None, []).append((field, path[-1]))
+    return groups
+
+
+_BY_PARENT = _by_parent()
+
+
 class ConversionError(ValueError):
     """An object that cannot be converted; the message names the object and the problem."""
 
 
-def _pop_path(tree: Obj, path: tuple[str, ...]) -> tuple[bool, Any]:
-    """Remove and return the value at `path`, leaving emptied parents in place."""
-    node: Any = tree
-    for key in path[:-1]:
-        node = node.get(key) if isinstance(node, dict) else None
-        if not isinstance(node, dict):
-            return False, None
-    if path[-1] not in node:
-        return False, None
-    return True, node.pop(path[-1])
+def _split(spec: Obj) -> tuple[Obj, Obj]:
+    """(the flat fields, the rest of `spec` without them, emptied parents left in place).
+
+    `spec` is unchanged: only the parents of the fields (one level, `postgres`...) are copied, once.
+    """
+    rest = dict(spec)
+    flat: Obj = {}
+    for parent, fields in _BY_PARENT.items():
+        node = rest
+        if parent is not None:
+            child = rest.get(parent)
+            if not isinstance(child, dict):
+                continue
+            node = rest[parent] = dict(child)
+        for field, leaf in fields:
+            if leaf in node:
+                flat[field] = node.pop(leaf)
+    return flat, rest
 
 
 def _set_path(tree: Obj, path: tuple[str, ...], value: Any) -> None:
@@ -68,12 +93,22 @@ def _set_path(tree: Obj, path: tuple[str, ...], value: Any) -> None:
 
 
 def _flat_to_nested(flat: Obj, base: Obj) -> Obj:
-    """The v1 spec: `base` (what the annotation kept) with the flat fields put in their places."""
-    nested = copy.deepcopy(base)
+    """The v1 spec: `base` (what the annotation kept, a fresh tree changed here) with the flat fields put in."""
     for field, path in FIELD_MAP.items():
         if field in flat:
-            _set_path(nested, path, copy.deepcopy(flat[field]))
-    return nested
+            _set_path(base, path, flat[field])
+    return base
+
+
+def _parents(flat: Obj) -> Obj:
+    """The empty parent objects the way back creates for the flat fields present (`{"postgres": {}}`...)."""
+    tree: Obj = {}
+    for field, path in FIELD_MAP.items():
+        if field in flat:
+            node = tree
+            for key in path[:-1]:
+                node = node.setdefault(key, {})
+    return tree
 
 
 def _annotations(obj: Obj) -> Obj:
@@ -95,19 +130,15 @@ def _with_annotation(metadata: Obj, value: str | None) -> Obj:
 def v1_to_v1beta1(obj: Obj) -> Obj:
     """Convert a v1 object to v1beta1, keeping in the annotation whatever v1beta1 cannot hold."""
     spec = obj.get("spec")
-    rest = copy.deepcopy(spec) if isinstance(spec, dict) else {}
-    flat: Obj = {}
-    for field, path in FIELD_MAP.items():
-        found, value = _pop_path(rest, path)
-        if found:
-            flat[field] = value
-    out = {k: copy.deepcopy(v) for k, v in obj.items() if k not in ("spec", "metadata")}
+    flat, rest = _split(spec if isinstance(spec, dict) else {})
+    out = {k: v for k, v in obj.items() if k not in ("spec", "metadata")}
     out["apiVersion"] = V1BETA1
-    # Keep the remainder only if the way back would not rebuild the same spec without it.
-    needed = isinstance(spec, dict) and _flat_to_nested(flat, {}) != spec
+    # Keep the remainder only if the way back would not rebuild the same spec without it: what is
+    # left must be exactly the empty parents the way back creates.
+    needed = isinstance(spec, dict) and rest != _parents(flat)
     out["metadata"] = _with_annotation(obj.get("metadata") or {}, _encode(rest) if needed else None)
     if "spec" in obj:
-        out["spec"] = flat if isinstance(spec, dict) else copy.deepcopy(spec)
+        out["spec"] = flat if isinstance(spec, dict) else spec
     return out
 
 
@@ -118,11 +149,11 @@ def v1beta1_to_v1(obj: Obj, *, check: bool = True) -> Obj:
     """
     spec = obj.get("spec")
     kept = _decode(obj)
-    out = {k: copy.deepcopy(v) for k, v in obj.items() if k not in ("spec", "metadata")}
+    out = {k: v for k, v in obj.items() if k not in ("spec", "metadata")}
     out["apiVersion"] = V1
     out["metadata"] = _with_annotation(obj.get("metadata") or {}, None)
     if "spec" in obj:
-        out["spec"] = _flat_to_nested(spec, kept) if isinstance(spec, dict) else copy.deepcopy(spec)
+        out["spec"] = _flat_to_nested(spec, kept) if isinstance(spec, dict) else spec
     if "spec" in obj and check:
         _refuse_what_v1_refuses(out["spec"])
     return out
@@ -143,8 +174,11 @@ def _refuse_what_v1_refuses(spec: Any) -> None:
         raise ConversionError(f"as v1 (annotation {RESERVED_ANNOTATION} included): {problems}") from err
 
 
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+
+
 def _encode(rest: Obj) -> str:
-    return json.dumps(rest, sort_keys=True, separators=(",", ":"))
+    return _ENCODER.encode(rest)
 
 
 def _decode(obj: Obj) -> Obj:

@@ -38,7 +38,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
-from sampledb_operator.conversion import admission
+from sampledb_operator.conversion import admission, wire
 from sampledb_operator.conversion.convert import ConversionError, convert
 
 logger = logging.getLogger(__name__)
@@ -137,11 +137,12 @@ def convert_review(review: Any) -> tuple[dict[str, Any] | None, str | None]:
 
 async def handle_convert(request: web.Request) -> web.Response:
     """POST /convert."""
+    body = await request.read()
+    started = time.perf_counter()
     try:
-        review = await request.json(loads=json.loads)
+        review = wire.decode_review(body)
     except ValueError as err:
         return web.json_response({"error": f"body is not JSON: {err}"}, status=400)
-    started = time.perf_counter()
     response, problem = convert_review(review)
     if response is None:
         CONVERSIONS.labels("BadRequest").inc()
@@ -155,7 +156,7 @@ async def handle_convert(request: web.Request) -> web.Response:
     elapsed = time.perf_counter() - started
     CONVERSION_SECONDS.observe(elapsed)
     logger.debug("converted %d object(s) in %.2f ms", len(review["request"].get("objects") or []), elapsed * 1e3)
-    reply = web.json_response(response)
+    reply = web.Response(body=wire.encode(response), content_type="application/json")
     if request.app[DRAINING].is_set():
         reply.force_close()
     return reply
