@@ -134,10 +134,11 @@ BENCH_UPGRADE_ARGS ?=
 BENCH_LIFECYCLE_ARGS ?=
 
 .PHONY: bench
-bench: ## Every benchmark (not tests), one after the other: conversion, scale, lifecycle, the real node, upgrade downtime.
+bench: ## Every benchmark (not tests), one after the other: conversion, scale, restart, lifecycle, the real node, upgrade downtime.
 	@# One at a time even under `make -j`: on a small machine they would distort each other's figures.
 	$(MAKE) --no-print-directory bench-conversion
 	$(MAKE) --no-print-directory bench-scale
+	$(MAKE) --no-print-directory bench-restart
 	$(MAKE) --no-print-directory bench-lifecycle
 	$(MAKE) --no-print-directory bench-node
 	$(MAKE) --no-print-directory bench-upgrade
@@ -149,6 +150,10 @@ bench-conversion: $(PYTHON) cluster-tools ## Conversion webhook latency, v1beta1
 .PHONY: bench-scale
 bench-scale: $(PYTHON) cluster-tools ## The operator at N = 100, 1,000, 5,000: convergence vs a floor (alternating, 3 repeats), memory, API load (results/scale-*.md).
 	PYTHONPATH=.:operator $(PYTHON) benchmarks/bench_scale.py $(BENCH_SCALE_ARGS)
+
+.PHONY: bench-restart
+bench-restart: $(PYTHON) cluster-tools ## The operator alone over N = 1,000, 2,000, 5,000 ready instances: restarts, RSS slope, requests (results/restart-*.md).
+	PYTHONPATH=.:operator $(PYTHON) benchmarks/bench_restart.py $(BENCH_RESTART_ARGS)
 
 .PHONY: bench-node
 bench-node: $(PYTHON) node-tools base-images ## The real node: apply -> Ready and -> first answer, median of 10 per major (root; results/node-*.md).

@@ -38,6 +38,18 @@ from sampledb_operator.reconcile import children
 from sampledb_operator.settings import Settings
 
 WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
+# Reads that are upkeep, not observation: the CRDs (kopf's start-up check, reconcile/crds.py's
+# maintain_crds) and the leader Lease; discovery (`/api`, `/apis/<group>/<version>`: kopf's scan of
+# the served resources at start-up) is upkeep too. A GET of anything else is a read of an object.
+UPKEEP_READS = ("/apis/apiextensions.k8s.io/", "/apis/coordination.k8s.io/")
+
+
+def reads_an_object(uri: str) -> bool:
+    """Whether a GET of `uri` reads an object (or a collection), rather than discovery or upkeep."""
+    parts = uri.split("?", 1)[0].strip("/").split("/")
+    discovery = len(parts) <= {"api": 2, "apis": 3}.get(parts[0], 0)
+    return not discovery and not uri.startswith(UPKEEP_READS)
+
 
 # Resources the operator watches: one informer per kind the reconciles read (observe/cache.py,
 # cluster-wide) and kopf's own observer of CustomResourceDefinitions (kopf handles no resource).
@@ -96,6 +108,7 @@ class ApiCount:
     verbs: Counter[str] = field(default_factory=Counter)
     failures: Counter[str] = field(default_factory=Counter)
     writes: list[str] = field(default_factory=list)
+    object_gets: int = 0  # GETs that `reads_an_object`
 
     @property
     def total(self) -> int:  # noqa: D102
@@ -156,6 +169,8 @@ def user_requests(path: Path, user: str, start: int, end: int) -> ApiCount:
         code = int((event.get("responseStatus") or {}).get("code") or 0)
         if code >= 400:
             result.failures[f"{verb} {code}"] += 1
+        if verb == "get" and reads_an_object(event["requestURI"]):
+            result.object_gets += 1
         if verb in WRITE_VERBS and len(result.writes) < 10:
             result.writes.append(f"{verb} {event['requestURI']} -> {code}")
     return result

@@ -47,7 +47,7 @@ from sampledb_localcluster.tools import require_tools
 __all__ = ["DEFAULT_STATE_DIR", "ClusterStartError", "LocalCluster"]
 
 _SignalHandler = Any  # what signal.getsignal() returns: a callable, SIG_DFL, SIG_IGN or None
-NodeKind = Literal["kwok", "real"]
+NodeKind = Literal["kwok", "real", "none"]
 
 
 class LocalCluster:
@@ -55,7 +55,9 @@ class LocalCluster:
 
     The nodes are simulated by kwok (``node="kwok"``: fast, no root, nothing runs in a Pod) or one
     real node (``node="real"``: containerd, kubelet, kube-proxy and CoreDNS in a network namespace
-    of its own, see :mod:`node`; needs root).
+    of its own, see :mod:`node`; needs root). ``node="none"`` starts only etcd and the API server:
+    nothing acts on what is created (no controller, scheduler or node), for measuring a client's
+    own cost over objects written in the state it wants (a benchmark's thousands of "ready" ones).
 
     Example:
         with LocalCluster() as cluster:
@@ -92,7 +94,8 @@ class LocalCluster:
             binaries: Replace the binary of a component (tests use it to simulate failures).
             extra_args: Extra command-line flags per component.
             quiet: Do not print progress to stderr.
-            node: ``"kwok"`` for ``nodes`` simulated nodes, ``"real"`` for one real node.
+            node: ``"kwok"`` for ``nodes`` simulated nodes, ``"real"`` for one real node,
+                ``"none"`` for the API server and etcd alone.
             images: With a real node, the images to load into it, ``{name in manifests: local
                 image}``; :func:`images.node_images` (the operator's defaults) when omitted.
         """
@@ -108,6 +111,7 @@ class LocalCluster:
         self._binary_overrides = dict(binaries or {})
         self._extra_args = {name: list(args) for name, args in (extra_args or {}).items()}
         self._quiet = quiet
+        self._node = node
         self._real = node == "real"
         self._images = images
         self._ctx: ClusterContext | None = None
@@ -217,7 +221,8 @@ class LocalCluster:
         self._layout.reset()
         self._install_cleanup()
         try:
-            self._ctx = ctx = ClusterContext(self._layout, ports, self._create_node_host() if self._real else None)
+            host = self._create_node_host() if self._real else None
+            self._ctx = ctx = ClusterContext(self._layout, ports, host, bare=self._node == "none")
             self._write_state(ctx)
             bootstrap.write_cluster_files(ctx)
             specs = control_plane(ctx)
@@ -441,7 +446,7 @@ class LocalCluster:
             "kubeconfig": str(self.kubeconfig),
             "operator_kubeconfig": str(self.operator_kubeconfig),
             "nodes": self._nodes,
-            "node": "real" if self._real else "kwok",
+            "node": self._node,
             "network_slot": ctx.network.slot if ctx.network else None,
             "detached": self._detached,
             "started_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -506,6 +511,8 @@ class LocalCluster:
         if ctx.network is not None:
             self._prepare_real_node(ctx)
             return
+        if ctx.bare:
+            return  # no node, and no controller to make the default ServiceAccounts
         begin = time.monotonic()
         api = bootstrap.AdminApi(ctx)
         names = bootstrap.node_names(self._nodes)

@@ -95,11 +95,13 @@ class ClusterContext:
         layout: The state folder.
         ports: Every port, by name in :data:`PORT_NAMES`.
         network: The real node's network; ``None`` for a cluster of simulated (kwok) nodes.
+        bare: Only etcd and the API server (``LocalCluster(node="none")``).
     """
 
     layout: StateLayout
     ports: Mapping[str, int]
     network: NodeNetwork | None = None
+    bare: bool = False
 
     @property
     def service_cidr(self) -> str:
@@ -414,6 +416,10 @@ HELPERS: Mapping[str, Callable[[ClusterContext], ComponentSpec]] = {"volume-prov
 """Components that are our own Python code rather than pinned binaries, started with the rest."""
 
 
+BARE = ("etcd", "kube-apiserver")
+"""What a bare cluster runs: the API alone."""
+
+
 STOP_LAST = ("kube-apiserver", "etcd")
 """Components everything else depends on, stopped after the rest and in this order: an API server
 whose etcd is gone spends seconds retrying before it exits, so etcd goes last."""
@@ -421,6 +427,8 @@ whose etcd is gone spends seconds retrying before it exits, so etcd goes last.""
 
 def control_plane(ctx: ClusterContext) -> list[ComponentSpec]:
     """Return every component of the local cluster in start order."""
+    if ctx.bare:
+        return sorted((BUILDERS[name](ctx) for name in BARE), key=lambda spec: spec.stage)
     builders = [build for name, build in BUILDERS.items() if not (ctx.network and name == "kwok")]
     specs = [build(ctx) for build in [*builders, *HELPERS.values()]]
     if ctx.network is not None:

@@ -452,3 +452,28 @@ def test_in_process_cluster_dies_with_its_owner(tmp_path: Path, sig: signal.Sign
         owner.kill()
         owner.wait()
         LocalCluster(state_dir, quiet=True).stop()  # in case the test failed half-way
+
+
+def test_a_bare_cluster_runs_the_api_alone_and_nothing_acts_on_its_objects(tmp_path: Path) -> None:
+    """`node="none"` (the restart benchmark's): a StatefulSet stays as written, with no Pod and its status ours."""
+    cluster = LocalCluster(tmp_path / "bare", node="none", quiet=True)
+    try:
+        cluster.start()
+        assert processes_using(tmp_path / "bare") == ["etcd", "kube-apiserver"]
+        api = k8s_config.new_client_from_config(config_file=str(cluster.kubeconfig))
+        core, apps = k8s.CoreV1Api(api), k8s.AppsV1Api(api)
+        core.create_namespace({"metadata": {"name": "bare"}})
+        labels = {"app": "bare"}
+        container = {"name": "c", "image": "example.invalid/none:1"}
+        spec = {"replicas": 1, "selector": {"matchLabels": labels}, "serviceName": "bare",
+                "template": {"metadata": {"labels": labels}, "spec": {"containers": [container]}}}  # fmt: skip
+        apps.create_namespaced_stateful_set("bare", {"metadata": {"name": "bare"}, "spec": spec})
+        status = {"status": {"replicas": 1, "readyReplicas": 1, "currentRevision": "r", "updateRevision": "r"}}
+        apps.patch_namespaced_stateful_set_status("bare", "bare", status)
+        time.sleep(5)  # a controller manager would have made a Pod and rewritten the status by now
+        assert core.list_namespaced_pod("bare").items == []
+        assert apps.read_namespaced_stateful_set("bare", "bare").status.ready_replicas == 1
+        assert core.list_node().items == []
+    finally:
+        cluster.stop()
+    assert processes_using(tmp_path / "bare") == []

@@ -33,8 +33,8 @@ REPO = Path(__file__).resolve().parents[2]
 USER = "system:serviceaccount:sampledb-system:sampledb-operator"
 
 
-def event(verb: str, user: str = USER, code: int = 200, stage: str = "ResponseComplete") -> str:
-    return json.dumps({"user": {"username": user}, "verb": verb, "stage": stage, "requestURI": f"/x/{verb}",
+def event(verb: str, user: str = USER, code: int = 200, stage: str = "ResponseComplete", uri: str = "") -> str:
+    return json.dumps({"user": {"username": user}, "verb": verb, "stage": stage, "requestURI": uri or f"/x/{verb}",
                        "responseStatus": {"code": code}}, separators=(",", ":")) + "\n"  # fmt: skip
 
 
@@ -84,6 +84,22 @@ def test_windows_count_the_operators_requests_and_nothing_else(tmp_path: Path) -
     assert (first.verbs, first.failed()) == (Counter(create=1, get=1), "get 404: 1")
     assert second.verbs == Counter(watch=1, patch=1)  # a watch counts when it starts, once
     assert second.write_count == 1
+
+
+def test_gets_of_objects_leave_the_crd_and_lease_upkeep_apart(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    upkeep = [
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/sampledbs.sampledb.io",
+        "/apis/coordination.k8s.io/v1/namespaces/sampledb-system/leases/sampledb-operator",
+        "/api",
+        "/api/v1",
+        "/apis",
+        "/apis/admissionregistration.k8s.io/v1?timeout=32s",
+    ]
+    objects = ["/api/v1/namespaces/a/secrets/b", "/apis/apps/v1/namespaces/a/statefulsets/b", "/api/v1/nodes"]
+    path.write_text("".join(event("get", uri=uri) for uri in [*upkeep, *objects]) + event("list"))
+    counted = AuditLog(path, USER).requests(0, path.stat().st_size)
+    assert (counted.verbs["get"], counted.object_gets) == (9, 3)
 
 
 # -- lower bounds: what the run must have sent ------------------------------------------------------
