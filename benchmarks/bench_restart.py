@@ -51,6 +51,7 @@ from pathlib import Path
 from benchmarks import result_files
 from benchmarks.audit import ApiCount, AuditLog, Lower, Upper, check_lower, check_upper
 from benchmarks.bench_scale import (
+    CLUSTER_ARGS,
     OPERATOR_NAMESPACE,
     OperatorProcess,
     _each,
@@ -115,7 +116,8 @@ def ready_count(api: KubeApi) -> int:
 
 def bring_up(stack: contextlib.ExitStack, workdir: Path, total: int) -> tuple[LocalCluster, KubeApi, AuditLog]:
     """A bare cluster (stopped by `stack`) with the webhook, the CRDs, RBAC and the namespace."""
-    cluster = LocalCluster(state_dir=workdir / f"cluster-{total}", node="none")
+    service_range = {"kube-apiserver": CLUSTER_ARGS["kube-apiserver"]}  # a ClusterIP per instance
+    cluster = LocalCluster(state_dir=workdir / f"cluster-{total}", node="none", extra_args=service_range)
     stack.callback(cluster.stop)
     progress(f"N={total:,}: starting a bare control plane (etcd and the API server only)")
     cluster.start()
