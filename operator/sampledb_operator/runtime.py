@@ -2,10 +2,13 @@
 
 Many events can arrive for one SampleDB in a short time (its own, its StatefulSet's, its Jobs').
 A level-triggered reconcile only needs to run once after the last of them, so a key that is
-already being reconciled is just marked dirty and reconciled once more afterwards. A failing
-reconcile is retried with exponential backoff; other keys are not held up by it. A reconcile that
-waits for something sending no event (a backup another object names) returns a delay and is
-looked at again then.
+already being reconciled is just marked dirty and reconciled once more afterwards. A trigger may
+also ask to wait a little (`trigger(key, delay)`): the changes of what a SampleDB owns come in
+bursts (a Pod scheduled, running, ready; its StatefulSet's status counted up), and one pass a
+moment later sees them all, where a pass per event would decide and write a status for each step.
+A key has at most one timer, the earliest asked for. A failing reconcile is retried with
+exponential backoff; other keys are not held up by it. A reconcile that waits for something
+sending no event (a backup another object names) returns a delay and is looked at again then.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ class _KeyState:
     running: bool = False
     dirty: bool = False
     failures: int = 0
-    retry: asyncio.TimerHandle | None = field(default=None, repr=False)
+    timer: asyncio.TimerHandle | None = field(default=None, repr=False)  # a trigger to come (delay, retry)
 
 
 class KeyedRunner:
@@ -51,12 +54,13 @@ class KeyedRunner:
         self._states: dict[Key, _KeyState] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def trigger(self, key: Key) -> None:
-        """Ask for `key` to be reconciled soon; cheap, never blocks."""
+    def trigger(self, key: Key, delay: float = 0.0) -> None:
+        """Ask for `key` to be reconciled now, or within `delay` seconds; cheap, never blocks."""
         state = self._states.setdefault(key, _KeyState())
-        if state.retry is not None:
-            state.retry.cancel()
-            state.retry = None
+        if delay > 0:
+            self._schedule(key, state, delay)  # fires into a running pass as "dirty", like any trigger
+            return
+        self._cancel_timer(state)
         if state.running:
             state.dirty = True
             return
@@ -65,12 +69,25 @@ class KeyedRunner:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _schedule(self, key: Key, state: _KeyState, delay: float) -> None:
+        """Trigger `key` after `delay` seconds, unless a timer of the key fires sooner."""
+        loop = asyncio.get_running_loop()
+        if state.timer is not None and state.timer.when() <= loop.time() + delay:
+            return
+        self._cancel_timer(state)
+        state.timer = loop.call_later(delay, self.trigger, key)
+
+    @staticmethod
+    def _cancel_timer(state: _KeyState) -> None:
+        if state.timer is not None:
+            state.timer.cancel()
+            state.timer = None
+
     def forget(self, key: Key) -> None:
         """Drop the bookkeeping of a key whose object is gone."""
         state = self._states.get(key)
         if state and not state.running:
-            if state.retry:
-                state.retry.cancel()
+            self._cancel_timer(state)
             del self._states[key]
 
     async def _drain(self, key: Key, state: _KeyState) -> None:
@@ -88,15 +105,15 @@ class KeyedRunner:
                     logger.exception(
                         "%s/%s: reconcile failed (attempt %d); retrying in %.0f s", *key, state.failures, delay
                     )
-                    state.retry = loop.call_later(delay, self.trigger, key)
+                    self._schedule(key, state, delay)
                     return
                 finally:
                     logger.debug("%s/%s: reconciled in %.3f s", *key, time.monotonic() - started)
                 if again is not None and not state.dirty:
-                    state.retry = loop.call_later(again, self.trigger, key)
+                    self._schedule(key, state, again)
                 if not state.dirty:
                     return
         finally:
             state.running = False
-            if state.dirty and state.retry is None:
+            if state.dirty and state.timer is None:
                 self.trigger(key)

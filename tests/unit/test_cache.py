@@ -72,12 +72,21 @@ class Running:
     def __init__(self, objects: list[dict[str, Any]]) -> None:
         self.world = World(objects)
         self.triggered: list[Key] = []
+        self.settled: list[Key] = []  # the triggers that may wait a moment (also in `triggered`)
         self.forgotten: list[Key] = []
         self.stop = threading.Event()
         self.markers = 0
         self.cache = ClusterCache(
-            cast(KubeApi, self.world), Settings(), trigger=self.triggered.append, forget=self.forgotten.append
+            cast(KubeApi, self.world),
+            Settings(),
+            trigger=self.triggered.append,
+            trigger_settled=self.settle,
+            forget=self.forgotten.append,
         )
+
+    def settle(self, key: Key) -> None:
+        self.settled.append(key)
+        self.triggered.append(key)
 
     def start(self) -> None:
         self.cache.start(self.stop)
@@ -151,6 +160,19 @@ def test_each_change_wakes_the_sampledbs_it_concerns(running: Running) -> None:
     job = owned("Job", "db2-init", "db2")
     job["status"] = {"conditions": [{"type": "Complete", "status": "True"}]}
     assert running.woken_by("Job", job) == [(NS, "db2")]
+
+
+def test_a_change_of_a_child_may_wait_a_moment_and_a_change_of_the_sampledb_may_not(running: Running) -> None:
+    running.start()
+    running.settled.clear()
+    job = owned("Job", "db2-init", "db2")
+    job["status"] = {"conditions": [{"type": "Complete", "status": "True"}]}
+    assert running.woken_by("Job", job) == [(NS, "db2")]
+    assert running.woken_by("ConfigMap", obj("ConfigMap", "schema", data={"004.sql": "select 3;"})) == [(NS, "db1")]
+    assert running.settled == [(NS, "db2"), (NS, "db1")]
+    running.settled.clear()
+    assert running.woken_by("SampleDB", sampledb("db2", {"postgres": {"version": 17}})) == [(NS, "db2")]
+    assert running.settled == []
 
 
 def test_a_changed_reference_moves_what_wakes_the_sampledb(running: Running) -> None:

@@ -66,3 +66,30 @@ def test_a_returned_delay_reconciles_again_later() -> None:
 
     asyncio.run(scenario())
     assert len(calls) == 3
+
+
+def test_triggers_that_may_wait_coalesce_into_one_pass_and_an_immediate_one_does_not_wait() -> None:
+    calls: list[tuple[Key, float]] = []
+
+    def work(key: Key) -> None:
+        calls.append((key, time.monotonic()))
+
+    async def scenario() -> tuple[float, float]:
+        runner = KeyedRunner(work)
+        started = time.monotonic()
+        for _ in range(10):  # a burst of a child's changes, longer than the wait
+            runner.trigger(("ns", "a"), 0.2)
+            await asyncio.sleep(0.03)
+        b_changed = time.monotonic()
+        runner.trigger(("ns", "b"), 0.2)
+        runner.trigger(("ns", "b"))  # the SampleDB itself changed: at once, and the timer is dropped
+        await asyncio.sleep(0.5)
+        return started, b_changed
+
+    started, b_changed = asyncio.run(scenario())
+    a = [at - started for key, at in calls if key == ("ns", "a")]
+    b = [at - b_changed for key, at in calls if key == ("ns", "b")]
+    # The first pass at the first trigger's time, not pushed back while the burst goes on (a change
+    # waits at most the delay); the rest of the burst coalesces into one more.
+    assert len(a) == 2 and 0.2 <= a[0] < 0.3 and a[1] > 0.4
+    assert len(b) == 1 and b[0] < 0.2

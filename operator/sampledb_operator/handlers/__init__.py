@@ -27,6 +27,10 @@ from sampledb_operator.runtime import Key, KeyedRunner
 from sampledb_operator.settings import Settings
 
 logger = logging.getLogger(__name__)
+# How long a change of a child waits for the changes that come with it (runtime.KeyedRunner): a
+# Pod becoming ready, its StatefulSet's counts, a Job's status arrive within about a second, and one
+# pass after them decides once and writes one status instead of one per step.
+SETTLE_SECONDS = 1.0
 _state: dict[str, Any] = {}
 _stop = threading.Event()
 
@@ -78,13 +82,23 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     def trigger(key: Key) -> None:  # from the informers' threads
         loop.call_soon_threadsafe(runner.trigger, key)
 
+    def trigger_settled(key: Key) -> None:
+        loop.call_soon_threadsafe(runner.trigger, key, SETTLE_SECONDS)
+
     def forget(key: Key) -> None:
         loop.call_soon_threadsafe(_forget, key)
 
     def trigger_backup(key: Key) -> None:
         loop.call_soon_threadsafe(backups.trigger, key)
 
-    cache = ClusterCache(api, operator_settings, trigger=trigger, forget=forget, trigger_backup=trigger_backup)
+    cache = ClusterCache(
+        api,
+        operator_settings,
+        trigger=trigger,
+        trigger_settled=trigger_settled,
+        forget=forget,
+        trigger_backup=trigger_backup,
+    )
     reconciler = Reconciler(api, cache, operator_settings)
     backup_reconciler = BackupReconciler(api, cache, operator_settings, clock=lambda: timestamp(reconciler.clock()))
     backups = KeyedRunner(lambda key: _run_backup(backup_reconciler, key))

@@ -89,10 +89,15 @@ class ClusterCache:
         settings: Settings,
         *,
         trigger: Callable[[Key], None],
+        trigger_settled: Callable[[Key], None] | None = None,
         forget: Callable[[Key], None] = lambda key: None,
         trigger_backup: Callable[[Key], None] = lambda key: None,
     ) -> None:
         self._trigger = trigger
+        # A change of what a SampleDB owns or names wakes it through this one (the runner waits a
+        # moment, so a burst of a Pod's or a StatefulSet's status changes is one pass); a change
+        # of the SampleDB itself wakes it at once.
+        self._trigger_settled = trigger_settled or trigger
         self._forget = forget
         self._trigger_backup = trigger_backup
         self._lock = threading.Lock()
@@ -217,8 +222,9 @@ class ClusterCache:
             self._index_references(key, old, new)
         if not self.synced:
             return  # the initial listing: every SampleDB is triggered once the caches are synced
+        wake = self._trigger if kind == "SampleDB" else self._trigger_settled
         for target in self._concerned(kind, key, old, new):
-            self._trigger((namespace, target))
+            wake((namespace, target))
         if kind == "SampleDBBackup" and new is not None:
             self._trigger_backup(key)
         elif kind == "Job" and (backup := _backup_of(old, new)):
