@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 from kubernetes import client, config
 
 from sampledb_operator.api import GROUP, PLURAL, STORAGE_VERSION
@@ -28,6 +29,8 @@ from sampledb_operator.api import GROUP, PLURAL, STORAGE_VERSION
 REPORTING_CONTROLLER = f"{GROUP}/operator"
 REPORTING_INSTANCE = os.environ.get("HOSTNAME", "sampledb-operator")
 logger = logging.getLogger(__name__)
+# Every response and watch event is decoded here: msgspec's decoder is about twice as fast as json's.
+_DECODER = msgspec.json.Decoder()
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 
@@ -149,7 +152,7 @@ class KubeApi:
                 self.writes[method] += 1
         response = self._client.call_api(*params, _request_timeout=(10, 60))
         data = response.read()
-        payload: dict[str, Any] = json.loads(data) if data else {}
+        payload: dict[str, Any] = _DECODER.decode(data) if data else {}
         if response.status >= 400:
             raise ApiError(response.status, method, path, str(payload.get("message", data[:500])))
         return payload
@@ -267,11 +270,11 @@ class KubeApi:
                 start = 0
                 while (end := buffer.find(b"\n", start)) != -1:
                     if buffer[start:end].strip():
-                        yield json.loads(buffer[start:end])
+                        yield _DECODER.decode(buffer[start:end])
                     start = end + 1
                 del buffer[:start]
             if buffer.strip():
-                yield json.loads(buffer)
+                yield _DECODER.decode(buffer)
         finally:
             raw.close()
             raw.release_conn()
