@@ -1,10 +1,11 @@
 """The machinery of the operator-kill scenarios: a workload, a scenario, and the kill-restart-converge-check run.
 
 A scenario adds work right after every start of the operator and kills it `kills` times: each
-time at a random delay of 0-3 s after that incarnation began running (its "starting the SampleDB
-operator" line; the Python imports before it take about 2 s here, and a kill during them would
-test nothing) and, where the scenario says so, once its work reached a given point (an upgrade's
-next step, a restore's Job), restarting it at once. Then the last incarnation is left alone and
+time at a random delay of 0-3 s after that incarnation could begin working (its "caches synced"
+line: the Python imports, kopf's start-up and the first LIST of every kind come before it, about
+3 s here and more under load, and a kill during them would test nothing) and, where the scenario
+says so, once its work reached a given point (an upgrade's next step, a restore's Job), restarting
+it at once. Then the last incarnation is left alone and
 :func:`run` checks that everything converged; that every purpose (an instance's initial
 configuration, a backup, a migration, an upgrade step) has exactly one Job, of the expected name
 and owner, which the API server's audit log shows created exactly once by the operator (a repeated
@@ -48,6 +49,7 @@ from tests.integration.conftest import wait_for
 
 MAX_KILL_DELAY = 3.0
 STARTED = "starting the SampleDB operator"
+SYNCED = "caches synced"  # observe/cache.py: from here on, every SampleDB is reconciled
 WORKING = re.compile(r"sampledb_operator\.(reconcile|runtime)")  # a reconcile started writing or ended
 KILL_POINT_TIMEOUT = 300.0  # for a scenario's work to reach the point of the next kill
 
@@ -133,8 +135,8 @@ class Scenario:
 
 
 def _wait_started(operator: KillableOperator) -> None:
-    """Until the current incarnation has imported everything and starts kopf (about 2 s here)."""
-    wait_for(lambda: STARTED in operator.current_log(), timeout=30, what="the operator to start", interval=0.05)
+    """Until the current incarnation has listed every kind and starts reconciling (about 3 s here)."""
+    wait_for(lambda: SYNCED in operator.current_log(), timeout=60, what="the operator's caches", interval=0.05)
 
 
 def create_instances(work: Workload, count: int, prefix: str, **spec: Any) -> None:
@@ -308,11 +310,11 @@ def run(scenario: Scenario, request: pytest.FixtureRequest, fault_seed: int) -> 
     operator.wait_healthy()
     mid_work = sum(1 for i in operator.incarnations[:-1] if WORKING.search(i.log_path.read_text()))
     print(
-        f"{replay}: killed {', '.join(f'{d:.2f}' for d in delays)} s after kopf started "
+        f"{replay}: killed {', '.join(f'{d:.2f}' for d in delays)} s after the caches synced "
         f"({', '.join(f'{s:.2f}' for s in kills)} s after spawn), {mid_work} of them mid-work"
         + (f"; at {phases}" if scenario.real_node else "")
     )
-    # Kills before any reconcile (during imports or kopf's start-up) test little: most must hit work.
+    # Kills before any reconcile (during start-up) test little: most must hit work.
     assert mid_work >= scenario.kills // 2, f"{replay}: only {mid_work} of {scenario.kills} kills interrupted work"
     began = time.monotonic()
     pending = scenario.pending(work)
