@@ -93,7 +93,6 @@ class RestartRun:
     steady_kib: int
     cpu_seconds: float
     api: ApiCount
-    passes: float
     quiet_at: float  # seconds from the start until the last pass
 
 
@@ -174,7 +173,6 @@ def restart(
             steady_kib=operator.memory.steady_kib(time.monotonic()),
             cpu_seconds=operator.cpu_seconds(),
             api=api,
-            passes=passes,
             quiet_at=reconciled.last_pass_at,
         )
     except BaseException:

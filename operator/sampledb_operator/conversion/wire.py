@@ -30,13 +30,13 @@ _OBJECT_READ = ("apiVersion", "kind", "spec")
 _METADATA_READ = ("name", "annotations")
 
 
-def _fields(raw: bytes | msgspec.Raw, read: tuple[str, ...] | None) -> Any:
-    """A JSON object as a dict whose values in `read` (all when None) are decoded; anything else whole."""
+def _fields(raw: bytes | msgspec.Raw, read: tuple[str, ...]) -> Any:
+    """A JSON object as a dict whose values in `read` are decoded, the rest raw; anything else decoded whole."""
     try:
         fields = _FIELDS.decode(raw)
     except msgspec.ValidationError:  # not an object: the caller's checks name the problem
         return _ANY.decode(raw)
-    for key in fields.keys() if read is None else read:
+    for key in read:
         if key in fields:
             fields[key] = _ANY.decode(fields[key])
     return fields
