@@ -8,6 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from benchmarks.audit import audit_lines
 from sampledb_localcluster import OPERATOR_USER
 from sampledb_operator.k8s.api import KubeApi
 from sampledb_operator.reconcile.backup import BACKUP_LABEL
@@ -75,31 +76,29 @@ class AuditEntry:
 
 
 def audit_entries(path: Path, offset: int = 0) -> list[AuditEntry]:
-    """Every ResponseComplete event of the audit log from byte `offset` on."""
+    """Every ResponseComplete event of the audit log from byte `offset` on.
+
+    `offset` is the log's size when a test began: the API server may have been mid-line then, so
+    only lines beginning at or after it count (`audit_lines`).
+    """
     entries = []
-    with path.open() as log:
-        log.seek(offset)
-        for line in log:
-            if not line.endswith("\n"):
-                break  # being written right now
-            if not line.strip():
-                continue
-            event = json.loads(line)
-            if event.get("stage") != "ResponseComplete":
-                continue
-            ref = event.get("objectRef") or {}
-            entries.append(
-                AuditEntry(
-                    verb=event["verb"],
-                    user=event["user"]["username"],
-                    resource=ref.get("resource", ""),
-                    namespace=ref.get("namespace"),
-                    name=ref.get("name"),
-                    code=int((event.get("responseStatus") or {}).get("code", 0)),
-                    uri=event["requestURI"],
-                    time=datetime.fromisoformat(event["stageTimestamp"]),
-                )
+    for line in audit_lines(path, offset, path.stat().st_size):
+        event = json.loads(line) if line.strip() else {}
+        if event.get("stage") != "ResponseComplete":
+            continue
+        ref = event.get("objectRef") or {}
+        entries.append(
+            AuditEntry(
+                verb=event["verb"],
+                user=event["user"]["username"],
+                resource=ref.get("resource", ""),
+                namespace=ref.get("namespace"),
+                name=ref.get("name"),
+                code=int((event.get("responseStatus") or {}).get("code", 0)),
+                uri=event["requestURI"],
+                time=datetime.fromisoformat(event["stageTimestamp"]),
             )
+        )
     return entries
 
 
