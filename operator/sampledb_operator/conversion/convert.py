@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import msgspec
 from pydantic import ValidationError
 
 from sampledb_operator.api import GROUP
@@ -56,6 +57,7 @@ def _by_parent() -> dict[str | None, list[tuple[str, str]]]:
 
 
 _BY_PARENT = _by_parent()
+_PARENT = {field: path[0] for field, path in FIELD_MAP.items() if len(path) == 2}
 
 
 class ConversionError(ValueError):
@@ -102,13 +104,7 @@ def _flat_to_nested(flat: Obj, base: Obj) -> Obj:
 
 def _parents(flat: Obj) -> Obj:
     """The empty parent objects the way back creates for the flat fields present (`{"postgres": {}}`...)."""
-    tree: Obj = {}
-    for field, path in FIELD_MAP.items():
-        if field in flat:
-            node = tree
-            for key in path[:-1]:
-                node = node.setdefault(key, {})
-    return tree
+    return {_PARENT[field]: {} for field in flat if field in _PARENT}
 
 
 def _annotations(obj: Obj) -> Obj:
@@ -174,11 +170,11 @@ def _refuse_what_v1_refuses(spec: Any) -> None:
         raise ConversionError(f"as v1 (annotation {RESERVED_ANNOTATION} included): {problems}") from err
 
 
-_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+_ENCODER = msgspec.json.Encoder(order="sorted")  # a stable annotation for a given spec
 
 
 def _encode(rest: Obj) -> str:
-    return _ENCODER.encode(rest)
+    return _ENCODER.encode(rest).decode()
 
 
 def _decode(obj: Obj) -> Obj:
