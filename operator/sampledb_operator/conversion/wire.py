@@ -23,17 +23,18 @@ from typing import Any
 
 import msgspec
 
+
 class _Request(msgspec.Struct):
     objects: list[dict[str, msgspec.Raw]]
     uid: Any = None
-    desiredAPIVersion: Any = None  # noqa: N815 - the wire name
+    desiredAPIVersion: Any = None
 
 
 class _Review(msgspec.Struct):
     """What a conversion reads of a well-formed review; absent and null read alike (`dict.get`)."""
 
     request: _Request
-    apiVersion: Any = None  # noqa: N815
+    apiVersion: Any = None
     kind: Any = None
 
 
