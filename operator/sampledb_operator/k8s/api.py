@@ -20,8 +20,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 import msgspec
+import urllib3
 from kubernetes import client, config
 
 from sampledb_operator.api import GROUP, PLURAL, STORAGE_VERSION
@@ -31,6 +33,7 @@ REPORTING_INSTANCE = os.environ.get("HOSTNAME", "sampledb-operator")
 logger = logging.getLogger(__name__)
 # Every response and watch event is decoded here: msgspec's decoder is about twice as fast as json's.
 _DECODER = msgspec.json.Decoder()
+_ENCODER = msgspec.json.Encoder()
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 
@@ -138,24 +141,54 @@ class KubeApi:
         query: dict[str, str] | None = None,
         content_type: str = "application/json",
     ) -> dict[str, Any]:
-        headers = {"Accept": "application/json", "Content-Type": content_type}
-        params = self._client.param_serialize(
-            method,
-            path,
-            query_params=list((query or {}).items()),
-            header_params=headers,
-            body=body,
-            auth_settings=["BearerToken"],
-        )
         if method != "GET":
             with self._lock:
                 self.writes[method] += 1
-        response = self._client.call_api(*params, _request_timeout=(10, 60))
-        data = response.read()
-        payload: dict[str, Any] = _DECODER.decode(data) if data else {}
+        data = body if body is None else _ENCODER.encode(body)
+        response = self._send(method, path, query, data, content_type, timeout=60)
+        try:
+            payload = response.data
+        finally:
+            response.release_conn()
+        decoded: dict[str, Any] = _DECODER.decode(payload) if payload else {}
         if response.status >= 400:
-            raise ApiError(response.status, method, path, str(payload.get("message", data[:500])))
-        return payload
+            raise ApiError(response.status, method, path, str(decoded.get("message", payload[:500])))
+        return decoded
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        query: Mapping[str, str] | None,
+        body: bytes | None,
+        content_type: str = "application/json",
+        *,
+        timeout: float,
+    ) -> urllib3.BaseHTTPResponse:
+        """One request on the official client's connection pool (its TLS, proxy and credentials).
+
+        Why not `ApiClient.call_api`: it walks every body twice (`sanitize_for_serialization`, then
+        `json.dumps`) and builds the URL and headers through generic layers, about a tenth of the
+        operator's CPU while it converges instances (62.9 -> 56.6 ms per instance at N = 500, issue
+        #15). Here the body is encoded once, by msgspec, and the bearer token (when there is one)
+        is asked for on every request, so a rotated in-cluster token is picked up as the client
+        itself would.
+        """
+        configuration = self._client.configuration
+        headers = {**self._client.default_headers, "Accept": "application/json", "Content-Type": content_type}
+        token = configuration.auth_settings().get("BearerToken")
+        if token:
+            headers["authorization"] = token["value"]
+        url = configuration.host + path + (f"?{urlencode(query)}" if query else "")
+        pool: urllib3.PoolManager = self._client.rest_client.pool_manager
+        return pool.request(
+            method,
+            url,
+            body=body,
+            headers=headers,
+            timeout=urllib3.Timeout(connect=10, read=timeout),
+            preload_content=False,
+        )
 
     def _count_read(self, verb: str) -> None:
         with self._lock:
@@ -244,24 +277,16 @@ class KubeApi:
             "timeoutSeconds": str(timeout_seconds),
             **_selectors(labels, fields),
         }
-        params = self._client.param_serialize(
-            "GET",
-            path,
-            query_params=list(query.items()),
-            header_params={"Accept": "application/json"},
-            auth_settings=["BearerToken"],
-        )
         self._count_read("watch")
-        response = self._client.call_api(*params, _request_timeout=(10, timeout_seconds + 30))
-        raw = response.response  # the urllib3 response, not read yet: the client never preloads
+        raw = self._send("GET", path, query, None, timeout=timeout_seconds + 30)  # streamed, never preloaded
         try:
-            if not 200 <= response.status < 300:
+            if not 200 <= raw.status < 300:
                 data = raw.read()
                 try:
                     message = str(json.loads(data).get("message", data[:500]))
                 except (ValueError, AttributeError):
                     message = str(data[:500])
-                raise ApiError(response.status, "GET", path, message)
+                raise ApiError(raw.status, "GET", path, message)
             buffer = bytearray()
             # amt=None: each chunk as the server flushes it (one or more events), not a fixed size;
             # one event per line, and a large object may span many chunks.
