@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from benchmarks.audit import audit_lines
 from sampledb_operator.k8s.api import ApiError, KubeApi, load_client
 from tests.conftest import external_kubeconfig
 from tests.integration.conftest import OperatorProcess, _operator_kubeconfig, wait_for
@@ -251,13 +252,10 @@ class _Request:
 
 
 def _requests(audit: Path, start: int, end: int | None = None) -> list[_Request]:
-    """The completed requests logged between two byte offsets (a line being written is left out)."""
-    with audit.open("rb") as log:
-        log.seek(start)
-        data = log.read() if end is None else log.read(end - start)
+    """The completed requests whose lines begin between two byte offsets (whole lines only, `audit_lines`)."""
     found = []
-    for line in data.decode().splitlines(keepends=True):
-        if not line.endswith("\n") or not line.strip():
+    for line in audit_lines(audit, start, audit.stat().st_size if end is None else end):
+        if not line.strip():
             continue
         event = json.loads(line)
         if event.get("stage") != "ResponseComplete":
