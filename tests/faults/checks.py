@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-from benchmarks.audit import audit_lines
 from sampledb_localcluster import OPERATOR_USER
 from sampledb_operator.k8s.api import KubeApi
 from sampledb_operator.reconcile.backup import BACKUP_LABEL
 from sampledb_operator.resources.instance import COMPONENT_LABEL, INSTANCE_LABEL, MANAGED_BY
+from tests.audit_log import AuditEntry
 
 MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
 
@@ -59,47 +56,6 @@ def not_ready(admin: KubeApi, namespace: str, names: list[str]) -> list[str]:
         ):
             pending.append(f"{name}: {status.get('phase')}")
     return pending
-
-
-@dataclass(frozen=True)
-class AuditEntry:
-    """One completed request, as the API server recorded it."""
-
-    verb: str
-    user: str
-    resource: str
-    namespace: str | None
-    name: str | None
-    code: int
-    uri: str
-    time: datetime  # when the response was sent (stageTimestamp)
-
-
-def audit_entries(path: Path, offset: int = 0) -> list[AuditEntry]:
-    """Every ResponseComplete event of the audit log from byte `offset` on.
-
-    `offset` is the log's size when a test began: the API server may have been mid-line then, so
-    only lines beginning at or after it count (`audit_lines`).
-    """
-    entries = []
-    for line in audit_lines(path, offset, path.stat().st_size):
-        event = json.loads(line) if line.strip() else {}
-        if event.get("stage") != "ResponseComplete":
-            continue
-        ref = event.get("objectRef") or {}
-        entries.append(
-            AuditEntry(
-                verb=event["verb"],
-                user=event["user"]["username"],
-                resource=ref.get("resource", ""),
-                namespace=ref.get("namespace"),
-                name=ref.get("name"),
-                code=int((event.get("responseStatus") or {}).get("code", 0)),
-                uri=event["requestURI"],
-                time=datetime.fromisoformat(event["stageTimestamp"]),
-            )
-        )
-    return entries
 
 
 @dataclass(frozen=True)

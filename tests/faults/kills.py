@@ -32,9 +32,9 @@ from sampledb_operator.k8s.api import KubeApi
 from sampledb_operator.reconcile.migrations import job_name
 from sampledb_operator.resources.instance import COMPONENT_LABEL, INSTANCE_LABEL, Instance
 from sampledb_operator.settings import Settings
+from tests.audit_log import audit_entries
 from tests.faults.checks import (
     JobPurpose,
-    audit_entries,
     backup_purpose,
     check_jobs,
     created_once,

@@ -19,7 +19,8 @@ import pytest
 
 from sampledb_localcluster import LocalCluster
 from sampledb_operator.k8s.api import KubeApi, Resource
-from tests.faults.checks import OPERATOR_USER, audit_entries, check_jobs, init_purpose, not_ready, sampledb
+from tests.audit_log import audit_entries
+from tests.faults.checks import OPERATOR_USER, check_jobs, init_purpose, not_ready, sampledb
 from tests.faults.conftest import KillableOperator
 from tests.integration.conftest import wait_for
 from tests.webhook_process import WebhookReplicas

@@ -28,7 +28,8 @@ import pytest
 from sampledb_localcluster import LocalCluster
 from sampledb_operator.k8s.api import KubeApi
 from sampledb_operator.resources.instance import COMPONENT_LABEL
-from tests.faults.checks import audit_entries, created_once, not_ready, sampledb
+from tests.audit_log import audit_entries
+from tests.faults.checks import created_once, not_ready, sampledb
 from tests.faults.conftest import KillableOperator
 from tests.faults.kills import STARTED
 from tests.faults.realnode import DumpReader, Kubectl, Writer, psql

@@ -5,15 +5,13 @@ from __future__ import annotations
 import json
 import re
 import time
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from benchmarks.audit import audit_lines
 from sampledb_operator.k8s.api import ApiError, KubeApi, load_client
+from tests.audit_log import AuditEntry, audit_entries
 from tests.conftest import external_kubeconfig
 from tests.integration.conftest import OperatorProcess, _operator_kubeconfig, wait_for
 
@@ -196,9 +194,9 @@ def test_noop_reconcile_makes_zero_writes(
         writes = [f"{w.verb} {w.uri}" for w in _operator_writes(audit, touch_offset, namespace, identity)]
         assert writes == [], f"the operator wrote on a no-op reconcile: {writes}"
         # Observed from the watch caches: not one read of the instance or its children either.
-        gets = [r.uri for r in _requests(audit, 0) if r.user == identity and r.verb == "get"]
+        gets = [r.uri for r in audit_entries(audit, 0) if r.user == identity and r.verb == "get"]
         assert gets, f"the audit filter for {identity} misses the GETs the operator made at start-up"
-        reads = [r.uri for r in _requests(audit, touch_offset) if r.user == identity and r.verb == "get"]
+        reads = [r.uri for r in audit_entries(audit, touch_offset) if r.user == identity and r.verb == "get"]
         assert reads == [], f"the operator read on a no-op reconcile: {reads}"
     else:  # an existing cluster: the operator's own count (other objects must be quiet meanwhile)
         assert operator.metrics()["sampledb_api_writes_total"] == before["sampledb_api_writes_total"]
@@ -237,49 +235,10 @@ def _operator_identity(request: pytest.FixtureRequest, kube_config: str) -> str:
     return str(answer["status"]["userInfo"]["username"])
 
 
-@dataclass(frozen=True)
-class _Request:
-    """One completed request from the audit log."""
-
-    verb: str
-    user: str
-    resource: str
-    namespace: str | None
-    name: str | None
-    uri: str
-    received: datetime
-    answered: datetime
-
-
-def _requests(audit: Path, start: int, end: int | None = None) -> list[_Request]:
-    """The completed requests whose lines begin between two byte offsets (whole lines only, `audit_lines`)."""
-    found = []
-    for line in audit_lines(audit, start, audit.stat().st_size if end is None else end):
-        if not line.strip():
-            continue
-        event = json.loads(line)
-        if event.get("stage") != "ResponseComplete":
-            continue
-        ref = event.get("objectRef") or {}
-        found.append(
-            _Request(
-                verb=event["verb"],
-                user=event["user"]["username"],
-                resource=ref.get("resource", "") + (f"/{ref['subresource']}" if ref.get("subresource") else ""),
-                namespace=ref.get("namespace"),
-                name=ref.get("name"),
-                uri=event["requestURI"],
-                received=datetime.fromisoformat(event["requestReceivedTimestamp"]),
-                answered=datetime.fromisoformat(event["stageTimestamp"]),
-            )
-        )
-    return found
-
-
-def _operator_writes(audit: Path, start: int, namespace: str, identity: str, end: int | None = None) -> list[_Request]:
+def _operator_writes(audit: Path, start: int, namespace: str, identity: str) -> list[AuditEntry]:
     return [
         r
-        for r in _requests(audit, start, end)
+        for r in audit_entries(audit, start)
         if r.user == identity and r.verb in WRITE_VERBS and r.namespace == namespace
     ]
 

@@ -1,11 +1,11 @@
-"""The fault tests' audit reading: an offset taken while the API server was mid-line is safe."""
+"""The tests' audit reading (`tests/audit_log.py`): an offset taken while the API server was mid-line is safe."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from tests.faults.checks import audit_entries
+from tests.audit_log import audit_entries
 
 
 def _event(name: str) -> str:
