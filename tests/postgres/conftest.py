@@ -192,8 +192,8 @@ class Server:
             os.chown(item, uid, gid)
 
 
-def write_instance_files(instance: Instance, server: Server) -> tuple[Path, Path]:
-    """The ConfigMap and Secret contents as the Pod would see them mounted (port and socket moved)."""
+def write_instance_files(instance: Instance, server: Server, upstream: Server | None = None) -> tuple[Path, Path]:
+    """The ConfigMap and Secret contents as the Pod would see them mounted (ports, socket and primary moved)."""
     config_dir, credentials_dir = server.root / "config", server.root / "credentials"
     config_dir.mkdir()
     credentials_dir.mkdir()
@@ -201,8 +201,11 @@ def write_instance_files(instance: Instance, server: Server) -> tuple[Path, Path
     conf = conf.replace(f"port = {POSTGRES_PORT}", f"port = {server.port}").replace(
         config.SOCKET_DIR, str(server.socket_dir)
     )
+    primary_port = upstream.port if upstream else server.port
+    conf = conf.replace(f"host={instance.primary_host} port={POSTGRES_PORT}", f"host=127.0.0.1 port={primary_port}")
     (config_dir / config.CONFIG_FILE).write_text(conf)
     (config_dir / config.HBA_FILE).write_text(config.pg_hba_conf().replace("0.0.0.0/0", "127.0.0.1/32"))
+    (config_dir / config.PRIMARY_FILE).write_text(instance.primary)
     (credentials_dir / "superuser-password").write_text(server.superuser_password)
     return config_dir, credentials_dir
 
@@ -214,16 +217,30 @@ def _ready(server: Server) -> bool:
     return subprocess.run(probe, check=False).returncode == 0
 
 
-def start_server(instance: Instance, runtime: Runtime, root: Path, password: str, share: Path) -> Server:
+def start_server(
+    instance: Instance, runtime: Runtime, root: Path, password: str, share: Path, upstream: Server | None = None
+) -> Server:
+    """A server as the Pod runs it: the primary, or (with `upstream`) a standby of `upstream` named `<sts>-1`."""
     server = Server(runtime, root, free_port(), password, share)
-    server.socket_dir.mkdir(parents=True)
-    config_dir, credentials_dir = write_instance_files(instance, server)
+    server.socket_dir.mkdir(parents=True, exist_ok=True)
+    if not (root / "config").exists():
+        write_instance_files(instance, server, upstream)
+    config_dir, credentials_dir = root / "config", root / "credentials"
     server.chown(root)
-    script = statefulset.start_script(config_dir=str(config_dir), credentials_dir=str(credentials_dir))
+    script = statefulset.start_script(
+        "127.0.0.1",
+        primary_port=upstream.port if upstream else server.port,
+        config_dir=str(config_dir),
+        credentials_dir=str(credentials_dir),
+    )
+    env = {
+        "PGDATA": str(root / "data" / "pgdata"),
+        "HOSTNAME": instance.pod(1) if upstream else instance.primary,
+        "PASSWORD_FILE": str(credentials_dir / "superuser-password"),
+        "PGPASSFILE": str(server.socket_dir / config.PASSFILE),
+    }
     with (root / "server.log").open("wb") as log:
-        server.process = subprocess.Popen(
-            server.command(script, {"PGDATA": str(root / "data" / "pgdata")}), stdout=log, stderr=subprocess.STDOUT
-        )
+        server.process = subprocess.Popen(server.command(script, env), stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 90
     while not _ready(server):
         if server.process.poll() is not None or time.monotonic() > deadline:
@@ -256,11 +273,16 @@ def make_server(pg_workdir: Path) -> Iterator[Any]:
     servers: list[Server] = []
 
     def make(
-        instance: Instance, runtime: Runtime, *, password: str = "superuser-secret-Pw1", name: str = "srv"
+        instance: Instance,
+        runtime: Runtime,
+        *,
+        password: str = "superuser-secret-Pw1",
+        name: str = "srv",
+        upstream: Server | None = None,
     ) -> Server:
         root = pg_workdir / name
         root.mkdir()
-        server = start_server(instance, runtime, root, password, pg_workdir)
+        server = start_server(instance, runtime, root, password, pg_workdir, upstream)
         servers.append(server)
         return server
 

@@ -103,7 +103,8 @@ def test_crd_versions_printer_columns_and_conversion() -> None:
     assert versions["v1"]["storage"] and not versions["v1beta1"]["storage"]
     assert versions["v1beta1"]["deprecated"] is True
     columns = [c["name"] for c in versions["v1"]["additionalPrinterColumns"]]
-    assert columns[:3] == ["Version", "Phase", "Ready"] and "Age" in columns
+    assert columns[:4] == ["Version", "Instances", "Phase", "Ready"] and "Age" in columns
+    assert versions["v1"]["subresources"]["scale"]["specReplicasPath"] == ".spec.instances"
     assert crd["spec"]["conversion"]["strategy"] == "Webhook"
     assert crd["spec"]["names"]["shortNames"] == ["sdb"]
 

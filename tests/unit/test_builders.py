@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import stat
 import subprocess
@@ -15,7 +16,7 @@ from sampledb_operator.jobs.initialize import init_job
 from sampledb_operator.jobs.migrate import migration_job
 from sampledb_operator.jobs.snapshot import snapshot_job, snapshot_pvc
 from sampledb_operator.resources import config, pdb, secret, services, statefulset
-from sampledb_operator.resources.instance import Instance
+from sampledb_operator.resources.instance import ROLE_LABEL, Instance
 from tests.unit.conftest import make_instance
 
 
@@ -175,10 +176,33 @@ def test_generated_passwords_are_strong_and_distinct() -> None:
 def test_services_and_pdb_select_the_database_pod(instance: Instance) -> None:
     selector = instance.selector_labels()
     assert services.headless_service(instance)["spec"]["clusterIP"] == "None"
-    assert services.client_service(instance)["spec"]["selector"] == selector
+    primary = {**selector, services.POD_NAME_LABEL: "db1-0"}
+    assert services.client_service(instance)["spec"]["selector"] == primary
+    assert services.read_only_service(instance) is None and services.any_service(instance) is None
     assert pdb.pod_disruption_budget(instance)["spec"] == {"minAvailable": 1, "selector": {"matchLabels": selector}}
-    pod_labels = statefulset.statefulset(instance)["spec"]["template"]["metadata"]["labels"]
-    assert selector.items() <= pod_labels.items()
+    sts = statefulset.statefulset(instance)
+    assert sts["spec"]["replicas"] == 1
+    assert selector.items() <= sts["spec"]["template"]["metadata"]["labels"].items()
+
+
+def test_standbys_have_their_services_a_pdb_allowing_one_disruption_and_spread() -> None:
+    instance = dataclasses.replace(make_instance({"instances": 3}), current_primary="db1-2")
+    selector = instance.selector_labels()
+    assert services.client_service(instance)["spec"]["selector"] == {**selector, services.POD_NAME_LABEL: "db1-2"}
+    read_only = services.read_only_service(instance)
+    assert read_only is not None and read_only["metadata"]["name"] == "db1-ro"
+    assert read_only["spec"]["selector"] == {**selector, ROLE_LABEL: "replica"}
+    everyone = services.any_service(instance)
+    assert everyone is not None and everyone["metadata"]["name"] == "db1-r"
+    assert everyone["spec"]["selector"] == selector
+    assert pdb.pod_disruption_budget(instance)["spec"]["maxUnavailable"] == 1
+    sts = statefulset.statefulset(instance)
+    assert sts["spec"]["replicas"] == 3
+    spread = sts["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+    term = spread["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]
+    assert term == {"labelSelector": {"matchLabels": selector}, "topologyKey": "kubernetes.io/hostname"}
+    assert config.config_map(instance)["data"][config.PRIMARY_FILE] == "db1-2"
+    assert instance.data_pvcs == ["data-db1-0", "data-db1-1", "data-db1-2"] and instance.primary_pvc == "data-db1-2"
 
 
 @pytest.mark.parametrize(

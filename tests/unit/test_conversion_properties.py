@@ -66,6 +66,7 @@ HOMES: dict[str, Path] = {
     "version": ("postgres", "version"),
     "image": ("postgres", "image"),
     "parameters": ("postgres", "parameters"),
+    "instances": ("instances",),
     "storageSize": ("storage", "size"),
     "storageClassName": ("storage", "storageClassName"),
     "backupSchedule": ("backup", "schedule"),

@@ -1298,7 +1298,9 @@ def test_projection_module_is_pure() -> None:
 
 def typical_objects() -> dict[str, tuple[str, Obj]]:
     """One instance's objects as they typically are: converged, initialised, no unrelated annotations."""
-    inst = instance_from({"backup": {"schedule": "@daily"}, "postgres": {"parameters": {"work_mem": "8MB"}}})
+    inst = instance_from(
+        {"backup": {"schedule": "@daily"}, "postgres": {"parameters": {"work_mem": "8MB"}}, "instances": 2}
+    )
     found: dict[str, tuple[str, Obj]] = {
         "SampleDB": ("SampleDB", sampledb_obj(inst.spec.model_dump(mode="json", exclude_none=True), noise=False)),
         "SampleDBBackup": ("SampleDBBackup", backup_record("nightly", "db1", BACKUP_STATUSES["succeeded"])),

@@ -29,7 +29,7 @@ def test_missing_child_is_created_with_its_fingerprint(instance: Instance) -> No
 
 
 def test_up_to_date_child_needs_no_write() -> None:
-    instance = make_instance({"backup": {"schedule": "@daily"}})  # every optional child called for
+    instance = make_instance({"backup": {"schedule": "@daily"}, "instances": 2})  # every optional child called for
     for child in children.CHILDREN:
         created = children.plan_child(child, instance, None)
         assert created is not None

@@ -10,7 +10,8 @@ The rules of the API server's answers, the same for every write:
   reported so that the deletion goes on without a snapshot.
 - GUARDED (a JSON patch with `test`): 409/422 means what was observed is stale; the pass stops
   there, without backoff, and the watch event of the change decides again.
-- DELETE 404: already gone. Anything else raises, and the runner retries with backoff.
+- DELETE 404: already gone. PATCH 404 (a Pod relabelled as it goes): gone since observed; its
+  watch event decides again. Anything else raises, and the runner retries with backoff.
 Each write that succeeds is written through to the caches (`Observer.remember`), so the next
 pass sees it even before its watch event arrives: no duplicate create, no repeated patch.
 """
@@ -139,6 +140,9 @@ class Executor:
             return True
         if action.verb is Verb.CREATE and deleting and err.namespace_terminating:
             report.terminating = True
+            return True
+        if action.verb is Verb.PATCH and err.status == 404:
+            logger.info("%s/%s: gone since observed; its watch event decides again", action.kind, action.name)
             return True
         if err.status == 422:
             message = f"the API server rejected {action.kind} {action.name}: {err.message}"

@@ -13,6 +13,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 SupportedMajor = Literal[15, 16, 17, 18]
 DEFAULT_MAJOR_VERSION: SupportedMajor = 17
+# One primary and up to eight standbys: PostgreSQL's default max_wal_senders (10) leaves room for
+# every standby plus a base backup.
+MAX_INSTANCES = 9
 
 # A Kubernetes resource quantity such as `10Gi` or `500M`: the same pattern the API server uses.
 QUANTITY_PATTERN = (
@@ -295,6 +298,9 @@ class SampleDBStatus(ApiModel):
     endpoint: str | None = Field(None, description="host:port of the client Service to connect to.")
     secretName: str | None = Field(None, description="The Secret holding the connection credentials.")
     readyInstances: int | None = Field(None, description="How many database Pods are ready.", ge=0)
+    currentPrimary: str | None = Field(
+        None, description="The database Pod that is the primary: the read-write Service points at it."
+    )
     initialization: InitializationStatus | None = Field(None, description="The initial-configuration Job.")
     migrations: MigrationStatus | None = Field(None, description="Schema migrations, when spec.migrations is set.")
     upgrade: UpgradeStatus | None = Field(None, description="The current or last major-version upgrade.")

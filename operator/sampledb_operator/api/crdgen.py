@@ -132,11 +132,21 @@ def version_schema(model: type[BaseModel], *, spec_default: bool = True) -> Sche
 def _printer_columns(version_path: str) -> list[SchemaDict]:
     return [
         {"name": "Version", "type": "integer", "jsonPath": version_path, "description": "PostgreSQL major version."},
+        {"name": "Instances", "type": "integer", "jsonPath": ".spec.instances", "description": "Servers asked for."},
         {"name": "Phase", "type": "string", "jsonPath": ".status.phase", "description": "Lifecycle phase."},
         {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+        {"name": "Ready Instances", "type": "integer", "jsonPath": ".status.readyInstances", "priority": 1},
+        {"name": "Primary", "type": "string", "jsonPath": ".status.currentPrimary", "priority": 1},
         {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint", "priority": 1},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]
+
+
+# `kubectl scale sampledb/<name> --replicas=3` sets spec.instances (the same path in both versions).
+_SUBRESOURCES: SchemaDict = {
+    "status": {},
+    "scale": {"specReplicasPath": ".spec.instances", "statusReplicasPath": ".status.readyInstances"},
+}
 
 
 def sampledb_crd() -> SchemaDict:
@@ -147,7 +157,7 @@ def sampledb_crd() -> SchemaDict:
             "served": True,
             "storage": STORAGE_VERSION == v1.VERSION,
             "schema": {"openAPIV3Schema": version_schema(v1.SampleDB)},
-            "subresources": {"status": {}},
+            "subresources": _SUBRESOURCES,
             "additionalPrinterColumns": _printer_columns(".spec.postgres.version"),
         },
         {
@@ -157,7 +167,7 @@ def sampledb_crd() -> SchemaDict:
             "deprecated": True,
             "deprecationWarning": v1beta1.DEPRECATION_WARNING,
             "schema": {"openAPIV3Schema": version_schema(v1beta1.SampleDB)},
-            "subresources": {"status": {}},
+            "subresources": _SUBRESOURCES,
             "additionalPrinterColumns": _printer_columns(".spec.version"),
         },
     ]

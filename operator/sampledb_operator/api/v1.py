@@ -17,6 +17,7 @@ from sampledb_operator.api.common import (
     DATABASE_RULE,
     DEFAULT_MAJOR_VERSION,
     DNS_LABEL_PATTERN,
+    MAX_INSTANCES,
     ROLE_MESSAGE,
     ROLE_RULE,
     SQL_IDENTIFIER_PATTERN,
@@ -44,7 +45,7 @@ class PostgresSpec(ApiModel):
         None,
         description=(
             "Container image to run instead of the operator's default for the major version. It must "
-            "have initdb, postgres, pg_isready, psql, pg_dump, pg_dumpall and pg_restore on PATH; its "
+            "have initdb, postgres, pg_isready, psql, pg_dump, pg_dumpall, pg_restore and pg_basebackup on PATH; its "
             "entrypoint is not used. Changing only the tag (a minor version) rolls the StatefulSet; "
             "a new major version runs the major-upgrade procedure with the image as its target."
         ),
@@ -251,6 +252,15 @@ class SampleDBSpec(ApiModel):
     """The desired state of one PostgreSQL instance."""
 
     postgres: PostgresSpec = Field(default_factory=PostgresSpec, description="The PostgreSQL server.")
+    instances: int = Field(
+        1,
+        description=(
+            "PostgreSQL servers: one primary and instances - 1 hot standbys in streaming replication, "
+            "each with its own volume. Scaling down removes standbys (and their volumes), never the primary."
+        ),
+        ge=1,
+        le=MAX_INSTANCES,
+    )
     storage: StorageSpec = Field(default_factory=StorageSpec, description="The data volume.")
     backup: BackupSpec = Field(default_factory=BackupSpec, description="Scheduled backups.")
     resources: ResourceRequirements = Field(

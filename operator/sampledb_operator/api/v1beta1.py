@@ -11,6 +11,7 @@ from pydantic import Field
 from sampledb_operator.api.common import (
     CRON_PATTERN,
     DEFAULT_MAJOR_VERSION,
+    MAX_INSTANCES,
     ApiModel,
     DeletionPolicy,
     MajorVersion,
@@ -46,6 +47,9 @@ class SampleDBSpec(ApiModel):
         None, description="Container image overriding the default for the version.", min_length=1, max_length=512
     )
     parameters: PostgresParameters = Field(default_factory=dict, description="postgresql.conf settings.")
+    instances: int = Field(
+        1, description="PostgreSQL servers: one primary, the rest hot standbys.", ge=1, le=MAX_INSTANCES
+    )
     storageSize: Quantity = Field(
         "10Gi",
         description="Size of the data volume; may grow, never shrink.",

@@ -36,6 +36,7 @@ FIELD_MAP: dict[str, tuple[str, ...]] = {
     "version": ("postgres", "version"),
     "image": ("postgres", "image"),
     "parameters": ("postgres", "parameters"),
+    "instances": ("instances",),
     "storageSize": ("storage", "size"),
     "storageClassName": ("storage", "storageClassName"),
     "backupSchedule": ("backup", "schedule"),

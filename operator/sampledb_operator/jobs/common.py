@@ -6,7 +6,7 @@ from typing import Any
 
 from sampledb_operator.resources import security
 from sampledb_operator.resources.instance import POSTGRES_PORT, Instance
-from sampledb_operator.resources.secret import SUPERUSER_PASSWORD_KEY
+from sampledb_operator.resources.secret import PASSFILE_FROM_SECRET, SUPERUSER_PASSWORD_KEY
 from sampledb_operator.resources.statefulset import CREDENTIALS_DIR
 
 JOB_TTL_SECONDS = 7 * 24 * 3600
@@ -14,12 +14,6 @@ JOB_TTL_SECONDS = 7 * 24 * 3600
 # secrets reach a Job as files, never as environment variables that `kubectl describe` lists. The
 # scripts turn the file into libpq's password file, in the Pod's private /tmp emptyDir.
 PASSFILE = "/tmp/pgpass"  # noqa: S108
-# When a password file is mounted ($PASSWORD_FILE), it becomes libpq's $PGPASSFILE: mode 0600, any
-# host/port/database/user, `\` and `:` escaped as that format requires.
-PASSFILE_FROM_SECRET = r"""if [ -n "${PASSWORD_FILE:-}" ]; then
-  (umask 077 && sed 's/[\\:]/\\&/g; s/^/*:*:*:*:/' "$PASSWORD_FILE" > "$PGPASSFILE")
-fi
-"""  # noqa: S105 - a script that copies the mounted file, no password in it
 # Every script that connects starts with this: the password file, then waiting for the server
 # (bounded by the Job's activeDeadlineSeconds).
 WAIT_FOR_SERVER = (

@@ -235,7 +235,7 @@ def upgrade_job(
     volumes: list[dict[str, Any]] = [{"name": "backups", "persistentVolumeClaim": {"claimName": instance.backup_pvc}}]
     mounts: list[dict[str, Any]] = [{"name": "backups", "mountPath": BACKUP_MOUNT, "readOnly": step is not Step.BACKUP}]
     if step in OFFLINE_STEPS:
-        volumes.append({"name": "data", "persistentVolumeClaim": {"claimName": instance.data_pvcs[0]}})
+        volumes.append({"name": "data", "persistentVolumeClaim": {"claimName": instance.primary_pvc}})
         mounts.append({"name": "data", "mountPath": DATA_MOUNT})
     manifest = job(
         instance,

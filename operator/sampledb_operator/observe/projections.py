@@ -29,7 +29,8 @@ SampleDBBackup         spec (whole: instance, verify)             backup.py:Back
                        status.phase, .location, .message          restore.py:plan_restore, BackupReconciler.reconcile
                        apiVersion, metadata.uid                   backup.py:BackupReconciler._owned_job
 StatefulSet            D                                          children.py:plan_child
-                       spec.replicas                              plan_child (drift_paths), upgrade.py:_scaled_down
+                       spec.replicas                              plan_child (drift_paths), upgrade.py:_scaled_down,
+                                                                  replicas.py:removed_standby_claims
                        spec.template.metadata.annotations         config_check.py:running_hash
                          [sampledb.io/config-hash]
                        spec.template.spec.containers[*].image     status.py:_running_image, upgrade.py:_switching
@@ -39,7 +40,8 @@ StatefulSet            D                                          children.py:pl
                        status.observedGeneration,                 status.py:rolled_out; upgrade.py:_scaled_down
                          metadata.generation                        (observedGeneration, generation, status.replicas)
                        status.currentRevision, .updateRevision    status.py:rolled_out
-                       status.replicas                            upgrade.py:_scaled_down
+                       status.replicas                            upgrade.py:_scaled_down,
+                                                                  replicas.py:removed_standby_claims
 Job                    status.conditions[type Complete|Failed]    status.py:job_state (type, status),
                          .type, .status, .reason, .message          status.py:job_failure_message (reason, message)
                        status.completionTime                      status.py:_initialization, backup.py:outcome_status
@@ -50,6 +52,8 @@ Pod                    metadata.creationTimestamp                 status.py:term
                          .message
                        status.conditions[type Ready].type,        status.py:pod_ready (database Pods)
                          .status
+                       metadata.name, labels[sampledb.io/role],   replicas.py:role_labels, removed_standby_claims
+                         deletionTimestamp                          (identity: kept for every kind)
 Service, PDB, CronJob  D                                          children.py:plan_child (a CronJob no longer called
                                                                   for is pruned: existence)
 ConfigMap              D                                          children.py:plan_child (the instance's own ConfigMap)

@@ -48,6 +48,10 @@ class Snapshot:
         """The named object, or None when the caches hold none."""
         return self.objects.get((kind, name)) if name else None
 
+    def names(self, kind: str) -> list[str]:
+        """The names of every object of `kind` the snapshot holds."""
+        return [name for (k, name) in self.objects if k == kind]
+
     def job_pods(self, job: str) -> list[Object]:
         """The Pods the Job controller made for a Job (label `job-name`)."""
         return [p for p in self.pods if (p["metadata"].get("labels") or {}).get("job-name") == job]

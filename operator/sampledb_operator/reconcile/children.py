@@ -77,6 +77,10 @@ CHILDREN: tuple[ChildSpec, ...] = (
     ChildSpec("Service", lambda i: i.headless_service, services.headless_service, mutable_spec_keys=("spec",)),
     ChildSpec("Service", lambda i: i.client_service, services.client_service, mutable_spec_keys=("spec",)),
     ChildSpec(
+        "Service", lambda i: i.read_only_service, services.read_only_service, mutable_spec_keys=("spec",), prune=True
+    ),
+    ChildSpec("Service", lambda i: i.any_service, services.any_service, mutable_spec_keys=("spec",), prune=True),
+    ChildSpec(
         "StatefulSet",
         lambda i: i.statefulset,
         statefulset.statefulset,

@@ -4,7 +4,8 @@ Every rule of the product is reached from here, in the order one pass applies th
 read (a spec the model refuses is reported, not acted on); a deleted SampleDB goes to the
 finalizer's state machine (`deletion`); otherwise the finalizer is added and the instance is
 converged: credentials, restore source, major upgrade (`upgrade`), configuration check
-(`config_check`), volume growth (`storage`), children (`children`), the initialisation Job,
+(`config_check`), volume growth (`storage`), children (`children`), the role labels of the
+servers and the volumes of removed standbys (`replicas`), the initialisation Job,
 schema migrations (`migrations`), then the status (`status`) with its transition event.
 
 No I/O and no kopf: the function sees only its arguments, so its unit tests feed snapshots and
@@ -22,7 +23,7 @@ from pydantic import ValidationError
 from sampledb_operator.api.common import Phase
 from sampledb_operator.jobs.initialize import init_job
 from sampledb_operator.observe.snapshot import Snapshot
-from sampledb_operator.reconcile import children, conditions, config_check, deletion, storage, upgrade
+from sampledb_operator.reconcile import children, conditions, config_check, deletion, replicas, storage, upgrade
 from sampledb_operator.reconcile.children import Action, Verb
 from sampledb_operator.reconcile.conditions import READY
 from sampledb_operator.reconcile.migrations import MigrationPlan, job_name, plan_migrations
@@ -151,6 +152,9 @@ def _converge(snap: Snapshot, instance: Instance, now: datetime) -> Plan:
     if grow is not None:
         actions += grow.actions
         problems += [grow.problem] if grow.problem else []
+    database_pods = snap.database_pods()
+    actions += replicas.role_labels(instance, database_pods)
+    actions += replicas.removed_standby_claims(instance, sts, database_pods, snap.names("PersistentVolumeClaim"))
     migrations = _plan_migrations(snap, instance, sts, job, status, upgrading=upgrading)
     if migrations is not None and migrations.action is not None:
         actions.append(migrations.action)
@@ -168,7 +172,9 @@ def _converge(snap: Snapshot, instance: Instance, now: datetime) -> Plan:
         upgrading=plan.progress if plan else None,
         storage=grow.status if grow else None,
         resizing=grow.progress if grow else None,
-        ready_pods=sum(pod_ready(p) for p in snap.database_pods()) if grow and grow.progress else None,
+        ready_pods=sum(pod_ready(p) for p in database_pods) if grow and grow.progress else None,
+        instances=instance.spec.instances,
+        primary_ready=_primary_ready(instance, database_pods),
     )
     new_status, events = _status(obj, instance, observation, timestamp(now))
     for operation, event in (("Upgrade", plan and plan.event), ("Resize", grow and grow.event)):
@@ -187,6 +193,13 @@ def _converge(snap: Snapshot, instance: Instance, now: datetime) -> Plan:
         phase=(new_status or status)["phase"],
         requeue_after=min((r for r in requeue if r), default=None),
     )
+
+
+def _primary_ready(instance: Instance, pods: list[dict[str, Any]]) -> bool | None:
+    """With standbys, whether the primary's Pod is ready (a ready standby does not make the instance Ready)."""
+    if instance.spec.instances == 1:
+        return None  # the StatefulSet's ready count says it
+    return any(p["metadata"]["name"] == instance.primary and pod_ready(p) for p in pods)
 
 
 def _status(

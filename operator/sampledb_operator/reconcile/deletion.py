@@ -31,6 +31,7 @@ from sampledb_operator.reconcile import conditions
 from sampledb_operator.reconcile.children import Action, Verb
 from sampledb_operator.reconcile.conditions import DEGRADED, PROGRESSING, Value, bounded
 from sampledb_operator.reconcile.plan import Event, Plan
+from sampledb_operator.reconcile.replicas import data_claims
 from sampledb_operator.reconcile.status import JobState, Problem, job_failure_message, job_state
 from sampledb_operator.resources.instance import Instance
 from sampledb_operator.settings import Settings
@@ -90,7 +91,7 @@ def plan_deletion(instance: Instance, obj: dict[str, Any], snap: Snapshot, *, no
                 return waiting
             events = waiting
     deleted = _event("Normal", "Deleted", f"removed with deletionPolicy {instance.spec.deletionPolicy.value}")
-    return Plan(writes=_remove(instance, obj), events=(*events, deleted), phase=DELETING)
+    return Plan(writes=_remove(instance, obj, snap), events=(*events, deleted), phase=DELETING)
 
 
 def _plan_snapshot(instance: Instance, obj: dict[str, Any], snap: Snapshot, now: str) -> Plan | tuple[Event, ...]:
@@ -121,11 +122,13 @@ def _plan_snapshot(instance: Instance, obj: dict[str, Any], snap: Snapshot, now:
     return Plan(phase=DELETING, waiting="FinalSnapshot")
 
 
-def _remove(instance: Instance, obj: dict[str, Any]) -> tuple[Action, ...]:
+def _remove(instance: Instance, obj: dict[str, Any], snap: Snapshot) -> tuple[Action, ...]:
     """Delete the workload (and the data volumes unless retained), then remove the finalizer."""
     writes = [Action(Verb.DELETE, "StatefulSet", instance.statefulset, "Deleting", {})]
     if instance.spec.deletionPolicy is not DeletionPolicy.RETAIN:
-        writes += [Action(Verb.DELETE, "PersistentVolumeClaim", pvc, "Deleting", {}) for pvc in instance.data_pvcs]
+        seen = data_claims(instance, snap.names("PersistentVolumeClaim"))  # standbys scaled away too
+        claims = sorted({*instance.data_pvcs, *seen})
+        writes += [Action(Verb.DELETE, "PersistentVolumeClaim", pvc, "Deleting", {}) for pvc in claims]
     finalizers = obj["metadata"].get("finalizers")
     remaining = [f for f in finalizers or [] if f != FINALIZER]
     ops = [

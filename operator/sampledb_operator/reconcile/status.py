@@ -80,6 +80,8 @@ class Observation:
     storage: dict[str, Any] | None = None  # status.storage as the growth of the volumes left it
     resizing: str | None = None  # set while the volumes grow: what the growth waits for
     ready_pods: int | None = None  # counted from the Pods while the StatefulSet may be re-created
+    instances: int = 1  # spec.instances
+    primary_ready: bool | None = None  # with standbys: the primary's Pod is ready (None: one server)
 
 
 @dataclass(frozen=True)
@@ -158,8 +160,10 @@ def verdict(previous_status: dict[str, Any], observation: Observation) -> Verdic
         phase = Phase.READY if serving else Phase.PROVISIONING
         return _moving(phase, ready=serving, reason="Resizing", message=observation.resizing)
     sts = observation.statefulset
-    if sts is None or ready_replicas(sts) < 1:
+    if sts is None or ready_replicas(sts) < 1 or observation.primary_ready is False:
         message = "waiting for the database Pod to become ready"
+        if observation.primary_ready is False:
+            message = "waiting for the primary's Pod to become ready"
         return _moving(Phase.PROVISIONING, ready=False, reason="PodNotReady", message=message, progress="Provisioning")
     if not init_completed(previous_status, init):
         message = "creating the application database and role"
@@ -167,6 +171,9 @@ def verdict(previous_status: dict[str, Any], observation: Observation) -> Verdic
     if not rolled_out(sts):
         message = "rolling the database Pod to a new configuration or image"
         return _moving(Phase.READY, ready=True, reason="RollingUpdate", message=message)
+    if ready_replicas(sts) < observation.instances:
+        message = f"the primary serves; {ready_replicas(sts)} of {observation.instances} servers ready"
+        return _moving(Phase.READY, ready=True, reason="StandbysNotReady", message=message)
     ready = Value("True", "DatabaseReady", "the database accepts connections")
     return Verdict(Phase.READY, ready, Value("False", "UpToDate"), OK)
 
@@ -188,6 +195,7 @@ def compute_status(
         "readyInstances": (
             ready_replicas(observation.statefulset) if observation.ready_pods is None else observation.ready_pods
         ),
+        "currentPrimary": instance.primary,
         "initialization": _initialization(instance, previous_status, observation),
         "migrations": observation.migrations,
         "upgrade": observation.upgrade or previous_status.get("upgrade"),

@@ -1,4 +1,4 @@
-"""The ConfigMap with `postgresql.conf` and `pg_hba.conf`, and the policy on user parameters.
+"""The ConfigMap with `postgresql.conf`, `pg_hba.conf` and the primary's name, and the policy on user parameters.
 
 A parameter is refused when PostgreSQL does not know it (a typo would stop the server from
 starting), when the operator manages it itself (changing it would break probes, Services or
@@ -17,8 +17,13 @@ from sampledb_operator.resources.instance import POSTGRES_PORT, Instance
 
 CONFIG_FILE = "postgresql.conf"
 HBA_FILE = "pg_hba.conf"
+PRIMARY_FILE = "primary"  # the primary's Pod name: a server with empty data initialises or clones by it
 CONFIG_DIR = "/etc/sampledb/config"
 SOCKET_DIR = "/var/run/postgresql"
+# Standbys stream as the superuser, whose password every server already has (the credentials
+# volume): a dedicated role would need a key that existing and user-supplied Secrets lack.
+REPLICATION_USER = "postgres"
+PASSFILE = ".pgpass"  # in SOCKET_DIR, the Pod's private emptyDir; written by the start script
 
 MANAGED_PARAMETERS = frozenset(
     {
@@ -31,6 +36,10 @@ MANAGED_PARAMETERS = frozenset(
         "unix_socket_directories",
         "external_pid_file",
         "password_encryption",
+        # Replication: set per server by the start script, or to follow the primary.
+        "cluster_name",
+        "primary_conninfo",
+        "primary_slot_name",
     }
 )
 DANGEROUS_PARAMETERS = frozenset(
@@ -102,6 +111,13 @@ def postgresql_conf(instance: Instance) -> str:
         f"port = {POSTGRES_PORT}",
         f"unix_socket_directories = '{SOCKET_DIR}'",
         "password_encryption = 'scram-sha-256'",
+        # A standby streams from the read-write Service, so it follows a new primary by itself; its
+        # name there (application_name) is its cluster_name, the Pod's name.
+        f"primary_conninfo = 'host={instance.primary_host} port={POSTGRES_PORT} "
+        f"user={REPLICATION_USER} passfile={SOCKET_DIR}/{PASSFILE}'",
+        # WAL kept for a standby that falls behind or restarts (no slots: a gone standby cannot
+        # fill the primary's volume); the user's setting below wins.
+        "wal_keep_size = '512MB'",
     ]
     lines += [f"{name} = {_quote(value)}" for name, value in sorted(instance.spec.postgres.parameters.items())]
     return "\n".join(lines) + "\n"
@@ -112,6 +128,8 @@ def pg_hba_conf() -> str:
     return (
         "# Managed by the SampleDB operator.\n"
         "local all all trust\n"
+        f"host replication {REPLICATION_USER} 0.0.0.0/0 scram-sha-256\n"
+        f"host replication {REPLICATION_USER} ::/0 scram-sha-256\n"
         "host all all 0.0.0.0/0 scram-sha-256\n"
         "host all all ::/0 scram-sha-256\n"
     )
@@ -123,5 +141,5 @@ def config_map(instance: Instance) -> dict[str, Any]:
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": instance.metadata(instance.config_map, "config"),
-        "data": {CONFIG_FILE: postgresql_conf(instance), HBA_FILE: pg_hba_conf()},
+        "data": {CONFIG_FILE: postgresql_conf(instance), HBA_FILE: pg_hba_conf(), PRIMARY_FILE: instance.primary},
     }

@@ -8,6 +8,7 @@ operator restart from creating duplicates).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from sampledb_operator.api import GROUP, KIND, STORAGE_VERSION
@@ -18,7 +19,15 @@ APP_NAME = "sampledb"
 MANAGED_BY = "sampledb-operator"
 INSTANCE_LABEL = f"{GROUP}/instance"
 COMPONENT_LABEL = "app.kubernetes.io/component"
+ROLE_LABEL = f"{GROUP}/role"  # on database Pods while spec.instances > 1; the read-only Service selects by it
 POSTGRES_PORT = 5432
+
+
+class Role(StrEnum):
+    """What a database Pod is, as its role label says."""
+
+    PRIMARY = "primary"
+    REPLICA = "replica"
 
 
 @dataclass(frozen=True)
@@ -42,6 +51,8 @@ class Instance:
     settings: Settings
     # Set by the upgrade state machine; None runs what the spec says.
     workload: Workload | None = None
+    # status.currentPrimary: the Pod the read-write Service points at (None: not chosen yet).
+    current_primary: str | None = None
 
     @classmethod
     def from_object(cls, obj: dict[str, Any], settings: Settings) -> Instance:
@@ -54,6 +65,7 @@ class Instance:
             generation=int(meta.get("generation", 1)),
             spec=SampleDBSpec.model_validate(obj.get("spec") or {}),
             settings=settings,
+            current_primary=(obj.get("status") or {}).get("currentPrimary"),
         )
 
     # -- names -------------------------------------------------------------------------------
@@ -115,13 +127,46 @@ class Instance:
         return "data"
 
     @property
+    def read_only_service(self) -> str:
+        """The standbys only: reads that may lag the primary by the replication delay."""
+        return f"{self.name}-ro"
+
+    @property
+    def any_service(self) -> str:
+        """Every ready server, primary included: reads that tolerate lag, spread over all."""
+        return f"{self.name}-r"
+
+    def pod(self, ordinal: int) -> str:
+        """The name the StatefulSet controller gives its Pod `ordinal`."""
+        return f"{self.statefulset}-{ordinal}"
+
+    def data_pvc(self, ordinal: int) -> str:
+        """The claim the StatefulSet controller makes for Pod `ordinal` from the volumeClaimTemplate."""
+        return f"{self.data_volume}-{self.statefulset}-{ordinal}"
+
+    @property
+    def primary(self) -> str:
+        """The primary's Pod: the one status.currentPrimary names, Pod 0 for a new instance."""
+        return self.current_primary or self.pod(0)
+
+    @property
     def data_pvcs(self) -> list[str]:
-        """PVC names the StatefulSet controller derives from the volumeClaimTemplate."""
-        return [f"{self.data_volume}-{self.statefulset}-0"]
+        """The data claims of the servers spec.instances asks for."""
+        return [self.data_pvc(i) for i in range(self.spec.instances)]
+
+    @property
+    def primary_pvc(self) -> str:
+        """The primary's data claim: what the upgrade steps work on."""
+        return f"{self.data_volume}-{self.primary}"
+
+    @property
+    def primary_host(self) -> str:
+        """The read-write Service's DNS name: always the primary, whichever Pod that is."""
+        return f"{self.client_service}.{self.namespace}.svc"
 
     @property
     def endpoint(self) -> str:  # noqa: D102
-        return f"{self.client_service}.{self.namespace}.svc:{POSTGRES_PORT}"
+        return f"{self.primary_host}:{POSTGRES_PORT}"
 
     @property
     def desired_image(self) -> str:
@@ -140,8 +185,8 @@ class Instance:
 
     @property
     def replicas(self) -> int:
-        """Database Pods: 1, or 0 while an upgrade step needs the data volume to itself."""
-        return self.workload.replicas if self.workload else 1
+        """Database Pods: spec.instances, or what an upgrade step needs (0: the volume to itself)."""
+        return self.workload.replicas if self.workload else self.spec.instances
 
     @property
     def job_image(self) -> str:  # noqa: D102

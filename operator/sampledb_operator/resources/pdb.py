@@ -1,7 +1,7 @@
-"""The PodDisruptionBudget: a single-instance database is never evicted voluntarily.
+"""The PodDisruptionBudget: a single server is never evicted voluntarily; of several, one at a time.
 
-A node drain then waits until the user deletes the Pod or scales down knowingly, instead of
-silently taking the database offline.
+With one server, a node drain waits until the user deletes the Pod or scales down knowingly,
+instead of silently taking the database offline. With standbys, one Pod may go at a time.
 """
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ from sampledb_operator.resources.instance import Instance
 
 
 def pod_disruption_budget(instance: Instance) -> dict[str, Any]:
-    """MinAvailable 1 over the instance's database Pods."""
+    """MinAvailable 1 over one server; maxUnavailable 1 over several."""
+    limit = {"minAvailable": 1} if instance.spec.instances == 1 else {"maxUnavailable": 1}
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
         "metadata": instance.metadata(instance.pdb, "database"),
-        "spec": {"minAvailable": 1, "selector": {"matchLabels": instance.selector_labels()}},
+        "spec": {**limit, "selector": {"matchLabels": instance.selector_labels()}},
     }

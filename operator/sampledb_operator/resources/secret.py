@@ -17,6 +17,13 @@ PASSWORD_KEY = "password"  # noqa: S105 - a key name, not a password
 SUPERUSER_PASSWORD_KEY = "superuser-password"  # noqa: S105
 REQUIRED_KEYS = (USERNAME_KEY, PASSWORD_KEY, SUPERUSER_PASSWORD_KEY)
 _PASSWORD_BYTES = 32
+# When a password file is mounted ($PASSWORD_FILE), it becomes libpq's $PGPASSFILE: mode 0600, any
+# host/port/database/user, `\` and `:` escaped as that format requires. Jobs and the database
+# container (a standby's connection to the primary) both start with it.
+PASSFILE_FROM_SECRET = r"""if [ -n "${PASSWORD_FILE:-}" ]; then
+  (umask 077 && sed 's/[\\:]/\\&/g; s/^/*:*:*:*:/' "$PASSWORD_FILE" > "$PGPASSFILE")
+fi
+"""  # noqa: S105 - a script that copies the mounted file, no password in it
 
 
 def generate_password() -> str:

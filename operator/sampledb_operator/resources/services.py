@@ -1,11 +1,19 @@
-"""The headless Service (stable Pod DNS for the StatefulSet) and the client Service."""
+"""The headless Service (stable Pod DNS for the StatefulSet) and the Services clients connect to.
+
+- `<name>` (read-write): the primary only, by its Pod name (`status.currentPrimary`), so that a
+  failover moves it with one write and a standby can never be behind it.
+- `<name>-ro`: the standbys only, by the role label the operator puts on each Pod.
+- `<name>-r`: every ready server.
+The last two exist only while spec.instances > 1 (with one server, `<name>` is all there is).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sampledb_operator.resources.instance import POSTGRES_PORT, Instance
+from sampledb_operator.resources.instance import POSTGRES_PORT, ROLE_LABEL, Instance, Role
 
+POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"  # set by the StatefulSet controller
 _PORTS = [{"name": "postgres", "port": POSTGRES_PORT, "targetPort": "postgres", "protocol": "TCP"}]
 
 
@@ -25,10 +33,29 @@ def headless_service(instance: Instance) -> dict[str, Any]:
 
 
 def client_service(instance: Instance) -> dict[str, Any]:
-    """What applications connect to: only ready database Pods behind it."""
+    """What applications connect to for writes: the primary's Pod, once it is ready."""
+    selector = {**instance.selector_labels(), POD_NAME_LABEL: instance.primary}
+    return _service(instance, instance.client_service, selector)
+
+
+def read_only_service(instance: Instance) -> dict[str, Any] | None:
+    """The ready standbys; none with one server."""
+    if instance.spec.instances == 1:
+        return None
+    return _service(instance, instance.read_only_service, {**instance.selector_labels(), ROLE_LABEL: Role.REPLICA})
+
+
+def any_service(instance: Instance) -> dict[str, Any] | None:
+    """Every ready server, primary and standbys (a Pod still cloning is not ready); none with one server."""
+    if instance.spec.instances == 1:
+        return None
+    return _service(instance, instance.any_service, instance.selector_labels())
+
+
+def _service(instance: Instance, name: str, selector: dict[str, str]) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": instance.metadata(instance.client_service, "database"),
-        "spec": {"type": "ClusterIP", "selector": instance.selector_labels(), "ports": _PORTS},
+        "metadata": instance.metadata(name, "database"),
+        "spec": {"type": "ClusterIP", "selector": selector, "ports": _PORTS},
     }

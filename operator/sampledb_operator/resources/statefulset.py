@@ -1,7 +1,8 @@
 """The StatefulSet that runs the PostgreSQL server.
 
 The container runs our own start script instead of the image's entrypoint (the operand-image
-contract: only `initdb`, `postgres`, `pg_isready`, `psql` and `pg_dump` on PATH are assumed).
+contract: only `initdb`, `postgres`, `pg_isready`, `psql`, `pg_dump` and `pg_basebackup` on PATH are
+assumed).
 The superuser password reaches initdb as a file from the Secret volume: never an argument or an
 environment variable that `ps` or `kubectl describe` would show.
 """
@@ -16,12 +17,15 @@ from sampledb_operator.resources.config import (
     CONFIG_DIR,
     CONFIG_FILE,
     HBA_FILE,
+    PASSFILE,
+    PRIMARY_FILE,
+    REPLICATION_USER,
     SOCKET_DIR,
     pg_hba_conf,
     postgresql_conf,
 )
 from sampledb_operator.resources.instance import POSTGRES_PORT, Instance
-from sampledb_operator.resources.secret import SUPERUSER_PASSWORD_KEY
+from sampledb_operator.resources.secret import PASSFILE_FROM_SECRET, SUPERUSER_PASSWORD_KEY
 from sampledb_operator.resources.volumes import claim_spec
 
 DATA_MOUNT = "/var/lib/postgresql/data"
@@ -40,14 +44,53 @@ def initdb_flags(credentials_dir: str) -> str:
     )
 
 
-def start_script(*, config_dir: str = CONFIG_DIR, credentials_dir: str = CREDENTIALS_DIR) -> str:
-    """Initialise the data directory on first start, then exec the server with our configuration."""
+def start_script(
+    primary_host: str,
+    *,
+    primary_port: int = POSTGRES_PORT,
+    config_dir: str = CONFIG_DIR,
+    credentials_dir: str = CREDENTIALS_DIR,
+) -> str:
+    """Prepare the data directory by the server's role, then exec the server with our configuration.
+
+    The Pod the ConfigMap names as primary initialises an empty volume; every other Pod is a
+    standby, cloned from the primary with pg_basebackup into a side folder and moved into place
+    only when whole (a clone cut short starts again). A standby's data is a copy: when it is of
+    another major version (after an upgrade of the primary) it is cloned again. A Pod that is not
+    the primary but holds a primary's data (no standby.signal) refuses to start: two primaries
+    must never serve at once. The password file a standby connects with ($PGPASSFILE) is written at
+    every start into the Pod's private socket folder, from the Secret file ($PASSWORD_FILE).
+    """
     return f"""set -eu
-if [ ! -s "$PGDATA/PG_VERSION" ]; then
-  echo "sampledb: initialising a new database cluster in $PGDATA"
-  initdb {initdb_flags(credentials_dir)} -D "$PGDATA"
+primary="$(cat {config_dir}/{PRIMARY_FILE})"
+{PASSFILE_FROM_SECRET}if [ "$HOSTNAME" = "$primary" ]; then
+  if [ ! -s "$PGDATA/PG_VERSION" ]; then
+    echo "sampledb: initialising a new database cluster in $PGDATA"
+    initdb {initdb_flags(credentials_dir)} -D "$PGDATA"
+  fi
+else
+  set -- $(postgres -V)  # "postgres (PostgreSQL) 17.2 ...": the third word
+  major="${{3%%.*}}"
+  if [ -s "$PGDATA/PG_VERSION" ] && [ ! -f "$PGDATA/standby.signal" ]; then
+    echo "sampledb: $HOSTNAME holds a primary's data but $primary is the primary: not starting" >&2
+    exit 1
+  fi
+  if [ -s "$PGDATA/PG_VERSION" ] && [ "$(cat "$PGDATA/PG_VERSION")" != "$major" ]; then
+    echo "sampledb: this standby's data is PostgreSQL $(cat "$PGDATA/PG_VERSION"), the server $major: cloning again"
+    rm -rf "$PGDATA"
+  fi
+  if [ ! -s "$PGDATA/PG_VERSION" ]; then
+    echo "sampledb: cloning this standby from the primary $primary"
+    rm -rf "$PGDATA.clone"
+    pg_basebackup --pgdata="$PGDATA.clone" --host={primary_host} --port={primary_port} \\
+      --username={REPLICATION_USER} --no-password --wal-method=stream --checkpoint=fast
+    touch "$PGDATA.clone/standby.signal"
+    rm -rf "$PGDATA"
+    mv "$PGDATA.clone" "$PGDATA"
+  fi
 fi
-exec postgres -D "$PGDATA" -c config_file={config_dir}/{CONFIG_FILE} -c hba_file={config_dir}/{HBA_FILE}
+exec postgres -D "$PGDATA" -c config_file={config_dir}/{CONFIG_FILE} -c hba_file={config_dir}/{HBA_FILE} \\
+  -c cluster_name="$HOSTNAME"
 """
 
 
@@ -76,8 +119,12 @@ def _container(instance: Instance) -> dict[str, Any]:
         "name": "postgres",
         "image": instance.image,
         "imagePullPolicy": "IfNotPresent",
-        "command": ["/bin/sh", "-c", start_script()],
-        "env": [{"name": "PGDATA", "value": PGDATA}],
+        "command": ["/bin/sh", "-c", start_script(instance.primary_host)],
+        "env": [
+            {"name": "PGDATA", "value": PGDATA},
+            {"name": "PASSWORD_FILE", "value": f"{CREDENTIALS_DIR}/{SUPERUSER_PASSWORD_KEY}"},
+            {"name": "PGPASSFILE", "value": f"{SOCKET_DIR}/{PASSFILE}"},
+        ],
         "ports": [{"name": "postgres", "containerPort": POSTGRES_PORT, "protocol": "TCP"}],
         "resources": resources(instance),
         "securityContext": security.container_security_context(),
@@ -105,8 +152,22 @@ def _volume_claim_template(instance: Instance) -> dict[str, Any]:
     return {"metadata": {"name": instance.data_volume, "labels": instance.labels("data")}, "spec": claim_spec(instance)}
 
 
+def _spread(instance: Instance) -> dict[str, Any]:
+    """Servers of one instance on different nodes when the scheduler can: one node lost, one server lost."""
+    term = {"labelSelector": {"matchLabels": instance.selector_labels()}, "topologyKey": "kubernetes.io/hostname"}
+    return {
+        "podAntiAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100, "podAffinityTerm": term}]
+        }
+    }
+
+
 def statefulset(instance: Instance) -> dict[str, Any]:
-    """One replica (zero while an upgrade step holds the volume), OrderedReady, PVCs kept on deletion."""
+    """spec.instances replicas (fewer while an upgrade step holds the volume), OrderedReady, PVCs kept.
+
+    OrderedReady starts Pod 0 (the first primary) before the standbys that clone from it, and a
+    rolling update restarts the standbys before Pod 0.
+    """
     pod_labels = instance.labels("database")
     return {
         "apiVersion": "apps/v1",
@@ -126,6 +187,7 @@ def statefulset(instance: Instance) -> dict[str, Any]:
                     "enableServiceLinks": False,
                     "terminationGracePeriodSeconds": 60,
                     "securityContext": security.pod_security_context(),
+                    "affinity": _spread(instance),
                     "containers": [_container(instance)],
                     "volumes": [
                         {"name": "config", "configMap": {"name": instance.config_map}},

@@ -1,0 +1,105 @@
+"""Standbys on the real node: cloned from the primary, streaming, behind their Services, scaled away.
+
+Every check is made in PostgreSQL: the standby's rows against the primary's, `pg_is_in_recovery()`
+through each Service, `pg_stat_replication` on the primary, a write refused by a standby.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from sampledb_operator.k8s.api import KubeApi
+from sampledb_operator.resources.instance import ROLE_LABEL
+from tests.node.conftest import SOCKET_DIR, checksum, wait_for
+from tests.node.test_journey import ROWS, app_sql, sampledb, start_client, status, wait_phase, write_rows
+
+pytestmark = pytest.mark.timeout(600)
+VERSION = 17
+
+
+def server_sql(kubectl: Any, namespace: str, pod: str, sql: str, *, db: str = "app", check: bool = True) -> str:
+    """SQL as the superuser in one server's own container, over its socket."""
+    client = ["psql", "-h", SOCKET_DIR, "-U", "postgres", "-d", db, "-v", "ON_ERROR_STOP=1", "-XAtc", sql]
+    return str(kubectl("exec", "-n", namespace, pod, "-c", "postgres", "--", *client, check=check)).strip()
+
+
+def through(kubectl: Any, namespace: str, client: str, host: str, sql: str) -> str:
+    """SQL as the application through the Service `host`, from the client Pod."""
+    argv = [
+        "exec",
+        "-n",
+        namespace,
+        client,
+        "--",
+        "sh",
+        "-c",
+        'psql -h "$0" -XAtc "$1" 2>&1',
+        f"{host}.{namespace}.svc",
+        sql,
+    ]
+    return str(kubectl(*argv, check=False)).strip()
+
+
+def role(admin: KubeApi, namespace: str, pod: str) -> str | None:
+    return ((admin.get("Pod", namespace, pod) or {}).get("metadata", {}).get("labels") or {}).get(ROLE_LABEL)
+
+
+def test_standbys_stream_serve_reads_and_go_with_their_volumes(
+    admin: KubeApi, kubectl: Any, psql: Any, namespace: str
+) -> None:
+    """Two servers: rows written on the primary reach the standby; scaled to one, the standby and its claim go."""
+    admin.create(sampledb("ha", namespace, VERSION, instances=2))
+    wait_for(lambda: status(admin, namespace, "ha").get("readyInstances") == 2, timeout=300, what="two servers ready")
+    ready = wait_phase(admin, namespace, "ha")
+    assert ready["currentPrimary"] == "ha-0"
+    wait_for(lambda: role(admin, namespace, "ha-1") == "replica", timeout=60, what="the standby's role label")
+    assert role(admin, namespace, "ha-0") == "primary"
+
+    # The standby was cloned, not initialised: same system identifier, in recovery, streaming by its name.
+    identifier = "select system_identifier from pg_control_system()"
+    assert server_sql(kubectl, namespace, "ha-1", identifier) == server_sql(kubectl, namespace, "ha-0", identifier)
+    assert server_sql(kubectl, namespace, "ha-1", "select pg_is_in_recovery()") == "t"
+    assert server_sql(kubectl, namespace, "ha-0", "select pg_is_in_recovery()") == "f"
+    streaming = "select application_name, state from pg_stat_replication"
+    wait_for(lambda: server_sql(kubectl, namespace, "ha-0", streaming) == "ha-1|streaming", timeout=60,
+             what="the standby streaming")  # fmt: skip
+
+    # Rows the application commits on the primary after the clone reach the standby, row for row.
+    client = start_client(admin, namespace, "ha", VERSION)
+    written = write_rows(kubectl, namespace, client, 5000)
+    wait_for(
+        lambda: checksum(server_sql(kubectl, namespace, "ha-1", ROWS, check=False)) == written,
+        timeout=60,
+        what="the standby to replay the rows",
+    )
+
+    # The Services: read-write is the primary, read-only the standby (which refuses writes), -r both.
+    assert app_sql(kubectl, namespace, client, "select pg_is_in_recovery()") == "f"
+    assert through(kubectl, namespace, client, "ha-ro", "select pg_is_in_recovery()") == "t"
+    assert through(kubectl, namespace, client, "ha-ro", "select count(*) from journey") == "5000"
+    refused = through(kubectl, namespace, client, "ha-ro", "insert into journey values (0, 'x')")
+    assert "read-only transaction" in refused
+    assert through(kubectl, namespace, client, "ha-r", "select count(*) from journey") == "5000"
+
+    # Scaled to one: the standby, its claim and the standbys' Services go; the primary keeps every row.
+    admin.merge_patch("SampleDB", namespace, "ha", {"spec": {"instances": 1}})
+    for kind, name in [
+        ("Pod", "ha-1"),
+        ("PersistentVolumeClaim", "data-ha-1"),
+        ("Service", "ha-ro"),
+        ("Service", "ha-r"),
+    ]:
+        wait_for(lambda k=kind, n=name: admin.get(k, namespace, n) is None, timeout=120, what=f"{kind} {name} gone")
+    assert admin.get("PersistentVolumeClaim", namespace, "data-ha-0") is not None
+    assert checksum(psql(namespace, "ha", ROWS, db="app")) == written
+    wait_for(lambda: status(admin, namespace, "ha").get("readyInstances") == 1, timeout=60, what="one server")
+
+    # Scaled back to two: a fresh clone (its old claim is gone) catches up with a write made meanwhile.
+    app_sql(kubectl, namespace, client, "insert into journey values (5001, 'after')")
+    admin.merge_patch("SampleDB", namespace, "ha", {"spec": {"instances": 2}})
+    wait_for(lambda: status(admin, namespace, "ha").get("readyInstances") == 2, timeout=300, what="two servers again")
+    count = "select count(*) from journey"
+    wait_for(lambda: server_sql(kubectl, namespace, "ha-1", count, check=False) == "5001", timeout=60,
+             what="the new standby to have every row")  # fmt: skip
