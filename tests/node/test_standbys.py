@@ -13,9 +13,19 @@ import pytest
 from sampledb_operator.k8s.api import KubeApi
 from sampledb_operator.resources.instance import ROLE_LABEL
 from tests.node.conftest import SOCKET_DIR, checksum, wait_for
-from tests.node.test_journey import ROWS, app_sql, sampledb, start_client, status, wait_phase, write_rows
+from tests.node.test_journey import (
+    ROWS,
+    app_sql,
+    sampledb,
+    seed,
+    start_client,
+    status,
+    upgrade_phase,
+    wait_phase,
+    write_rows,
+)
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = pytest.mark.timeout(900)
 VERSION = 17
 
 
@@ -83,8 +93,10 @@ def test_standbys_stream_serve_reads_and_go_with_their_volumes(
     assert "read-only transaction" in refused
     assert through(kubectl, namespace, client, "ha-r", "select count(*) from journey") == "5000"
 
-    # Scaled to one: the standby, its claim and the standbys' Services go; the primary keeps every row.
-    admin.merge_patch("SampleDB", namespace, "ha", {"spec": {"instances": 1}})
+    # Scaled to one (through the scale subresource, as kubectl does it): the standby, its claim and
+    # the standbys' Services go; the primary keeps every row.
+    kubectl("scale", "-n", namespace, "sampledb/ha", "--replicas=1")
+    assert (admin.get("SampleDB", namespace, "ha") or {})["spec"]["instances"] == 1
     for kind, name in [
         ("Pod", "ha-1"),
         ("PersistentVolumeClaim", "data-ha-1"),
@@ -103,3 +115,20 @@ def test_standbys_stream_serve_reads_and_go_with_their_volumes(
     count = "select count(*) from journey"
     wait_for(lambda: server_sql(kubectl, namespace, "ha-1", count, check=False) == "5001", timeout=60,
              what="the new standby to have every row")  # fmt: skip
+
+
+def test_a_major_upgrade_runs_on_the_primary_and_the_standby_is_cloned_again(
+    admin: KubeApi, kubectl: Any, psql: Any, namespace: str
+) -> None:
+    """15 -> 17 with a standby: the primary is upgraded alone, then the standby's 15 data is replaced by a clone."""
+    admin.create(sampledb("up", namespace, 15, instances=2))
+    wait_for(lambda: status(admin, namespace, "up").get("readyInstances") == 2, timeout=300, what="two servers ready")
+    written = seed(psql, namespace, "up", 3000)
+    admin.merge_patch("SampleDB", namespace, "up", {"spec": {"postgres": {"version": 17}}})
+    wait_for(lambda: upgrade_phase(admin, namespace, "up") == "Succeeded", timeout=420, what="the upgrade", interval=2)
+    wait_for(lambda: status(admin, namespace, "up").get("readyInstances") == 2, timeout=300, what="the standby back")
+    assert server_sql(kubectl, namespace, "up-1", "show server_version_num")[:2] == "17"
+    assert server_sql(kubectl, namespace, "up-1", "select pg_is_in_recovery()") == "t"
+    assert "PostgreSQL 15, the server 17: cloning again" in kubectl("logs", "-n", namespace, "up-1", "-c", "postgres")
+    wait_for(lambda: checksum(server_sql(kubectl, namespace, "up-1", ROWS, check=False)) == written, timeout=60,
+             what="the standby to have every row")  # fmt: skip
