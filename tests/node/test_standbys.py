@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from kubernetes import client as k8s
+from kubernetes.client.rest import ApiException
 
 from sampledb_operator.k8s.api import KubeApi
 from sampledb_operator.resources.instance import ROLE_LABEL
@@ -56,8 +58,13 @@ def role(admin: KubeApi, namespace: str, pod: str) -> str | None:
     return ((admin.get("Pod", namespace, pod) or {}).get("metadata", {}).get("labels") or {}).get(ROLE_LABEL)
 
 
+def disruptions_allowed(admin: KubeApi, namespace: str, pdb: str) -> int | None:
+    """What the disruption controller computed for the budget `pdb`."""
+    return ((admin.get("PodDisruptionBudget", namespace, pdb) or {}).get("status") or {}).get("disruptionsAllowed")
+
+
 def test_standbys_stream_serve_reads_and_go_with_their_volumes(
-    admin: KubeApi, kubectl: Any, psql: Any, namespace: str
+    admin: KubeApi, kubectl: Any, psql: Any, namespace: str, k8s_api: k8s.ApiClient
 ) -> None:
     """Two servers: rows written on the primary reach the standby; scaled to one, the standby and its claim go."""
     admin.create(sampledb("ha", namespace, VERSION, instances=2))
@@ -66,6 +73,15 @@ def test_standbys_stream_serve_reads_and_go_with_their_volumes(
     assert ready["currentPrimary"] == "ha-0"
     wait_for(lambda: role(admin, namespace, "ha-1") == "replica", timeout=60, what="the standby's role label")
     assert role(admin, namespace, "ha-0") == "primary"
+
+    # A drain may take the standby (its own budget) but never the primary: the API server refuses its eviction.
+    budgets = lambda: [disruptions_allowed(admin, namespace, pdb) for pdb in ("ha", "ha-standbys")]  # noqa: E731
+    wait_for(lambda: None not in budgets(), timeout=60, what="the budgets computed")
+    assert budgets() == [0, 1]
+    eviction = k8s.V1Eviction(metadata=k8s.V1ObjectMeta(name="ha-0", namespace=namespace))
+    with pytest.raises(ApiException) as refused:
+        k8s.CoreV1Api(k8s_api).create_namespaced_pod_eviction("ha-0", namespace, eviction)
+    assert refused.value.status == 429
 
     # The standby was cloned, not initialised: same system identifier, in recovery, streaming by its name.
     identifier = "select system_identifier from pg_control_system()"

@@ -179,23 +179,28 @@ def test_services_and_pdb_select_the_database_pod(instance: Instance) -> None:
     primary = {**selector, services.POD_NAME_LABEL: "db1-0"}
     assert services.client_service(instance)["spec"]["selector"] == primary
     assert services.read_only_service(instance) is None and services.any_service(instance) is None
+    assert pdb.standbys_budget(instance) is None
     assert pdb.pod_disruption_budget(instance)["spec"] == {"minAvailable": 1, "selector": {"matchLabels": selector}}
     sts = statefulset.statefulset(instance)
     assert sts["spec"]["replicas"] == 1
     assert selector.items() <= sts["spec"]["template"]["metadata"]["labels"].items()
 
 
-def test_standbys_have_their_services_a_pdb_allowing_one_disruption_and_spread() -> None:
+def test_standbys_have_their_services_a_budget_of_their_own_and_spread() -> None:
     instance = dataclasses.replace(make_instance({"instances": 3}), current_primary="db1-2")
     selector = instance.selector_labels()
-    assert services.client_service(instance)["spec"]["selector"] == {**selector, services.POD_NAME_LABEL: "db1-2"}
+    primary = {**selector, services.POD_NAME_LABEL: "db1-2"}
+    assert services.client_service(instance)["spec"]["selector"] == primary
     read_only = services.read_only_service(instance)
     assert read_only is not None and read_only["metadata"]["name"] == "db1-ro"
     assert read_only["spec"]["selector"] == {**selector, ROLE_LABEL: "replica"}
     everyone = services.any_service(instance)
     assert everyone is not None and everyone["metadata"]["name"] == "db1-r"
     assert everyone["spec"]["selector"] == selector
-    assert pdb.pod_disruption_budget(instance)["spec"]["maxUnavailable"] == 1
+    assert pdb.pod_disruption_budget(instance)["spec"] == {"minAvailable": 1, "selector": {"matchLabels": primary}}
+    standbys = pdb.standbys_budget(instance)
+    assert standbys is not None and standbys["metadata"]["name"] == "db1-standbys"
+    assert standbys["spec"] == {"minAvailable": 1, "selector": {"matchLabels": {**selector, ROLE_LABEL: "replica"}}}
     sts = statefulset.statefulset(instance)
     assert sts["spec"]["replicas"] == 3
     spread = sts["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]

@@ -89,6 +89,9 @@ CHILDREN: tuple[ChildSpec, ...] = (
         drift_paths=(("spec", "replicas"),),
     ),
     ChildSpec("PodDisruptionBudget", lambda i: i.pdb, pdb.pod_disruption_budget, mutable_spec_keys=("spec",)),
+    ChildSpec(
+        "PodDisruptionBudget", lambda i: i.standbys_pdb, pdb.standbys_budget, mutable_spec_keys=("spec",), prune=True
+    ),
     # Scheduled backups: the volume is created on first need and kept; the CronJob follows the schedule.
     ChildSpec(
         "PersistentVolumeClaim", lambda i: i.backup_pvc, _when_scheduled(backup.backup_pvc), mutable_spec_keys=()

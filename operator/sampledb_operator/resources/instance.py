@@ -100,6 +100,10 @@ class Instance:
         return self.name
 
     @property
+    def standbys_pdb(self) -> str:  # noqa: D102
+        return f"{self.name}-standbys"
+
+    @property
     def init_job(self) -> str:
         """One initial-configuration Job per instance, whatever happens to the operator."""
         return f"{self.name}-init"

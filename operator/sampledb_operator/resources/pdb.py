@@ -1,22 +1,44 @@
-"""The PodDisruptionBudget: a single server is never evicted voluntarily; of several, one at a time.
+"""The PodDisruptionBudgets: the primary is never evicted voluntarily; standbys one at a time.
 
-With one server, a node drain waits until the user deletes the Pod or scales down knowingly,
-instead of silently taking the database offline. With standbys, one Pod may go at a time.
+A node drain that reaches the primary waits until the user deletes the Pod (or, once switchover
+exists, issue #16, until the primary has moved), instead of silently stopping the writes. With one
+server the budget covers every database Pod, as it always did. With standbys it covers the primary
+by its Pod name, and a second budget lets a drain take the standbys one at a time.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sampledb_operator.resources.instance import Instance
+from sampledb_operator.resources.instance import ROLE_LABEL, Instance, Role
+from sampledb_operator.resources.services import POD_NAME_LABEL
 
 
 def pod_disruption_budget(instance: Instance) -> dict[str, Any]:
-    """MinAvailable 1 over one server; maxUnavailable 1 over several."""
-    limit = {"minAvailable": 1} if instance.spec.instances == 1 else {"maxUnavailable": 1}
+    """MinAvailable 1 over the primary (every database Pod, with one server)."""
+    selector = instance.selector_labels()
+    if instance.spec.instances > 1:
+        selector = {**selector, POD_NAME_LABEL: instance.primary}
+    return _budget(instance, instance.pdb, {"minAvailable": 1}, selector)
+
+
+def standbys_budget(instance: Instance) -> dict[str, Any] | None:
+    """All standbys but one must stay available; none with one server.
+
+    Not `maxUnavailable: 1`: that counts against the StatefulSet's replicas, the primary included,
+    so the primary's absence from this budget would already use up the one disruption (seen on
+    the real node: 0 allowed with one healthy standby).
+    """
+    if instance.spec.instances == 1:
+        return None
+    selector = {**instance.selector_labels(), ROLE_LABEL: Role.REPLICA.value}
+    return _budget(instance, instance.standbys_pdb, {"minAvailable": instance.spec.instances - 2}, selector)
+
+
+def _budget(instance: Instance, name: str, limit: dict[str, int], selector: dict[str, str]) -> dict[str, Any]:
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
-        "metadata": instance.metadata(instance.pdb, "database"),
-        "spec": {**limit, "selector": {"matchLabels": instance.selector_labels()}},
+        "metadata": instance.metadata(name, "database"),
+        "spec": {**limit, "selector": {"matchLabels": selector}},
     }
