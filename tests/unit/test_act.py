@@ -141,6 +141,13 @@ def test_a_terminating_namespace_is_learned_only_while_deleting_and_other_errors
         executor(FakeApi({("patch", "a"): error(500)})).write("team-a", [action(Verb.PATCH, "Job", "a")])
 
 
+def test_a_patch_of_an_object_gone_since_observed_is_skipped_and_the_pass_goes_on() -> None:
+    api, cache = FakeApi({("patch", "db1-1"): error(404)}), FakeCache(None)
+    report = executor(api, cache).write("team-a", [action(Verb.PATCH, "Pod", "db1-1"), action(Verb.CREATE, "Job", "a")])
+    assert [c[2] for c in api.calls] == ["db1-1", "a"]
+    assert cache.remembered == [("Job", "a")] and not report.rejected and not report.stale
+
+
 def test_a_generated_secret_is_filled_by_the_executor_only() -> None:
     api = FakeApi()
     filled = Action(

@@ -197,7 +197,7 @@ def _converge(snap: Snapshot, instance: Instance, now: datetime) -> Plan:
 
 def _primary_ready(instance: Instance, pods: list[dict[str, Any]]) -> bool | None:
     """With standbys, whether the primary's Pod is ready (a ready standby does not make the instance Ready)."""
-    if instance.spec.instances == 1:
+    if not instance.has_standbys:
         return None  # the StatefulSet's ready count says it
     return any(p["metadata"]["name"] == instance.primary and pod_ready(p) for p in pods)
 

@@ -31,7 +31,7 @@ def role(instance: Instance, pod: str) -> Role:
 
 def role_labels(instance: Instance, pods: Iterable[dict[str, Any]]) -> list[Action]:
     """A label patch for each database Pod whose role label is missing or wrong (several servers only)."""
-    if instance.spec.instances == 1:
+    if not instance.has_standbys:
         return []
     actions = []
     for pod in pods:

@@ -161,9 +161,8 @@ def verdict(previous_status: dict[str, Any], observation: Observation) -> Verdic
         return _moving(phase, ready=serving, reason="Resizing", message=observation.resizing)
     sts = observation.statefulset
     if sts is None or ready_replicas(sts) < 1 or observation.primary_ready is False:
-        message = "waiting for the database Pod to become ready"
-        if observation.primary_ready is False:
-            message = "waiting for the primary's Pod to become ready"
+        pod = "the primary's Pod" if observation.primary_ready is False else "the database Pod"
+        message = f"waiting for {pod} to become ready"
         return _moving(Phase.PROVISIONING, ready=False, reason="PodNotReady", message=message, progress="Provisioning")
     if not init_completed(previous_status, init):
         message = "creating the application database and role"

@@ -149,6 +149,11 @@ class Instance:
         return f"{self.data_volume}-{self.statefulset}-{ordinal}"
 
     @property
+    def has_standbys(self) -> bool:
+        """More than one server: role labels, the standbys' Services and their budget exist only then."""
+        return self.spec.instances > 1
+
+    @property
     def primary(self) -> str:
         """The primary's Pod: the one status.currentPrimary names, Pod 0 for a new instance."""
         return self.current_primary or self.pod(0)

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sampledb_operator.resources.instance import ROLE_LABEL, Instance, Role
-from sampledb_operator.resources.services import POD_NAME_LABEL
+from sampledb_operator.resources.instance import Instance
+from sampledb_operator.resources.services import primary_selector, standbys_selector
 
 
 def pod_disruption_budget(instance: Instance) -> dict[str, Any]:
     """MinAvailable 1 over the primary (every database Pod, with one server)."""
-    selector = instance.selector_labels()
-    if instance.spec.instances > 1:
-        selector = {**selector, POD_NAME_LABEL: instance.primary}
+    selector = primary_selector(instance) if instance.has_standbys else instance.selector_labels()
     return _budget(instance, instance.pdb, {"minAvailable": 1}, selector)
 
 
@@ -29,10 +27,10 @@ def standbys_budget(instance: Instance) -> dict[str, Any] | None:
     so the primary's absence from this budget would already use up the one disruption (seen on
     the real node: 0 allowed with one healthy standby).
     """
-    if instance.spec.instances == 1:
+    if not instance.has_standbys:
         return None
-    selector = {**instance.selector_labels(), ROLE_LABEL: Role.REPLICA.value}
-    return _budget(instance, instance.standbys_pdb, {"minAvailable": instance.spec.instances - 2}, selector)
+    limit = {"minAvailable": instance.spec.instances - 2}
+    return _budget(instance, instance.standbys_pdb, limit, standbys_selector(instance))
 
 
 def _budget(instance: Instance, name: str, limit: dict[str, int], selector: dict[str, str]) -> dict[str, Any]:

@@ -32,24 +32,31 @@ def headless_service(instance: Instance) -> dict[str, Any]:
     }
 
 
+def primary_selector(instance: Instance) -> dict[str, str]:
+    """The primary's Pod, by the name the StatefulSet controller labels it with (no label of ours needed)."""
+    return {**instance.selector_labels(), POD_NAME_LABEL: instance.primary}
+
+
+def standbys_selector(instance: Instance) -> dict[str, str]:
+    """The standbys, by the role label the operator sets (`reconcile/replicas.py`)."""
+    return {**instance.selector_labels(), ROLE_LABEL: Role.REPLICA.value}
+
+
 def client_service(instance: Instance) -> dict[str, Any]:
     """What applications connect to for writes: the primary's Pod, once it is ready."""
-    selector = {**instance.selector_labels(), POD_NAME_LABEL: instance.primary}
-    return _service(instance, instance.client_service, selector)
+    return _service(instance, instance.client_service, primary_selector(instance))
 
 
 def read_only_service(instance: Instance) -> dict[str, Any] | None:
     """The ready standbys; none with one server."""
-    if instance.spec.instances == 1:
-        return None
-    return _service(instance, instance.read_only_service, {**instance.selector_labels(), ROLE_LABEL: Role.REPLICA})
+    return (
+        _service(instance, instance.read_only_service, standbys_selector(instance)) if instance.has_standbys else None
+    )
 
 
 def any_service(instance: Instance) -> dict[str, Any] | None:
     """Every ready server, primary and standbys (a Pod still cloning is not ready); none with one server."""
-    if instance.spec.instances == 1:
-        return None
-    return _service(instance, instance.any_service, instance.selector_labels())
+    return _service(instance, instance.any_service, instance.selector_labels()) if instance.has_standbys else None
 
 
 def _service(instance: Instance, name: str, selector: dict[str, str]) -> dict[str, Any]:
