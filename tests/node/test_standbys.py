@@ -6,6 +6,8 @@ through each Service, `pg_stat_replication` on the primary, a write refused by a
 
 from __future__ import annotations
 
+import subprocess
+import time
 from typing import Any
 
 import pytest
@@ -14,7 +16,7 @@ from kubernetes.client.rest import ApiException
 
 from sampledb_operator.k8s.api import KubeApi
 from sampledb_operator.resources.instance import ROLE_LABEL
-from tests.node.conftest import SOCKET_DIR, checksum, wait_for
+from tests.node.conftest import SOCKET_DIR, checksum, tool_path, wait_for
 from tests.node.test_journey import (
     ROWS,
     app_sql,
@@ -148,3 +150,74 @@ def test_a_major_upgrade_runs_on_the_primary_and_the_standby_is_cloned_again(
     assert "PostgreSQL 15, the server 17: cloning again" in kubectl("logs", "-n", namespace, "up-1", "-c", "postgres")
     wait_for(lambda: checksum(server_sql(kubectl, namespace, "up-1", ROWS, check=False)) == written, timeout=60,
              what="the standby to have every row")  # fmt: skip
+
+
+# Each write is its own connection through the read-write Service, so it reaches whichever server is
+# the primary; a line is printed only for an acknowledged commit: "<id> <client clock>".
+WRITER = """i=0
+while [ "$i" -lt "$0" ]; do
+  i=$((i + 1))
+  if PGCONNECT_TIMEOUT=2 psql -XAtqc "insert into acked values ($i)" >/dev/null 2>&1; then
+    echo "$i $(date +%s.%N)"
+  fi
+  sleep 0.05
+done
+"""
+
+
+def test_a_lost_primary_fails_over_to_the_standby_which_keeps_every_write_and_the_old_one_rejoins(
+    admin: KubeApi, kubectl: Any, kube_config: str, namespace: str
+) -> None:
+    """The primary's Pod killed with no grace under a writer: the standby is promoted, the old primary rewound."""
+    admin.create(sampledb("fo", namespace, VERSION, instances=2))
+    wait_for(lambda: status(admin, namespace, "fo").get("readyInstances") == 2, timeout=300, what="two servers ready")
+    wait_phase(admin, namespace, "fo")
+    client = start_client(admin, namespace, "fo", VERSION)
+    app_sql(kubectl, namespace, client, "create table acked (id int primary key)")
+    written = write_rows(kubectl, namespace, client, 2000)
+    wait_for(lambda: checksum(server_sql(kubectl, namespace, "fo-1", ROWS, check=False)) == written, timeout=60,
+             what="the standby to replay the rows")  # fmt: skip
+
+    writer_argv = ["exec", "-n", namespace, client, "--", "sh", "-c", WRITER, "400"]
+    writer = subprocess.Popen(
+        [str(tool_path("kubectl")), "--kubeconfig", kube_config, *writer_argv], stdout=subprocess.PIPE, text=True
+    )
+    time.sleep(5)
+    killed = time.time()
+    kubectl("delete", "pod", "-n", namespace, "fo-0", "--grace-period=0", "--force")
+    wait_for(lambda: status(admin, namespace, "fo").get("currentPrimary") == "fo-1", timeout=120,
+             what="fo-1 promoted", interval=0.5)  # fmt: skip
+    out, _ = writer.communicate(timeout=180)
+    acked = [(int(i), float(at)) for i, at in (line.split() for line in out.splitlines())]
+    times = [at for _, at in acked]
+    assert times[0] < killed < times[-1], "the writer ran before and after the kill"
+    outage, resumed = max((after - before, after) for before, after in zip(times, times[1:]) if after > killed)
+    print(f"\nfailover: writes stopped for {outage:.1f} s (longest gap between acknowledged commits), "
+          f"resumed {resumed - killed:.1f} s after the primary's Pod was killed")  # fmt: skip
+
+    record = status(admin, namespace, "fo")["failover"]
+    assert (record["state"], record["fromPod"], record["toPod"]) == ("Completed", "fo-0", "fo-1")
+    assert "its Pod" in record["reason"]
+    assert server_sql(kubectl, namespace, "fo-1", "select pg_is_in_recovery()") == "f"
+    # Every commit acknowledged after the failover is on the new primary; so is every one before it
+    # that had reached the standby (asynchronous replication: report any that had not).
+    present = set(map(int, server_sql(kubectl, namespace, "fo-1", "select id from acked").split()))
+    lost = sorted(i for i, _ in acked if i not in present)
+    print(f"failover: {len(acked)} commits acknowledged, {len(lost)} lost: {lost[:20]}")
+    assert not [i for i, at in acked if at >= resumed and i not in present]
+    assert checksum(server_sql(kubectl, namespace, "fo-1", ROWS)) == written
+
+    # The old primary comes back as a standby of the new one, rewound, streaming, with the same rows.
+    wait_for(lambda: role(admin, namespace, "fo-0") == "replica", timeout=120, what="fo-0 labelled a replica")
+    wait_for(lambda: status(admin, namespace, "fo").get("readyInstances") == 2, timeout=300, what="fo-0 back")
+    assert "rewinding to its timeline" in kubectl("logs", "-n", namespace, "fo-0", "-c", "postgres")
+    assert server_sql(kubectl, namespace, "fo-0", "select pg_is_in_recovery()") == "t"
+    streaming = "select application_name, state from pg_stat_replication"
+    wait_for(lambda: server_sql(kubectl, namespace, "fo-1", streaming) == "fo-0|streaming", timeout=60,
+             what="fo-0 streaming from fo-1")  # fmt: skip
+    count = "select count(*) from acked"
+    wait_for(lambda: server_sql(kubectl, namespace, "fo-0", count) == server_sql(kubectl, namespace, "fo-1", count),
+             timeout=60, what="fo-0 to have every row")  # fmt: skip
+    assert app_sql(kubectl, namespace, client, "select pg_is_in_recovery()") == "f"
+    events = kubectl("get", "events", "-n", namespace, "-o", "jsonpath={.items[*].reason}").split()
+    assert {"FailoverStarted", "FailedOver"} <= set(events)

@@ -218,9 +218,18 @@ def _ready(server: Server) -> bool:
 
 
 def start_server(
-    instance: Instance, runtime: Runtime, root: Path, password: str, share: Path, upstream: Server | None = None
+    instance: Instance,
+    runtime: Runtime,
+    root: Path,
+    password: str,
+    share: Path,
+    upstream: Server | None = None,
+    hostname: str | None = None,
 ) -> Server:
-    """A server as the Pod runs it: the primary, or (with `upstream`) a standby of `upstream` named `<sts>-1`."""
+    """A server as the Pod runs it: the primary, or (with `upstream`) a standby of `upstream` named `<sts>-1`.
+
+    `hostname` names the Pod otherwise: the primary's Pod 0 after a failover to `<sts>-1`, say.
+    """
     server = Server(runtime, root, free_port(), password, share)
     server.socket_dir.mkdir(parents=True, exist_ok=True)
     if not (root / "config").exists():
@@ -235,7 +244,7 @@ def start_server(
     )
     env = {
         "PGDATA": str(root / "data" / "pgdata"),
-        "HOSTNAME": instance.pod(1) if upstream else instance.primary,
+        "HOSTNAME": hostname or (instance.pod(1) if upstream else instance.primary),
         "PASSWORD_FILE": str(credentials_dir / "superuser-password"),
         "PGPASSFILE": str(server.socket_dir / config.PASSFILE),
     }

@@ -1,7 +1,9 @@
-"""The start script's standby paths on real PostgreSQL: a clone that streams, and a refusal to be a second primary."""
+"""The start script's standby paths on real PostgreSQL: a clone that streams, a former primary rewound, or refused."""
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
 import time
 from typing import Any
 
@@ -37,10 +39,43 @@ def test_a_standby_is_cloned_from_the_primary_and_streams_under_its_pod_name(mak
     assert primary.superuser_password not in (standby.root / "server.log").read_text()
 
 
-def test_a_pod_that_is_not_the_primary_never_starts_on_a_primarys_data(make_server: Any, pg: Runtime) -> None:
+def test_a_former_primary_is_rewound_onto_the_new_primarys_timeline(make_server: Any, pg: Runtime) -> None:
+    """After a failover, the old primary's volume restarts as a standby: its divergent write is gone."""
     instance = make_instance({"instances": 2})
-    primary = make_server(instance, pg, name="primary")
-    stop_server(primary)
-    # The same volume, now in a Pod the ConfigMap does not name as primary (a stale old primary).
-    with pytest.raises(RuntimeError, match="holds a primary's data but db1-0 is the primary: not starting"):
-        start_server(instance, pg, primary.root, primary.superuser_password, primary.share, upstream=primary)
+    old = make_server(instance, pg, name="primary")
+    old.psql("CREATE TABLE t (id int, at text)")
+    old.psql("INSERT INTO t SELECT g, 'before' FROM generate_series(1, 100) g")
+    new = make_server(instance, pg, name="standby", upstream=old)
+    wait_until(lambda: new.psql("SELECT count(*) FROM t") == "100", "the standby to replay the rows")
+    assert new.psql("SELECT pg_promote(true, 30)") == "t"
+    new.psql("INSERT INTO t VALUES (101, 'after the failover')")
+    old.psql("INSERT INTO t VALUES (-1, 'divergent')")  # the old primary still took a write: lost by design
+    stop_server(old)
+    failed_over = dataclasses.replace(instance, current_primary=instance.pod(1))
+    for folder in ("config", "credentials"):
+        shutil.rmtree(old.root / folder)
+    back = start_server(
+        failed_over, pg, old.root, old.superuser_password, old.share, upstream=new, hostname=instance.pod(0)
+    )
+    try:
+        assert "rewinding to its timeline" in (old.root / "server.log").read_text()
+        assert back.psql("SELECT pg_is_in_recovery()") == "t"
+        assert back.psql("SELECT count(*) FROM t WHERE id = -1") == "0"
+        new.psql("INSERT INTO t VALUES (102, 'streamed')")
+        wait_until(lambda: back.psql("SELECT count(*) FROM t") == "102", "the rewound standby to stream")
+    finally:
+        stop_server(back)
+
+
+def test_a_former_primary_that_cannot_be_rewound_never_starts(make_server: Any, pg: Runtime) -> None:
+    """A primary's data that pg_rewind cannot bring onto the primary's timeline (here, another cluster's): no start."""
+    instance = make_instance({"instances": 2})
+    other = make_server(instance, pg, name="other")
+    stale = make_server(instance, pg, name="stale")
+    stop_server(stale)
+    failed_over = dataclasses.replace(instance, current_primary=instance.pod(1))
+    for folder in ("config", "credentials"):
+        shutil.rmtree(stale.root / folder)
+    with pytest.raises(RuntimeError, match="pg_rewind failed: not starting"):
+        start_server(failed_over, pg, stale.root, stale.superuser_password, stale.share, upstream=other,
+                     hostname=instance.pod(0))  # fmt: skip

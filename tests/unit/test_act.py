@@ -26,6 +26,7 @@ class FakeApi:
         self.bodies: list[dict[str, Any]] = []
         self.events: list[str] = []
         self.fail = fail or {}
+        self.outputs: dict[str, str] = {}
 
     def _answer(self, verb: str, kind: str, name: str, body: Any = None) -> dict[str, Any]:
         self.calls.append((verb, kind, name))
@@ -47,9 +48,19 @@ class FakeApi:
     def json_patch(self, kind: str, ns: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
         return self._answer("guarded", kind, name)
 
-    def delete(self, kind: str, ns: str, name: str, *, propagation: str = "Background") -> bool:
-        self._answer(f"delete:{propagation}", kind, name)
-        return True
+    def delete(
+        self, kind: str, ns: str, name: str, *, propagation: str = "Background", grace_seconds: int | None = None
+    ) -> dict[str, Any]:
+        grace = "" if grace_seconds is None else f":grace={grace_seconds}"
+        answer = self._answer(f"delete:{propagation}{grace}", kind, name)
+        if grace_seconds:  # the Pod stops within its grace period: still there, being deleted
+            answer["metadata"]["deletionTimestamp"] = "2026-11-27T12:00:00Z"
+            return answer
+        return {"kind": "Status", "metadata": {}, "status": "Success"}
+
+    def exec(self, ns: str, pod: str, container: str, command: list[str]) -> str:
+        self._answer("exec", "Pod", pod)
+        return self.outputs.get(pod, "")
 
     def wait_deleted(self, kind: str, ns: str, name: str) -> bool:
         self.calls.append(("wait", kind, name))
@@ -104,6 +115,22 @@ def test_writes_go_in_order_and_through_to_the_cache() -> None:
     assert cache.remembered == [("SampleDB", "db1"), ("Service", "s"), ("ConfigMap", "c")]
     assert cache.deleted == [("CronJob", "j")]
     assert not report.learned and not report.stale
+
+
+def test_a_command_in_a_pod_must_print_what_the_plan_expects_and_a_probe_never_raises() -> None:
+    api = FakeApi({("exec", "db1-2"): error(500, "psql exited with 2")})
+    api.outputs = {"db1-0": "t\n", "db1-1": "f\n"}
+    promote = {"container": "postgres", "command": ["psql"], "expect": "t"}
+    fence = Action(Verb.DELETE, "Pod", "db1-9", "FenceLostPrimary", {"gracePeriodSeconds": 1})
+    cache = FakeCache(None)
+    executor(api, cache).write("team-a", [fence, Action(Verb.EXEC, "Pod", "db1-0", "PromoteStandby", promote)])
+    assert api.calls == [("delete:Background:grace=1", "Pod", "db1-9"), ("exec", "Pod", "db1-0")]
+    assert cache.remembered == [("Pod", "db1-9")] and cache.deleted == [], "a Pod stopping is seen stopping"
+    with pytest.raises(ApiError, match="PromoteStandby answered 'f', expected 't'"):
+        executor(api).write("team-a", [Action(Verb.EXEC, "Pod", "db1-1", "PromoteStandby", promote)])
+    probe = {"container": "postgres", "command": ["psql"]}
+    probes = [Action(Verb.EXEC, "Pod", name, "ProbeStandby", probe) for name in ("db1-1", "db1-2")]
+    assert executor(api).probe("team-a", probes) == {"db1-1": "f\n", "db1-2": None}
 
 
 def test_an_existing_object_is_fine_and_a_refused_one_becomes_a_problem() -> None:

@@ -11,9 +11,13 @@ The rules of the API server's answers, the same for every write:
 - GUARDED (a JSON patch with `test`): 409/422 means what was observed is stale; the pass stops
   there, without backoff, and the watch event of the change decides again.
 - DELETE 404: already gone. PATCH 404 (a Pod relabelled as it goes): gone since observed; its
-  watch event decides again. Anything else raises, and the runner retries with backoff.
+  watch event decides again.
+- EXEC (a command in a Pod: promoting a standby): one that cannot run, exits non-zero or prints
+  other than what the plan expects raises, like any other error.
+Anything else raises, and the runner retries with backoff.
 Each write that succeeds is written through to the caches (`Observer.remember`), so the next
-pass sees it even before its watch event arrives: no duplicate create, no repeated patch.
+pass sees it even before its watch event arrives: no duplicate create, no repeated patch, and an
+object deleted but still there (a Pod stopping within its grace period) is seen stopping, not gone.
 """
 
 from __future__ import annotations
@@ -107,10 +111,38 @@ class Executor:
                 action.kind, self.api.json_patch(action.kind, namespace, action.name, action.body["ops"])
             )
         elif action.verb is Verb.DELETE:
-            self.api.delete(action.kind, namespace, action.name)
-            self.observer.forget_deleted(action.kind, namespace, action.name)
+            answer = self.api.delete(
+                action.kind, namespace, action.name, grace_seconds=action.body.get("gracePeriodSeconds")
+            )
+            if answer and answer.get("kind") == action.kind and answer["metadata"].get("deletionTimestamp"):
+                self.observer.remember(action.kind, answer)  # still there: a Pod stopping, a finalizer
+            else:
+                self.observer.forget_deleted(action.kind, namespace, action.name)
+        elif action.verb is Verb.EXEC:
+            self._exec(namespace, action)
         else:
             self._recreate(namespace, action)
+
+    def _exec(self, namespace: str, action: Action) -> None:
+        """A command in a Pod whose output must be what the plan expects (else an error to retry)."""
+        body = action.body
+        out = self.api.exec(namespace, action.name, body["container"], body["command"]).strip()
+        if "expect" in body and out != body["expect"]:
+            message = f"{action.reason} answered {out[:200]!r}, expected {body['expect']!r}"
+            raise ApiError(500, "EXEC", f"{namespace}/{action.name}", message)
+
+    def probe(self, namespace: str, probes: Sequence[Action]) -> dict[str, str | None]:
+        """Each probe's output by Pod name; None for a Pod that could not answer (its failure is logged)."""
+        answers: dict[str, str | None] = {}
+        for probe in probes:
+            try:
+                answers[probe.name] = self.api.exec(
+                    namespace, probe.name, probe.body["container"], probe.body["command"]
+                )
+            except ApiError as err:
+                logger.warning("%s: %s on Pod %s failed: %s", namespace, probe.reason, probe.name, err)
+                answers[probe.name] = None
+        return answers
 
     def _recreate(self, namespace: str, action: Action) -> None:
         """Orphan-delete, wait until gone, create: if this stops half-way, the next pass creates it.

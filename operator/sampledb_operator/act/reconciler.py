@@ -2,6 +2,8 @@
 
 1. Observe: a `Snapshot` from the watch caches (no API read).
 2. Decide: `reconcile.decide.decide`, pure.
+   A plan may first ask for probes, reads only a Pod can answer (a standby's WAL position while a
+   failover is decided): they are made, and the decision is made again with their answers.
 3. Act: the executor makes the writes. When the API server tells something the decision could
    not know (it refuses an object, or the namespace is being deleted), the snapshot gains that
    fact and the decision is made once more; writes already attempted are not repeated, so the
@@ -71,6 +73,9 @@ class Reconciler:
         logger.debug("%s/%s: observed resourceVersion %s", namespace, name, rv)
         now = self.clock()
         plan = decide(snap, now=now, settings=self.settings)
+        if plan.probes:
+            snap = dataclasses.replace(snap, probed=self.executor.probe(namespace, plan.probes))
+            plan = decide(snap, now=now, settings=self.settings)
         deleting = plan.phase == DELETING
         report = self.executor.write(namespace, plan.writes, deleting=deleting)
         actions = plan.described()

@@ -201,6 +201,13 @@ class StoragePhase(StrEnum):
     EXPANSION_UNSUPPORTED = "ExpansionUnsupported"
 
 
+class FailoverState(StrEnum):
+    """A failover under way (the target chosen, not yet promoted) or done."""
+
+    PROMOTING = "Promoting"
+    COMPLETED = "Completed"
+
+
 class UpgradePhase(StrEnum):
     """The steps of a major-version upgrade, in order; RollingBack and Failed after any failure."""
 
@@ -283,6 +290,18 @@ class UpgradeStatus(ApiModel):
     completionTime: str | None = Field(None, description="When the upgrade succeeded or was rolled back (RFC 3339).")
 
 
+class FailoverStatus(ApiModel):
+    """The current (or last) failover: written before it is acted on, so a restarted operator resumes it."""
+
+    state: FailoverState = Field(description="Promoting while under way, Completed once the new primary serves.")
+    fromPod: str = Field(description="The primary that was lost.")
+    toPod: str = Field(description="The standby chosen to be promoted: the most advanced one.")
+    reason: str = Field(description="How the primary was found lost.")
+    position: str | None = Field(None, description="The WAL position the chosen standby had received.")
+    startTime: str = Field(description="When the failover was decided (RFC 3339).")
+    completionTime: str | None = Field(None, description="When the new primary was promoted (RFC 3339).")
+
+
 class SampleDBStatus(ApiModel):
     """The observed state of a SampleDB, written only by the operator."""
 
@@ -305,3 +324,4 @@ class SampleDBStatus(ApiModel):
     migrations: MigrationStatus | None = Field(None, description="Schema migrations, when spec.migrations is set.")
     upgrade: UpgradeStatus | None = Field(None, description="The current or last major-version upgrade.")
     storage: StorageStatus | None = Field(None, description="The data volumes and their growth.")
+    failover: FailoverStatus | None = Field(None, description="The current or last automatic failover.")

@@ -24,7 +24,9 @@ from urllib.parse import urlencode
 
 import msgspec
 import urllib3
-from kubernetes import client, config
+from kubernetes import client, config, stream
+from kubernetes.client.exceptions import ApiException
+from websocket import WebSocketException
 
 from sampledb_operator.api import GROUP, PLURAL, STORAGE_VERSION
 
@@ -127,6 +129,8 @@ class KubeApi:
 
     def __init__(self, api_client: client.ApiClient) -> None:
         self._client = api_client
+        self._exec_client = client.ApiClient(api_client.configuration)
+        self._exec_lock = threading.Lock()
         self._lock = threading.Lock()
         self.writes: Counter[str] = Counter()
         self.reads: Counter[str] = Counter()
@@ -320,16 +324,66 @@ class KubeApi:
         """An RFC 6902 JSON patch; `test` operations make it conditional."""
         return self._request("PATCH", RESOURCES[kind].path(namespace, name), body=ops, content_type=JSON_PATCH)
 
-    def delete(self, kind: str, namespace: str | None, name: str, *, propagation: str = "Background") -> bool:
-        """Delete an object; False when it was already gone."""
-        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation}
+    def delete(
+        self,
+        kind: str,
+        namespace: str | None,
+        name: str,
+        *,
+        propagation: str = "Background",
+        grace_seconds: int | None = None,
+    ) -> dict[str, Any] | None:
+        """Delete an object (a Pod within `grace_seconds` when given); None when it was already gone.
+
+        The server's answer is the object, with its deletionTimestamp, while it is still there (a
+        Pod stopping, an object with finalizers), or a Status once it is gone.
+        """
+        body: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation}
+        if grace_seconds is not None:
+            body["gracePeriodSeconds"] = grace_seconds
         try:
-            self._request("DELETE", RESOURCES[kind].path(namespace, name), body=body)
+            return self._request("DELETE", RESOURCES[kind].path(namespace, name), body=body)
         except ApiError as err:
             if err.not_found:
-                return False
+                return None
             raise
-        return True
+
+    def exec(self, namespace: str, pod: str, container: str, command: list[str], *, timeout: float = 90.0) -> str:
+        """Run `command` in a container (pods/exec, over a WebSocket) and return its standard output.
+
+        Raises ApiError when the command cannot run or exits non-zero (with its standard error).
+        The official client's `stream` swaps the request function of the ApiClient it is given while
+        it connects, so it gets a client of its own, and one exec connects at a time.
+        """
+        path = f"/api/v1/namespaces/{namespace}/pods/{pod}/exec"
+        with self._lock:
+            self.writes["EXEC"] += 1
+        try:
+            with self._exec_lock:
+                session = stream.stream(
+                    client.CoreV1Api(self._exec_client).connect_get_namespaced_pod_exec,
+                    pod,
+                    namespace,
+                    container=container,
+                    command=command,
+                    stdin=False,
+                    stdout=True,
+                    stderr=True,
+                    tty=False,
+                    _preload_content=False,
+                )
+            try:
+                session.run_forever(timeout=timeout)
+                out, err, code = session.read_stdout(), session.read_stderr(), session.returncode
+            finally:
+                session.close()
+        except ApiException as failed:
+            raise ApiError(failed.status or 0, "EXEC", path, str(failed.reason)) from failed
+        except (OSError, WebSocketException) as failed:
+            raise ApiError(0, "EXEC", path, str(failed)) from failed
+        if code != 0:
+            raise ApiError(500, "EXEC", path, f"{command[0]} exited with {code}: {err.strip()[:300]}")
+        return str(out)
 
     def wait_deleted(self, kind: str, namespace: str | None, name: str, *, timeout: float = 30.0) -> bool:
         """Poll until the object is gone (an orphan cascade takes the garbage collector a moment)."""

@@ -31,6 +31,7 @@ SampleDBBackup         spec (whole: instance, verify)             backup.py:Back
 StatefulSet            D                                          children.py:plan_child
                        spec.replicas                              plan_child (drift_paths), upgrade.py:_scaled_down,
                                                                   replicas.py:removed_standby_claims
+                       spec.podManagementPolicy                   plan_child (replace_paths: re-created)
                        spec.template.metadata.annotations         config_check.py:running_hash
                          [sampledb.io/config-hash]
                        spec.template.spec.containers[*].image     status.py:_running_image, upgrade.py:_switching
@@ -46,11 +47,14 @@ Job                    status.conditions[type Complete|Failed]    status.py:job_
                          .type, .status, .reason, .message          status.py:job_failure_message (reason, message)
                        status.completionTime                      status.py:_initialization, backup.py:outcome_status
                        status.startTime                           backup.py:outcome_status, BackupReconciler.reconcile
-Pod                    metadata.creationTimestamp                 status.py:termination_summary (newest Pod first)
+Pod                    metadata.creationTimestamp                 status.py:termination_summary (newest Pod first),
+                                                                  failover.py:plan_failover (fence a Pod older than
+                                                                  the failover)
                        status.containerStatuses[with a            termination_summary (the script's JSON summary: Pods
                          terminated message].state.terminated       of backup, config-check, migration, upgrade Jobs)
                          .message
-                       status.conditions[type Ready].type,        status.py:pod_ready (database Pods)
+                       status.conditions[type Ready].type,        status.py:pod_ready (database Pods),
+                                                                  failover.py:lost
                          .status
                        metadata.name, labels[sampledb.io/role],   replicas.py:role_labels, removed_standby_claims
                          deletionTimestamp                          (identity: kept for every kind)
@@ -161,6 +165,7 @@ KEPT: dict[str, Mapping[str, Keep]] = {
         hashed=True,
         spec={
             "replicas": True,
+            "podManagementPolicy": True,
             "template": {
                 "metadata": {"annotations": {CONFIG_HASH_ANNOTATION: True}},
                 "spec": {"containers": Each({"image": True})},

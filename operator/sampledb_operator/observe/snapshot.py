@@ -38,6 +38,8 @@ class Snapshot:
     # Facts learned by acting in this pass, for a second decision (see `act.reconciler`).
     rejected: tuple[Problem, ...] = ()
     namespace_terminating: bool = False
+    # The output of `Plan.probes` by Pod name (None: the Pod did not answer); None: nothing probed.
+    probed: Mapping[str, str | None] | None = None
 
     @property
     def namespace(self) -> str:  # noqa: D102

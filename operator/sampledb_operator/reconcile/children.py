@@ -34,6 +34,10 @@ class Verb(StrEnum):
     # An RFC 6902 patch whose `test` operations make it conditional (finalizers): the body is
     # {"ops": [...]}; a failed test means the observation was stale, and the next pass decides again.
     GUARDED = "GuardedPatch"
+    # Run a command in a Pod's container through pods/exec (body: container, command, and the
+    # output `expect`ed, if any): promoting a standby. As a probe (`Plan.probes`), its output is
+    # read into the snapshot for a second decision.
+    EXEC = "Exec"
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,9 @@ class ChildSpec:
     # Fields someone else may change by hand, compared with the live object (the fingerprint only
     # says what the operator last wrote): a StatefulSet scaled to 0 is scaled back.
     drift_paths: tuple[tuple[str, ...], ...] = ()
+    # Immutable fields whose change re-creates the child (Verb.RECREATE): the StatefulSet's Pod
+    # management policy, OrderedReady before failover existed.
+    replace_paths: tuple[tuple[str, ...], ...] = ()
 
 
 def _when_scheduled(build: Callable[[Instance], dict[str, Any] | None]) -> Callable[[Instance], dict[str, Any] | None]:
@@ -87,6 +94,7 @@ CHILDREN: tuple[ChildSpec, ...] = (
         mutable_spec_keys=("spec",),
         unhashed_spec_keys=("volumeClaimTemplates",),
         drift_paths=(("spec", "replicas"),),
+        replace_paths=(("spec", "podManagementPolicy"),),
     ),
     ChildSpec("PodDisruptionBudget", lambda i: i.pdb, pdb.pod_disruption_budget, mutable_spec_keys=("spec",)),
     ChildSpec(
@@ -146,6 +154,8 @@ def plan_child(child: ChildSpec, instance: Instance, observed: dict[str, Any] | 
     digest = fingerprint(desired, unhashed_spec_keys=child.unhashed_spec_keys)
     if observed is None:
         return Action(Verb.CREATE, child.kind, name, f"{child.kind}Missing", with_fingerprint(desired, digest))
+    if any(_at(desired, path) != _at(observed, path) for path in child.replace_paths):
+        return Action(Verb.RECREATE, child.kind, name, f"{child.kind}Immutable", with_fingerprint(desired, digest))
     current = (observed["metadata"].get("annotations") or {}).get(HASH_ANNOTATION)
     if current != digest:
         return Action(Verb.PATCH, child.kind, name, f"{child.kind}Outdated", _update_body(child, desired, digest))

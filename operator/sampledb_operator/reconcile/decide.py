@@ -3,9 +3,10 @@
 Every rule of the product is reached from here, in the order one pass applies them: the spec is
 read (a spec the model refuses is reported, not acted on); a deleted SampleDB goes to the
 finalizer's state machine (`deletion`); otherwise the finalizer is added and the instance is
-converged: credentials, restore source, major upgrade (`upgrade`), configuration check
-(`config_check`), volume growth (`storage`), children (`children`), the role labels of the
-servers and the volumes of removed standbys (`replicas`), the initialisation Job,
+converged: credentials, restore source, major upgrade (`upgrade`), failover to a standby when
+the primary is lost (`failover`), configuration check (`config_check`), volume growth
+(`storage`), children (`children`), the role labels of the servers and the volumes of removed
+standbys (`replicas`), the initialisation Job,
 schema migrations (`migrations`), then the status (`status`) with its transition event.
 
 No I/O and no kopf: the function sees only its arguments, so its unit tests feed snapshots and
@@ -23,7 +24,16 @@ from pydantic import ValidationError
 from sampledb_operator.api.common import Phase
 from sampledb_operator.jobs.initialize import init_job
 from sampledb_operator.observe.snapshot import Snapshot
-from sampledb_operator.reconcile import children, conditions, config_check, deletion, replicas, storage, upgrade
+from sampledb_operator.reconcile import (
+    children,
+    conditions,
+    config_check,
+    deletion,
+    failover,
+    replicas,
+    storage,
+    upgrade,
+)
 from sampledb_operator.reconcile.children import Action, Verb
 from sampledb_operator.reconcile.conditions import READY
 from sampledb_operator.reconcile.migrations import MigrationPlan, job_name, plan_migrations
@@ -123,6 +133,15 @@ def _converge(snap: Snapshot, instance: Instance, now: datetime) -> Plan:
     if plan is not None:
         instance = dataclasses.replace(instance, workload=plan.workload)
     upgrading = plan is not None and plan.progress is not None
+    database_pods = snap.database_pods()
+    eligible = not problems and not upgrading and initialized(status) and sts is not None
+    switch = failover.plan_failover(
+        instance, status.get("failover"), database_pods, snap.probed, now=timestamp(now), eligible=eligible
+    )
+    if switch is not None and switch.probes:
+        return Plan(probes=switch.probes)
+    if switch is not None and switch.promoted:
+        instance = dataclasses.replace(instance, current_primary=switch.promoted, target_primary=None)
     check = _plan_config_check(snap, instance, sts, status) if not problems and not upgrading else None
     if check is not None and check.problem is not None:
         problems.append(check.problem)
@@ -152,7 +171,6 @@ def _converge(snap: Snapshot, instance: Instance, now: datetime) -> Plan:
     if grow is not None:
         actions += grow.actions
         problems += [grow.problem] if grow.problem else []
-    database_pods = snap.database_pods()
     actions += replicas.role_labels(instance, database_pods)
     actions += replicas.removed_standby_claims(instance, sts, database_pods, snap.names("PersistentVolumeClaim"))
     migrations = _plan_migrations(snap, instance, sts, job, status, upgrading=upgrading)
@@ -160,6 +178,8 @@ def _converge(snap: Snapshot, instance: Instance, now: datetime) -> Plan:
         actions.append(migrations.action)
     if migrations is not None and migrations.problem is not None:
         problems.append(migrations.problem)
+    if switch is not None:
+        actions += switch.actions
     if plan is not None:
         actions += [children.create(body, "UpgradeStep") for body in plan.create]
         problems += [plan.problem] if plan.problem else []
@@ -175,9 +195,15 @@ def _converge(snap: Snapshot, instance: Instance, now: datetime) -> Plan:
         ready_pods=sum(pod_ready(p) for p in database_pods) if grow and grow.progress else None,
         instances=instance.spec.instances,
         primary_ready=_primary_ready(instance, database_pods),
+        failover=switch.failover if switch else None,
+        failing_over=switch.progress if switch else None,
     )
     new_status, events = _status(obj, instance, observation, timestamp(now))
-    for operation, event in (("Upgrade", plan and plan.event), ("Resize", grow and grow.event)):
+    for operation, event in (
+        ("Upgrade", plan and plan.event),
+        ("Resize", grow and grow.event),
+        ("Failover", switch and switch.event),
+    ):
         if event:
             events.append(Event(*event, action=operation))
     requeue = [
@@ -185,6 +211,7 @@ def _converge(snap: Snapshot, instance: Instance, now: datetime) -> Plan:
         plan and plan.requeue_after,
         check and check.requeue_after,
         grow and grow.requeue_after,
+        switch and switch.requeue_after,
     ]
     return Plan(
         writes=tuple(actions),

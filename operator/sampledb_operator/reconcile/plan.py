@@ -34,6 +34,9 @@ class Plan:
     # Look again after this many seconds: something waited for sends no event (a timeout).
     requeue_after: float | None = None
     waiting: str | None = None  # what the pass waits for, when it makes no write ("FinalSnapshot")
+    # Reads only a Pod can answer (Verb.EXEC), made before the writes; the pass then decides again
+    # with their output in `Snapshot.probed`. Only while a failover is being decided.
+    probes: tuple[Action, ...] = ()
 
     def described(self) -> list[str]:
         """The writes as `<verb> <kind>/<name> (<reason>)`, for the log and `Outcome`."""

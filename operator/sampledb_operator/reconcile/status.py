@@ -82,6 +82,8 @@ class Observation:
     ready_pods: int | None = None  # counted from the Pods while the StatefulSet may be re-created
     instances: int = 1  # spec.instances
     primary_ready: bool | None = None  # with standbys: the primary's Pod is ready (None: one server)
+    failover: dict[str, Any] | None = None  # status.failover as the failover left it (None: not looked at)
+    failing_over: str | None = None  # set while the primary is lost: what the failover is doing
 
 
 @dataclass(frozen=True)
@@ -159,6 +161,8 @@ def verdict(previous_status: dict[str, Any], observation: Observation) -> Verdic
         serving = bool(observation.ready_pods)
         phase = Phase.READY if serving else Phase.PROVISIONING
         return _moving(phase, ready=serving, reason="Resizing", message=observation.resizing)
+    if observation.failing_over:
+        return _moving(Phase.PROVISIONING, ready=False, reason="FailingOver", message=observation.failing_over)
     sts = observation.statefulset
     if sts is None or ready_replicas(sts) < 1 or observation.primary_ready is False:
         pod = "the primary's Pod" if observation.primary_ready is False else "the database Pod"
@@ -194,7 +198,8 @@ def compute_status(
         "readyInstances": (
             ready_replicas(observation.statefulset) if observation.ready_pods is None else observation.ready_pods
         ),
-        "currentPrimary": instance.primary,
+        "currentPrimary": instance.serving_primary,
+        "failover": observation.failover or previous_status.get("failover"),
         "initialization": _initialization(instance, previous_status, observation),
         "migrations": observation.migrations,
         "upgrade": observation.upgrade or previous_status.get("upgrade"),

@@ -53,11 +53,15 @@ class Instance:
     workload: Workload | None = None
     # status.currentPrimary: the Pod the read-write Service points at (None: not chosen yet).
     current_primary: str | None = None
+    # status.failover.toPod while a failover is under way: the children follow it before it is promoted.
+    target_primary: str | None = None
 
     @classmethod
     def from_object(cls, obj: dict[str, Any], settings: Settings) -> Instance:
         """Parse a v1 SampleDB as returned by the API server (raises pydantic.ValidationError)."""
         meta = obj["metadata"]
+        status = obj.get("status") or {}
+        failover = status.get("failover") or {}
         return cls(
             name=meta["name"],
             namespace=meta["namespace"],
@@ -65,7 +69,8 @@ class Instance:
             generation=int(meta.get("generation", 1)),
             spec=SampleDBSpec.model_validate(obj.get("spec") or {}),
             settings=settings,
-            current_primary=(obj.get("status") or {}).get("currentPrimary"),
+            current_primary=status.get("currentPrimary"),
+            target_primary=failover.get("toPod") if failover.get("state") == "Promoting" else None,
         )
 
     # -- names -------------------------------------------------------------------------------
@@ -155,8 +160,24 @@ class Instance:
 
     @property
     def primary(self) -> str:
-        """The primary's Pod: the one status.currentPrimary names, Pod 0 for a new instance."""
+        """The primary's Pod: the failover's target while one is under way, else status.currentPrimary (Pod 0 first).
+
+        Everything that follows the primary (the ConfigMap's `primary`, the read-write Service, the
+        role labels, the budgets) moves to a failover's target before it is promoted, so that the
+        lost primary, should it start again, finds itself named a standby.
+        """
+        return self.target_primary or self.serving_primary
+
+    @property
+    def serving_primary(self) -> str:
+        """The primary as status.currentPrimary records it: Pod 0 until a failover promotes another."""
         return self.current_primary or self.pod(0)
+
+    @property
+    def primary_ordinal(self) -> int:
+        """The primary's ordinal in the StatefulSet (0 for a Pod name it did not make)."""
+        prefix, _, ordinal = self.primary.rpartition("-")
+        return int(ordinal) if prefix == self.statefulset and ordinal.isdigit() else 0
 
     @property
     def data_pvcs(self) -> list[str]:
@@ -194,8 +215,16 @@ class Instance:
 
     @property
     def replicas(self) -> int:
-        """Database Pods: spec.instances, or what an upgrade step needs (0: the volume to itself)."""
-        return self.workload.replicas if self.workload else self.spec.instances
+        """Database Pods: spec.instances, and never fewer than reach the primary.
+
+        The StatefulSet removes the highest ordinals: after a failover to Pod k, a scale-down below
+        k + 1 would remove the primary, so the Pods up to it stay. An upgrade step runs 0 (the
+        volume to itself) or the primary (with the standbys below it, which wait for it).
+        """
+        reach = self.primary_ordinal + 1
+        if self.workload:
+            return 0 if self.workload.replicas == 0 else reach
+        return max(self.spec.instances, reach)
 
     @property
     def job_image(self) -> str:  # noqa: D102

@@ -1,8 +1,8 @@
 """The StatefulSet that runs the PostgreSQL server.
 
 The container runs our own start script instead of the image's entrypoint (the operand-image
-contract: only `initdb`, `postgres`, `pg_isready`, `psql`, `pg_dump` and `pg_basebackup` on PATH are
-assumed).
+contract: only `initdb`, `postgres`, `pg_ctl`, `pg_isready`, `psql`, `pg_dump`, `pg_basebackup` and
+`pg_rewind` on PATH are assumed).
 The superuser password reaches initdb as a file from the Secret volume: never an argument or an
 environment variable that `ps` or `kubectl describe` would show.
 """
@@ -53,15 +53,24 @@ def start_script(
 ) -> str:
     """Prepare the data directory by the server's role, then exec the server with our configuration.
 
-    The Pod the ConfigMap names as primary initialises an empty volume; every other Pod is a
-    standby, cloned from the primary with pg_basebackup into a side folder and moved into place
-    only when whole (a clone cut short starts again). A standby's data is a copy: when it is of
-    another major version (after an upgrade of the primary) it is cloned again. A Pod that is not
-    the primary but holds a primary's data (no standby.signal) refuses to start: two primaries
-    must never serve at once. The password file a standby connects with ($PGPASSFILE) is written at
-    every start into the Pod's private socket folder, from the Secret file ($PASSWORD_FILE).
+    The Pod the ConfigMap names as primary initialises an empty volume, or starts on its data (a
+    standby chosen by a failover stays one until the operator promotes it). Every other Pod is a
+    standby. When its data cannot simply stream, it first waits until a primary accepts writes
+    behind the read-write Service:
+    - with no data, it is cloned with pg_basebackup into a side folder, moved into place only when
+      whole (a clone cut short starts again);
+    - with data of another major version (the primary was upgraded), it is cloned again;
+    - with a primary's data (no standby.signal: the primary lost to a failover), it is rewound
+      onto the new primary's timeline with pg_rewind, which discards what it wrote after the
+      standby took over; if that fails it does not start, and two primaries never serve at once.
+    The password file a standby connects with ($PGPASSFILE) is written at every start into the
+    Pod's private socket folder, from the Secret file ($PASSWORD_FILE).
     """
+    upstream = f"host={primary_host} port={primary_port} user={REPLICATION_USER} dbname=postgres connect_timeout=5"
+    # PID 1 ignores signals it has no handler for: without the trap, a standby waiting for its
+    # primary would outlive its Pod's deletion by the whole grace period.
     return f"""set -eu
+trap 'exit 143' TERM INT
 primary="$(cat {config_dir}/{PRIMARY_FILE})"
 {PASSFILE_FROM_SECRET}if [ "$HOSTNAME" = "$primary" ]; then
   if [ ! -s "$PGDATA/PG_VERSION" ]; then
@@ -71,9 +80,21 @@ primary="$(cat {config_dir}/{PRIMARY_FILE})"
 else
   set -- $(postgres -V)  # "postgres (PostgreSQL) 17.2 ...": the third word
   major="${{3%%.*}}"
+  if [ ! -f "$PGDATA/standby.signal" ] || [ "$(cat "$PGDATA/PG_VERSION" 2>/dev/null)" != "$major" ]; then
+    waited=0
+    until [ "$(psql "{upstream}" -XAtc 'select pg_is_in_recovery()' 2>/dev/null)" = f ]; do
+      [ $((waited % 15)) -eq 0 ] && echo "sampledb: waiting for the primary $primary to accept writes"
+      waited=$((waited + 1))
+      sleep 1
+    done
+  fi
   if [ -s "$PGDATA/PG_VERSION" ] && [ ! -f "$PGDATA/standby.signal" ]; then
-    echo "sampledb: $HOSTNAME holds a primary's data but $primary is the primary: not starting" >&2
-    exit 1
+    echo "sampledb: $HOSTNAME holds a former primary's data; $primary is the primary: rewinding to its timeline"
+    if ! pg_rewind --target-pgdata="$PGDATA" --source-server="{upstream}" --progress; then
+      echo "sampledb: pg_rewind failed: not starting (delete this Pod's claim to clone it afresh)" >&2
+      exit 1
+    fi
+    touch "$PGDATA/standby.signal"
   fi
   if [ -s "$PGDATA/PG_VERSION" ] && [ "$(cat "$PGDATA/PG_VERSION")" != "$major" ]; then
     echo "sampledb: this standby's data is PostgreSQL $(cat "$PGDATA/PG_VERSION"), the server $major: cloning again"
@@ -91,7 +112,16 @@ else
 fi
 exec postgres -D "$PGDATA" -c config_file={config_dir}/{CONFIG_FILE} -c hba_file={config_dir}/{HBA_FILE} \\
   -c cluster_name="$HOSTNAME"
-"""
+"""  # noqa: S608 - a shell script: its SQL is a constant
+
+
+def stop_command() -> list[str]:
+    """The preStop hook: a fast shutdown (open sessions are ended, the WAL reaches the standbys).
+
+    The container's main process is the server, which takes SIGTERM as a smart shutdown that waits
+    for every client to leave; the kubelet runs this first.
+    """
+    return ["pg_ctl", "stop", "-D", PGDATA, "--mode=fast", "--wait", "--timeout=50"]
 
 
 def resources(instance: Instance) -> dict[str, dict[str, str]]:
@@ -132,6 +162,7 @@ def _container(instance: Instance) -> dict[str, Any]:
         "startupProbe": _probe(period=5, failures=120),
         "readinessProbe": _probe(period=5, failures=3),
         "livenessProbe": _probe(period=10, failures=6),
+        "lifecycle": {"preStop": {"exec": {"command": stop_command()}}},
         "volumeMounts": [
             {"name": instance.data_volume, "mountPath": DATA_MOUNT},
             {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
@@ -163,10 +194,11 @@ def _spread(instance: Instance) -> dict[str, Any]:
 
 
 def statefulset(instance: Instance) -> dict[str, Any]:
-    """spec.instances replicas (fewer while an upgrade step holds the volume), OrderedReady, PVCs kept.
+    """spec.instances replicas (fewer while an upgrade step holds the volume), Parallel, PVCs kept.
 
-    OrderedReady starts Pod 0 (the first primary) before the standbys that clone from it, and a
-    rolling update restarts the standbys before Pod 0.
+    Parallel, not OrderedReady: after a failover the primary may be any Pod, and the standbys
+    below it wait for it (the start script); started in order, a standby waiting for a primary
+    not yet created would wait for ever.
     """
     pod_labels = instance.labels("database")
     return {
@@ -177,7 +209,7 @@ def statefulset(instance: Instance) -> dict[str, Any]:
             "replicas": instance.replicas,
             "serviceName": instance.headless_service,
             "selector": {"matchLabels": instance.selector_labels()},
-            "podManagementPolicy": "OrderedReady",
+            "podManagementPolicy": "Parallel",
             "updateStrategy": {"type": "RollingUpdate"},
             "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Retain", "whenScaled": "Retain"},
             "template": {

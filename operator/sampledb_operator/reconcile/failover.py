@@ -1,0 +1,202 @@
+"""Failover: when the primary is lost, promote the most advanced standby, never leaving two primaries.
+
+Pure, like the rest of `reconcile`: the servers' WAL positions come in as `probed` (read by the
+act layer with `psql` through `pods/exec`, only while a failover is being decided), and every
+write goes out as an `Action`.
+
+Who decides: the operator (its elected leader), from its watch caches. Its decision is written to
+`status.failover` before anything is acted on, and each step below is idempotent, so an operator
+killed at any point resumes from the status and promotes once.
+
+    Serving --(the primary's Pod is gone, being deleted or not ready; a standby is ready)-->
+      probe the ready standbys (pg_is_in_recovery, received and replayed WAL positions)
+      --> Promoting: status.failover {fromPod, toPod: the standby that received most, startTime}
+    Promoting (the children now follow toPod: `Instance.primary`):
+      the ConfigMap names toPod the primary, so the old primary, should it start again, finds
+      itself a standby and rewinds (the start script); the read-write Service, role labels and
+      budgets move to toPod;
+      --> fencing: the old primary's Pod, if it was created before startTime (it may have read the
+          old ConfigMap), is deleted with a one-second grace; the kubelet removes the object only
+          once its server has stopped, and until then nothing is promoted;
+      --> pg_promote on toPod (a no-op if it is already promoted)
+      --> Completed: status.currentPrimary = toPod, status.failover.completionTime.
+    toPod lost before its promotion: elected again among the other ready standbys.
+
+Not handled yet (issue #16): a lost node, whose Pods are never confirmed stopped. Its primary
+must fence itself (a lease its agent renews; docs/plans/high-availability.md); until then such a
+failover waits for the old Pod to go, which a force delete by an administrator allows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sampledb_operator.api.common import FailoverState
+from sampledb_operator.reconcile.children import Action, Verb
+from sampledb_operator.reconcile.status import pod_ready
+from sampledb_operator.resources.config import SOCKET_DIR
+from sampledb_operator.resources.instance import Instance
+
+CONTAINER = "postgres"
+FENCE_GRACE_SECONDS = 1  # SIGTERM, then SIGKILL a second later: the old primary must stop, not finish politely
+RECHECK_SECONDS = 1.0
+POSITION_SQL = "select pg_is_in_recovery(), pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()"
+PROMOTE_SQL = "select case when pg_is_in_recovery() then pg_promote(true, 60) else true end"
+
+
+def server_sql(sql: str) -> list[str]:
+    """`psql` as the superuser over the server's own socket (local connections are trusted)."""
+    return ["psql", "-h", SOCKET_DIR, "-U", "postgres", "-d", "postgres", "-XAtc", sql]
+
+
+@dataclass(frozen=True)
+class Position:
+    """How far a standby got: the WAL it received (flushed) and replayed, as byte positions."""
+
+    received: int
+    replayed: int
+
+
+@dataclass(frozen=True)
+class FailoverPlan:
+    """What one pass does about a lost primary."""
+
+    actions: tuple[Action, ...] = ()
+    probes: tuple[Action, ...] = ()  # reads to make, then decide again with their answers
+    failover: dict[str, Any] | None = None  # status.failover to write
+    promoted: str | None = None  # the Pod now primary: status.currentPrimary
+    event: tuple[str, str, str] | None = None
+    progress: str | None = None  # what the failover is doing, for the Ready condition
+    requeue_after: float | None = None
+
+
+def lsn(text: str) -> int:
+    """A `pg_lsn` ("16/B374D848") as a byte position."""
+    high, _, low = text.partition("/")
+    return (int(high, 16) << 32) + int(low, 16)
+
+
+def parse_position(answer: str | None) -> Position | None:
+    """A standby's answer to POSITION_SQL; None for a server that is not a standby or did not answer."""
+    fields = (answer or "").strip().split("|")
+    if len(fields) != 3 or fields[0] != "t" or not fields[2]:
+        return None
+    replayed = lsn(fields[2])
+    return Position(received=max(lsn(fields[1]) if fields[1] else 0, replayed), replayed=replayed)
+
+
+def lost(pod: dict[str, Any] | None) -> str | None:
+    """Why the primary's Pod cannot serve (None: it serves)."""
+    if pod is None:
+        return "its Pod is gone"
+    if pod["metadata"].get("deletionTimestamp"):
+        return "its Pod is being deleted"
+    if not pod_ready(pod):
+        return "its Pod is not ready"
+    return None
+
+
+def elect(probed: Mapping[str, str | None]) -> tuple[str, Position] | None:
+    """The standby that received the most WAL (then replayed the most, then the lowest ordinal)."""
+    positions = {pod: p for pod, answer in probed.items() if (p := parse_position(answer)) is not None}
+    if not positions:
+        return None
+    best = max(positions, key=lambda pod: (positions[pod].received, positions[pod].replayed, -_ordinal(pod)))
+    return best, positions[best]
+
+
+def _ordinal(pod: str) -> int:
+    tail = pod.rpartition("-")[2]
+    return int(tail) if tail.isdigit() else 0
+
+
+def format_lsn(position: int) -> str:  # noqa: D103
+    return f"{position >> 32:X}/{position & 0xFFFFFFFF:X}"
+
+
+def plan_failover(
+    instance: Instance,
+    previous: dict[str, Any] | None,
+    pods: Sequence[dict[str, Any]],
+    probed: Mapping[str, str | None] | None,
+    *,
+    now: str,
+    eligible: bool,
+) -> FailoverPlan | None:
+    """The failover step for this pass; None when the primary serves (or a failover may not start)."""
+    by_name = {p["metadata"]["name"]: p for p in pods}
+    if instance.target_primary is None:
+        if not (eligible and instance.has_standbys):
+            return None
+        why = lost(by_name.get(instance.serving_primary))
+        if why is None:
+            return None
+        return _elect(instance, by_name, probed, lost_pod=instance.serving_primary, why=why, now=now)
+    failover = previous or {}
+    old, target = failover.get("fromPod", instance.serving_primary), instance.target_primary
+    if lost(by_name.get(target)) is not None:
+        why = f"{failover.get('reason')}; then {target}, chosen to replace it, was lost too"
+        return _elect(instance, by_name, probed, lost_pod=old, why=why, now=now, excluded=target, started=failover)
+    old_pod = by_name.get(old)
+    if old_pod is not None and old_pod["metadata"].get("deletionTimestamp"):
+        return FailoverPlan(
+            progress=f"failing over to {target}: waiting for {old}'s server to stop", requeue_after=RECHECK_SECONDS
+        )
+    if old_pod is not None and old_pod["metadata"].get("creationTimestamp", "") <= failover.get("startTime", ""):
+        fence = Action(Verb.DELETE, "Pod", old, "FenceLostPrimary", {"gracePeriodSeconds": FENCE_GRACE_SECONDS})
+        return FailoverPlan(actions=(fence,), progress=f"failing over to {target}: stopping {old}")
+    promote = Action(
+        Verb.EXEC,
+        "Pod",
+        target,
+        "PromoteStandby",
+        {"container": CONTAINER, "command": server_sql(PROMOTE_SQL), "expect": "t"},
+    )
+    done = {**failover, "state": FailoverState.COMPLETED.value, "completionTime": now}
+    note = f"{target} promoted: it serves writes in place of {old} ({failover.get('reason')})"
+    return FailoverPlan(actions=(promote,), failover=done, promoted=target, event=("Normal", "FailedOver", note))
+
+
+def _elect(
+    instance: Instance,
+    by_name: Mapping[str, dict[str, Any]],
+    probed: Mapping[str, str | None] | None,
+    *,
+    lost_pod: str,
+    why: str,
+    now: str,
+    excluded: str | None = None,
+    started: dict[str, Any] | None = None,
+) -> FailoverPlan:
+    """Probe the ready standbys, then record the most advanced one as the target."""
+    candidates = sorted(name for name, pod in by_name.items() if name not in (lost_pod, excluded) and lost(pod) is None)
+    if not candidates:
+        return FailoverPlan(progress=f"the primary {lost_pod} is lost ({why}) and no standby is ready to replace it")
+    if probed is None:
+        probes = tuple(
+            Action(
+                Verb.EXEC, "Pod", name, "ProbeStandby", {"container": CONTAINER, "command": server_sql(POSITION_SQL)}
+            )
+            for name in candidates
+        )
+        return FailoverPlan(probes=probes)
+    chosen = elect({name: probed.get(name) for name in candidates})
+    if chosen is None:
+        message = f"the primary {lost_pod} is lost ({why}); none of the ready standbys {', '.join(candidates)} answered"
+        return FailoverPlan(progress=message, requeue_after=RECHECK_SECONDS)
+    target, position = chosen
+    failover = {
+        "state": FailoverState.PROMOTING.value,
+        "fromPod": lost_pod,
+        "toPod": target,
+        "reason": f"the primary {lost_pod} was lost: {why}",
+        "position": format_lsn(position.received),
+        "startTime": (started or {}).get("startTime", now),
+    }
+    position_note = f"WAL received up to {failover['position']}"
+    note = f"{failover['reason']}; promoting {target}, the most advanced ready standby ({position_note})"
+    return FailoverPlan(
+        failover=failover, event=("Warning", "FailoverStarted", note), progress=f"failing over to {target}"
+    )

@@ -1,0 +1,198 @@
+"""Failover decisions: who is lost, who is elected, fencing before promotion, resumption from the status."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+from sampledb_operator.observe.snapshot import Snapshot
+from sampledb_operator.reconcile import failover
+from sampledb_operator.reconcile.children import CHILDREN, Verb, plan_child
+from sampledb_operator.reconcile.decide import FINALIZER
+from sampledb_operator.resources.config import PRIMARY_FILE
+from sampledb_operator.resources.instance import Instance, Workload
+from sampledb_operator.resources.services import POD_NAME_LABEL
+from tests.unit.conftest import make_instance
+from tests.unit.test_decide import plan_of, sampledb
+from tests.unit.test_replicas import pod, sts
+
+NOW = "2026-11-27T12:00:00Z"
+STARTED = "2026-11-27T11:59:58Z"
+THREE = make_instance({"instances": 3})
+
+
+def born(name: str, created: str, **kw: Any) -> dict[str, Any]:
+    made = pod(name, **kw)
+    made["metadata"]["creationTimestamp"] = created
+    return made
+
+
+def promoting(instance: Instance, target: str = "db1-2") -> tuple[Instance, dict[str, Any]]:
+    """The instance and status.failover once the decision to promote `target` is recorded."""
+    record = {"state": "Promoting", "fromPod": "db1-0", "toPod": target, "reason": "lost", "startTime": STARTED}
+    return dataclasses.replace(instance, current_primary="db1-0", target_primary=target), record
+
+
+def plan(instance: Instance, record: dict[str, Any] | None, pods: list[dict[str, Any]], probed: Any = None,
+         eligible: bool = True) -> failover.FailoverPlan | None:  # fmt: skip
+    return failover.plan_failover(instance, record, pods, probed, now=NOW, eligible=eligible)
+
+
+def test_positions_are_compared_as_byte_positions() -> None:
+    assert failover.lsn("0/3000148") == 0x3000148
+    assert failover.lsn("1/0") > failover.lsn("0/FFFFFFFF")
+    assert failover.parse_position("t|0/5000000|0/4000000") == failover.Position(0x5000000, 0x4000000)
+    # A standby that never streamed (received NULL) counts what it replayed.
+    assert failover.parse_position("t||0/4000000") == failover.Position(0x4000000, 0x4000000)
+    assert failover.parse_position("f|0/5000000|0/5000000") is None, "a primary is no candidate"
+    assert failover.parse_position(None) is None
+    assert failover.parse_position("garbage") is None
+    assert failover.format_lsn(failover.lsn("16/B374D848")) == "16/B374D848"
+
+
+def test_a_serving_primary_or_an_ineligible_instance_means_no_failover() -> None:
+    pods = [pod("db1-0"), pod("db1-1"), pod("db1-2")]
+    assert plan(THREE, None, pods) is None
+    lost = [pod("db1-0", ready=False), pod("db1-1")]
+    assert plan(THREE, None, lost, eligible=False) is None, "no failover during an upgrade or before initialisation"
+    assert plan(make_instance({"instances": 1}), None, [pod("db1-0", ready=False)]) is None
+
+
+@pytest.mark.parametrize(
+    ("primary", "why"),
+    [
+        (None, "its Pod is gone"),
+        (pod("db1-0", ready=False), "its Pod is not ready"),
+        (pod("db1-0", deleting=True), "its Pod is being deleted"),
+    ],
+)
+def test_a_lost_primary_has_the_ready_standbys_probed_then_the_most_advanced_elected(
+    primary: dict[str, Any] | None, why: str
+) -> None:
+    pods = [p for p in [primary, pod("db1-1"), pod("db1-2"), pod("db1-3", ready=False)] if p]
+    first = plan(THREE, None, pods)
+    assert first is not None and first.failover is None and not first.actions
+    assert [(p.verb, p.name, p.body["command"][-1]) for p in first.probes] == [
+        (Verb.EXEC, "db1-1", failover.POSITION_SQL),
+        (Verb.EXEC, "db1-2", failover.POSITION_SQL),
+    ]
+    answers = {"db1-1": "t|0/5000000|0/5000000", "db1-2": "t|0/6000000|0/4000000"}
+    elected = plan(THREE, None, pods, answers)
+    assert elected is not None and not elected.probes and not elected.actions
+    assert elected.failover == {
+        "state": "Promoting",
+        "fromPod": "db1-0",
+        "toPod": "db1-2",
+        "reason": f"the primary db1-0 was lost: {why}",
+        "position": "0/6000000",
+        "startTime": NOW,
+    }
+    assert elected.event is not None and elected.event[:2] == ("Warning", "FailoverStarted")
+    # Equal positions: the lowest ordinal; a standby that did not answer is no candidate.
+    tie = plan(THREE, None, pods, {"db1-1": "t|0/5000000|0/5000000", "db1-2": "t|0/5000000|0/5000000"})
+    assert tie is not None and tie.failover is not None and tie.failover["toPod"] == "db1-1"
+    one = plan(THREE, None, pods, {"db1-1": None, "db1-2": "t|0/1000000|0/1000000"})
+    assert one is not None and one.failover is not None and one.failover["toPod"] == "db1-2"
+    none = plan(THREE, None, pods, {"db1-1": None, "db1-2": None})
+    assert none is not None and none.failover is None and "none of the ready standbys" in (none.progress or "")
+
+
+def test_no_ready_standby_means_waiting_with_the_reason() -> None:
+    waiting = plan(THREE, None, [pod("db1-0", ready=False), pod("db1-1", ready=False)])
+    assert waiting is not None and not waiting.probes and waiting.failover is None
+    assert "no standby is ready to replace it" in (waiting.progress or "")
+
+
+def test_the_old_primary_is_fenced_before_the_target_is_promoted() -> None:
+    instance, record = promoting(THREE)
+    target = pod("db1-2")
+    # Still there, made before the decision (it may have read the old ConfigMap): deleted, nothing promoted.
+    fence = plan(instance, record, [born("db1-0", "2026-11-27T10:00:00Z", ready=False), target])
+    assert fence is not None and fence.promoted is None and fence.failover is None
+    assert [(a.verb, a.kind, a.name, a.body) for a in fence.actions] == [
+        (Verb.DELETE, "Pod", "db1-0", {"gracePeriodSeconds": 1})
+    ]
+    # Stopping: wait for the kubelet to confirm.
+    stopping = plan(instance, record, [born("db1-0", "2026-11-27T10:00:00Z", deleting=True), target])
+    assert stopping is not None and not stopping.actions and stopping.requeue_after
+    # Gone, or made again after the decision (it reads the new ConfigMap): promote.
+    for pods in ([target], [born("db1-0", "2026-11-27T12:00:00Z", ready=False), target]):
+        done = plan(instance, record, pods)
+        assert done is not None and done.promoted == "db1-2"
+        assert [(a.verb, a.name, a.body["command"][-1], a.body["expect"]) for a in done.actions] == [
+            (Verb.EXEC, "db1-2", failover.PROMOTE_SQL, "t")
+        ]
+        assert done.failover == {**record, "state": "Completed", "completionTime": NOW}
+        assert done.event is not None and done.event[:2] == ("Normal", "FailedOver")
+
+
+def test_a_target_lost_before_its_promotion_is_replaced_by_another_standby() -> None:
+    instance, record = promoting(THREE)
+    pods = [pod("db1-1"), pod("db1-2", ready=False)]
+    again = plan(instance, record, pods)
+    assert again is not None and [p.name for p in again.probes] == ["db1-1"]
+    chosen = plan(instance, record, pods, {"db1-1": "t|0/1000000|0/1000000"})
+    assert chosen is not None and chosen.failover is not None
+    assert chosen.failover["toPod"] == "db1-1" and chosen.failover["fromPod"] == "db1-0"
+    assert chosen.failover["startTime"] == STARTED, "the failover started when the primary was lost"
+
+
+def converged_pair(**status: Any) -> Snapshot:
+    """Two servers, initialised, the StatefulSet's objects as the first plan made them."""
+    spec = {"instances": 2}
+    first = plan_of(Snapshot(sampledb(spec, finalizers=[FINALIZER])))
+    objects: dict[tuple[str, str], dict[str, Any]] = {}
+    for write in first.writes:
+        objects[(write.kind, write.name)] = write.fill(lambda: "pw") if write.fill else write.body
+    built = objects[("StatefulSet", "db1")]
+    objects[("StatefulSet", "db1")] = {**built, "metadata": {**built["metadata"], "generation": 1},
+                                      "status": sts(2, ready=1)["status"]}  # fmt: skip
+    objects[("Job", "db1-init")]["status"] = {"conditions": [{"type": "Complete", "status": "True"}]}
+    obj = sampledb(spec, finalizers=[FINALIZER])
+    obj["status"] = {"initialization": {"completed": True}, "currentPrimary": "db1-0", **status}
+    return Snapshot(obj, objects, pods=(pod("db1-1", role="replica"),))
+
+
+def test_the_decision_is_recorded_first_then_the_children_follow_the_target_then_it_is_promoted() -> None:
+    lost = converged_pair()
+    probing = plan_of(lost)
+    assert [p.name for p in probing.probes] == ["db1-1"] and not probing.writes and probing.status is None
+    decided = plan_of(dataclasses.replace(lost, probed={"db1-1": "t|0/3000000|0/3000000"}))
+    assert [w for w in decided.writes if w.kind != "Pod"] == [], "nothing acted on before the decision is written"
+    assert decided.status is not None and decided.status["currentPrimary"] == "db1-0"
+    assert decided.status["failover"]["toPod"] == "db1-1"
+    ready = next(c for c in decided.status["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "FailingOver"
+    assert [e.reason for e in decided.events] == ["FailingOver", "FailoverStarted"]
+
+    resumed = converged_pair(failover=decided.status["failover"])
+    switching = plan_of(resumed)
+    patched = {(w.kind, w.name): w.body for w in switching.writes if w.verb is Verb.PATCH}
+    assert patched[("ConfigMap", "db1-config")]["data"][PRIMARY_FILE] == "db1-1"
+    for kind, path in (("Service", ("spec", "selector")), ("PodDisruptionBudget", ("spec", "selector", "matchLabels"))):
+        selector = patched[(kind, "db1")][path[0]][path[1]]
+        selector = selector[path[2]] if len(path) > 2 else selector
+        assert selector[POD_NAME_LABEL] == "db1-1", f"the {kind} follows the target"
+    assert [(w.verb, w.name) for w in switching.writes if w.kind == "Pod"][-1] == (Verb.EXEC, "db1-1")
+    assert switching.status is not None and switching.status["currentPrimary"] == "db1-1"
+    assert switching.status["failover"]["state"] == "Completed"
+    assert "FailedOver" in [e.reason for e in switching.events]
+
+
+def test_the_statefulset_never_drops_the_primary_and_starts_its_pods_in_parallel() -> None:
+    moved = dataclasses.replace(make_instance({"instances": 1}), current_primary="db1-2")
+    assert moved.replicas == 3, "a scale-down below the primary keeps the Pods up to it"
+    assert dataclasses.replace(moved, workload=Workload(17, "pg:17", replicas=1)).replicas == 3
+    assert dataclasses.replace(moved, workload=Workload(17, "pg:17", replicas=0)).replicas == 0
+    assert make_instance({"instances": 2}).replicas == 2
+    # A StatefulSet made before failover existed (OrderedReady, immutable) is re-created, Pods kept.
+    child = next(c for c in CHILDREN if c.kind == "StatefulSet")
+    instance = make_instance({"instances": 2})
+    desired = child.build(instance)
+    assert desired is not None and desired["spec"]["podManagementPolicy"] == "Parallel"
+    old = {**desired, "spec": {**desired["spec"], "podManagementPolicy": "OrderedReady"}}
+    action = plan_child(child, instance, old)
+    assert action is not None and (action.verb, action.reason) == (Verb.RECREATE, "StatefulSetImmutable")
+    assert action.body["spec"]["podManagementPolicy"] == "Parallel"
