@@ -7,7 +7,7 @@ PostgreSQL itself, never through the operator's status:
 - :class:`Writer`: a Pod that connects like an application (the client Service's DNS name, the
   generated Secret) and inserts one row per connection, printing `committed <id>` only once the
   server acknowledged the commit. Its log is the list of rows that must never be lost;
-- :func:`psql`: SQL as the superuser, in the server's container, over its local socket;
+- :func:`psql`: SQL as the superuser, in the primary's container, over its local socket;
 - :class:`DumpReader`: a Pod of our own that mounts a backup or snapshot volume and reads a
   custom-format dump's rows back with `pg_restore` (not the operator's Job: a second opinion).
 """
@@ -61,8 +61,10 @@ class Kubectl:
 
 
 def psql(kubectl: Kubectl, namespace: str, instance: str, sql: str, *, db: str = "app", check: bool = True) -> str:
-    """SQL as the superuser in the server's container, over its socket; the unaligned output."""
-    exec_ = ["exec", "-n", namespace, f"{instance}-0", "-c", "postgres", "--"]
+    """SQL as the superuser in the primary's container (`status.currentPrimary`), over its socket; the output."""
+    primary = kubectl("get", "sampledb", "-n", namespace, instance, "-o", "jsonpath={.status.currentPrimary}",
+                      check=False).strip()  # fmt: skip
+    exec_ = ["exec", "-n", namespace, primary or f"{instance}-0", "-c", "postgres", "--"]
     client = ["psql", "-h", SOCKET_DIR, "-U", "postgres", "-d", db, "-v", "ON_ERROR_STOP=1", "-XAtc", sql]
     return kubectl(*exec_, *client, check=check).strip()
 

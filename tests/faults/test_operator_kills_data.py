@@ -15,7 +15,11 @@ kills and instances run on kwok (`test_operator_kills.py`).
 - migration: three instances with three migrations, one per round, each kill after the previous
   one's migration Job appeared;
 - upgrade: two instances with writers raised from PostgreSQL 15 to 17, one kill in each step of
-  the state machine (backup, check, run, switch, verify).
+  the state machine (backup, check, run, switch, verify);
+- failover: two instances of two servers with writers; in each round the primary's Pod of each is
+  deleted (the preStop hook's fast shutdown sends the standby every commit) and the operator is
+  killed once a failover is under way. Every acknowledged row survives, and the primary's
+  timeline proves one promotion per failover.
 """
 
 from __future__ import annotations
@@ -246,6 +250,49 @@ def _upgrade_data(work: Workload) -> list[str]:
     return problems
 
 
+# -- failover (real node): each round deletes every primary's Pod; one promotion per failover ------------
+
+FAILOVERS = 3
+TIMELINE = "select ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int"
+
+
+def _servers_pending(work: Workload) -> list[str]:
+    pending = instances_not_ready(work)
+    for name in work.instances:
+        status = work.db(name).get("status") or {}
+        failover = (status.get("failover") or {}).get("state")
+        if status.get("readyInstances") != 2 or failover not in (None, "Completed"):
+            pending.append(f"{name}: {status.get('readyInstances')} servers ready, failover {failover}")
+    return pending
+
+
+def _prepare_failover(work: Workload) -> None:
+    create_instances(work, 2, "ha", instances=2)
+    wait_for(lambda: not _servers_pending(work), timeout=300, what="both servers of each instance", interval=1)
+    start_writers(work)
+    note_writers(work)
+
+
+def _act_failover(work: Workload, round_: int) -> None:
+    wait_for(lambda: not _servers_pending(work), timeout=300, what="both servers of each instance", interval=1)
+    for name in work.instances:
+        primary = work.db(name)["status"]["currentPrimary"]
+        work.node("delete", "pod", "-n", work.namespace, primary, "--wait=false")
+
+
+def _failing_over(work: Workload, round_: int) -> bool:
+    return any((work.db(n).get("status") or {}).get("failover", {}).get("state") == "Promoting" for n in work.instances)
+
+
+def _failover_data(work: Workload) -> list[str]:
+    problems = writer_problems(work)
+    for name in work.instances:
+        timeline = int(work.sql(name, TIMELINE))
+        if timeline != FAILOVERS + 1:
+            problems.append(f"{name}: the primary is on timeline {timeline} after {FAILOVERS} failovers")
+    return problems
+
+
 SCENARIOS = [
     Scenario(
         "backup", 5, _prepare_backup, _act_backup, backups_pending, backup_jobs,
@@ -262,6 +309,10 @@ SCENARIOS = [
     Scenario(
         "upgrade", 5, _prepare_upgrade, _act_upgrade, upgrades_pending, upgrade_jobs,
         real_node=True, kill_when=_upgrade_kill_when, check_data=_upgrade_data, converge_timeout=480,
+    ),
+    Scenario(
+        "failover", FAILOVERS, _prepare_failover, _act_failover, _servers_pending, init_jobs,
+        real_node=True, kill_when=_failing_over, check_data=_failover_data, converge_timeout=300,
     ),
 ]  # fmt: skip
 

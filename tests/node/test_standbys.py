@@ -6,6 +6,7 @@ through each Service, `pg_stat_replication` on the primary, a write refused by a
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import time
 from typing import Any
@@ -191,7 +192,7 @@ def test_a_lost_primary_fails_over_to_the_standby_which_keeps_every_write_and_th
     acked = [(int(i), float(at)) for i, at in (line.split() for line in out.splitlines())]
     times = [at for _, at in acked]
     assert times[0] < killed < times[-1], "the writer ran before and after the kill"
-    outage, resumed = max((after - before, after) for before, after in zip(times, times[1:]) if after > killed)
+    outage, resumed = max((after - before, after) for before, after in itertools.pairwise(times) if after > killed)
     print(f"\nfailover: writes stopped for {outage:.1f} s (longest gap between acknowledged commits), "
           f"resumed {resumed - killed:.1f} s after the primary's Pod was killed")  # fmt: skip
 
