@@ -134,7 +134,7 @@ BENCH_UPGRADE_ARGS ?=
 BENCH_LIFECYCLE_ARGS ?=
 
 .PHONY: bench
-bench: ## Every benchmark (not tests), one after the other: conversion, scale, restart, lifecycle, the real node, upgrade downtime.
+bench: ## Every benchmark (not tests), one after the other: conversion, scale, restart, lifecycle, the real node, upgrade downtime, failover.
 	@# One at a time even under `make -j`: on a small machine they would distort each other's figures.
 	$(MAKE) --no-print-directory bench-conversion
 	$(MAKE) --no-print-directory bench-scale
@@ -142,6 +142,7 @@ bench: ## Every benchmark (not tests), one after the other: conversion, scale, r
 	$(MAKE) --no-print-directory bench-lifecycle
 	$(MAKE) --no-print-directory bench-node
 	$(MAKE) --no-print-directory bench-upgrade
+	$(MAKE) --no-print-directory bench-failover
 
 .PHONY: bench-conversion
 bench-conversion: $(PYTHON) cluster-tools ## Conversion webhook latency, v1beta1 LIST and GET cost against v1 (results/conversion-*.md).
@@ -162,6 +163,10 @@ bench-node: $(PYTHON) node-tools base-images ## The real node: apply -> Ready an
 .PHONY: bench-upgrade
 bench-upgrade: $(PYTHON) node-tools base-images ## The real node: major-upgrade downtime seen by a writer, 15 -> 17, 5 runs (root; results/upgrade-*.md).
 	PYTHONPATH=.:operator $(PYTHON) benchmarks/bench_upgrade.py $(BENCH_UPGRADE_ARGS)
+
+.PHONY: bench-failover
+bench-failover: $(PYTHON) node-tools base-images ## The real node: writes stopped by a failover and a switchover, 5 runs each (root; results/failover-*.md).
+	PYTHONPATH=.:operator $(PYTHON) benchmarks/bench_failover.py $(BENCH_FAILOVER_ARGS)
 
 .PHONY: bench-lifecycle
 bench-lifecycle: $(PYTHON) base-images ## Backup/restore scripts vs plain pg_dump/pg_restore by CPU time, upgrade step times, 1 GiB (results/lifecycle-*.md).

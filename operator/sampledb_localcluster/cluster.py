@@ -48,6 +48,8 @@ __all__ = ["DEFAULT_STATE_DIR", "ClusterStartError", "LocalCluster"]
 
 _SignalHandler = Any  # what signal.getsignal() returns: a callable, SIG_DFL, SIG_IGN or None
 NodeKind = Literal["kwok", "real", "none"]
+# How long a component's port may stay taken before its start fails (see `_spawn`).
+PORT_WAIT_SECONDS = 15.0
 
 
 class LocalCluster:
@@ -429,8 +431,13 @@ class LocalCluster:
                     ports[name] = candidate
         return ports
 
-    def _check_port_free(self, name: str, port: int) -> None:
-        if not process.port_is_free(port):
+    def _check_port_free(self, name: str, port: int, *, wait: float = 0.0) -> None:
+        """Raise unless the port can be bound, within `wait` seconds."""
+        deadline = time.monotonic() + wait
+        while not process.port_is_free(port):
+            if time.monotonic() < deadline:
+                time.sleep(0.2)
+                continue
             component = name.removesuffix("-peer")
             raise ClusterStartError(
                 component,
@@ -471,8 +478,11 @@ class LocalCluster:
     def _spawn(self, spec: ComponentSpec, binary: Path | None) -> float:
         """Start one component; return when it was started (``time.monotonic()``)."""
         for name, port in spec.ports.items():
-            # Re-checked right before the spawn: a free port picked earlier may have been taken since.
-            self._check_port_free(name, port)
+            # Re-checked right before the spawn: a free port picked earlier may have been taken since,
+            # often for a moment only: the ports come from the ephemeral range, so a client's outgoing
+            # connection can hold one (seen in CI on 2026-11-28: kwok restarted by the API-outage
+            # test found its port taken while the real-node tier ran beside it).
+            self._check_port_free(name, port, wait=PORT_WAIT_SECONDS)
         program = list(spec.command) if spec.command else [*spec.wrapper, str(binary)]
         argv = [*program, *spec.args, *self._extra_args.get(spec.name, [])]
         env = {**os.environ, **spec.env}

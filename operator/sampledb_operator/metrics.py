@@ -13,6 +13,12 @@ RECONCILE_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 WRITES = Counter("sampledb_api_writes_total", "Write requests sent to the API server by reconciles.")
+PRIMARY_CHANGES = Counter(
+    "sampledb_primary_changes_total",
+    "Primaries promoted in place of another: by failover (FailedOver) or switchover (SwitchedOver).",
+    ["reason"],
+)
+PRIMARY_CHANGE_EVENTS = ("FailedOver", "SwitchedOver")
 INSTANCES = Gauge("sampledb_instances", "Managed SampleDB instances, by phase.", ["phase"])
 
 _phases: dict[str, str] = {}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import subprocess
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -16,7 +17,8 @@ from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
 from sampledb_operator.k8s.api import KubeApi
-from sampledb_operator.resources.instance import ROLE_LABEL
+from sampledb_operator.resources.instance import ROLE_LABEL, SWITCHOVER_ANNOTATION
+from tests.integration.conftest import OperatorProcess
 from tests.node.conftest import SOCKET_DIR, checksum, tool_path, wait_for
 from tests.node.test_journey import (
     ROWS,
@@ -154,22 +156,62 @@ def test_a_major_upgrade_runs_on_the_primary_and_the_standby_is_cloned_again(
 
 
 # Each write is its own connection through the read-write Service, so it reaches whichever server is
-# the primary; a line is printed only for an acknowledged commit: "<id> <client clock>".
+# the primary; a line is printed only for an acknowledged commit: "<id> <client clock>". Ids run
+# from $1 + 1 to $1 + $0.
 WRITER = """i=0
 while [ "$i" -lt "$0" ]; do
   i=$((i + 1))
-  if PGCONNECT_TIMEOUT=2 psql -XAtqc "insert into acked values ($i)" >/dev/null 2>&1; then
-    echo "$i $(date +%s.%N)"
+  if PGCONNECT_TIMEOUT=2 psql -XAtqc "insert into acked values ($(($1 + i)))" >/dev/null 2>&1; then
+    echo "$(($1 + i)) $(date +%s.%N)"
   fi
   sleep 0.05
 done
 """
 
 
+@dataclass(frozen=True)
+class Writes:
+    """What a writer saw around an act: the commits acknowledged (id, time), and the longest pause."""
+
+    acked: list[tuple[int, float]]
+    acted: float  # when the act began
+    outage: float  # the longest gap between two acknowledged commits after it
+    resumed: float  # when the commit that ended that gap was acknowledged
+
+    def ids(self) -> set[int]:
+        return {i for i, _ in self.acked}
+
+
+def under_writes(kube_config: str, namespace: str, client: str, act: Any, *, rows: int = 400, first: int = 0) -> Writes:
+    """Run `act` 5 s into a writer of `rows` commits through the read-write Service; what the writer saw."""
+    argv = ["exec", "-n", namespace, client, "--", "sh", "-c", WRITER, str(rows), str(first)]
+    writer = subprocess.Popen(
+        [str(tool_path("kubectl")), "--kubeconfig", kube_config, *argv], stdout=subprocess.PIPE, text=True
+    )
+    time.sleep(5)
+    acted = time.time()
+    act()
+    out, _ = writer.communicate(timeout=180)
+    acked = [(int(i), float(at)) for i, at in (line.split() for line in out.splitlines())]
+    times = [at for _, at in acked]
+    assert times[0] < acted < times[-1], "the writer ran before and after the act"
+    outage, resumed = max((after - before, after) for before, after in itertools.pairwise(times) if after > acted)
+    return Writes(acked, acted, outage, resumed)
+
+
 def test_a_lost_primary_fails_over_to_the_standby_which_keeps_every_write_and_the_old_one_rejoins(
-    admin: KubeApi, kubectl: Any, kube_config: str, namespace: str
+    admin: KubeApi, kubectl: Any, kube_config: str, namespace: str, operator: OperatorProcess
 ) -> None:
-    """The primary's Pod killed with no grace under a writer: the standby is promoted, the old primary rewound."""
+    """The primary's Pod killed with no grace under a writer: the standby is promoted, the old primary rewound.
+
+    Then the two switchovers: one that a scale-down below the primary calls for, and one asked for
+    by annotation under a writer, which loses no commit.
+    """
+    changes = lambda: {  # noqa: E731
+        reason: operator.metrics().get(f'sampledb_primary_changes_total{{reason="{reason}"}}', 0.0)
+        for reason in ("FailedOver", "SwitchedOver")
+    }
+    before = changes()
     admin.create(sampledb("fo", namespace, VERSION, instances=2))
     wait_for(lambda: status(admin, namespace, "fo").get("readyInstances") == 2, timeout=300, what="two servers ready")
     wait_phase(admin, namespace, "fo")
@@ -179,22 +221,13 @@ def test_a_lost_primary_fails_over_to_the_standby_which_keeps_every_write_and_th
     wait_for(lambda: checksum(server_sql(kubectl, namespace, "fo-1", ROWS, check=False)) == written, timeout=60,
              what="the standby to replay the rows")  # fmt: skip
 
-    writer_argv = ["exec", "-n", namespace, client, "--", "sh", "-c", WRITER, "400"]
-    writer = subprocess.Popen(
-        [str(tool_path("kubectl")), "--kubeconfig", kube_config, *writer_argv], stdout=subprocess.PIPE, text=True
-    )
-    time.sleep(5)
-    killed = time.time()
-    kubectl("delete", "pod", "-n", namespace, "fo-0", "--grace-period=0", "--force")
-    wait_for(lambda: status(admin, namespace, "fo").get("currentPrimary") == "fo-1", timeout=120,
-             what="fo-1 promoted", interval=0.5)  # fmt: skip
-    out, _ = writer.communicate(timeout=180)
-    acked = [(int(i), float(at)) for i, at in (line.split() for line in out.splitlines())]
-    times = [at for _, at in acked]
-    assert times[0] < killed < times[-1], "the writer ran before and after the kill"
-    outage, resumed = max((after - before, after) for before, after in itertools.pairwise(times) if after > killed)
-    print(f"\nfailover: writes stopped for {outage:.1f} s (longest gap between acknowledged commits), "
-          f"resumed {resumed - killed:.1f} s after the primary's Pod was killed")  # fmt: skip
+    def kill_primary() -> None:
+        kubectl("delete", "pod", "-n", namespace, "fo-0", "--grace-period=0", "--force")
+        wait_for(lambda: primary(admin, namespace) == "fo-1", timeout=120, what="fo-1 promoted", interval=0.5)
+
+    failed_over = under_writes(kube_config, namespace, client, kill_primary)
+    print(f"\nfailover: writes stopped for {failed_over.outage:.1f} s (longest gap between acknowledged commits), "
+          f"resumed {failed_over.resumed - failed_over.acted:.1f} s after the primary's Pod was killed")  # fmt: skip
 
     record = status(admin, namespace, "fo")["failover"]
     assert (record["state"], record["fromPod"], record["toPod"]) == ("Completed", "fo-0", "fo-1")
@@ -202,10 +235,10 @@ def test_a_lost_primary_fails_over_to_the_standby_which_keeps_every_write_and_th
     assert server_sql(kubectl, namespace, "fo-1", "select pg_is_in_recovery()") == "f"
     # Every commit acknowledged after the failover is on the new primary; so is every one before it
     # that had reached the standby (asynchronous replication: report any that had not).
-    present = set(map(int, server_sql(kubectl, namespace, "fo-1", "select id from acked").split()))
-    lost = sorted(i for i, _ in acked if i not in present)
-    print(f"failover: {len(acked)} commits acknowledged, {len(lost)} lost: {lost[:20]}")
-    assert not [i for i, at in acked if at >= resumed and i not in present]
+    present = acked_ids(kubectl, namespace, "fo-1")
+    lost = sorted(failed_over.ids() - present)
+    print(f"failover: {len(failed_over.acked)} commits acknowledged, {len(lost)} lost: {lost[:20]}")
+    assert not [i for i, at in failed_over.acked if at >= failed_over.resumed and i not in present]
     assert checksum(server_sql(kubectl, namespace, "fo-1", ROWS)) == written
 
     # The old primary comes back as a standby of the new one, rewound, streaming, with the same rows.
@@ -216,9 +249,46 @@ def test_a_lost_primary_fails_over_to_the_standby_which_keeps_every_write_and_th
     streaming = "select application_name, state from pg_stat_replication"
     wait_for(lambda: server_sql(kubectl, namespace, "fo-1", streaming) == "fo-0|streaming", timeout=60,
              what="fo-0 streaming from fo-1")  # fmt: skip
-    count = "select count(*) from acked"
-    wait_for(lambda: server_sql(kubectl, namespace, "fo-0", count) == server_sql(kubectl, namespace, "fo-1", count),
-             timeout=60, what="fo-0 to have every row")  # fmt: skip
+    wait_for(lambda: acked_ids(kubectl, namespace, "fo-0") == present, timeout=60, what="fo-0 to have every row")
     assert app_sql(kubectl, namespace, client, "select pg_is_in_recovery()") == "f"
+
+    # Scaled to one while the primary is Pod 1: the primary moves to Pod 0 first (a switchover),
+    # then the StatefulSet removes Pod 1.
+    kubectl("scale", "-n", namespace, "sampledb/fo", "--replicas=1")
+    done = lambda: (status(admin, namespace, "fo").get("failover") or {}).get("state") == "Completed"  # noqa: E731
+    wait_for(lambda: primary(admin, namespace) == "fo-0" and done(), timeout=180, what="the switchover to fo-0")
+    wait_for(lambda: admin.get("Pod", namespace, "fo-1") is None, timeout=180, what="fo-1 removed")
+    record = status(admin, namespace, "fo")["failover"]
+    assert (record["state"], record["toPod"], record.get("switchover")) == ("Completed", "fo-0", True)
+    assert "spec.instances 1 leaves out the primary fo-1" in record["reason"]
+    assert primary(admin, namespace) == "fo-0"
+    assert server_sql(kubectl, namespace, "fo-0", "select pg_is_in_recovery()") == "f"
+    assert acked_ids(kubectl, namespace, "fo-0") == present
+
+    # Two servers again; a switchover asked for by annotation, under a writer: no commit lost.
+    admin.merge_patch("SampleDB", namespace, "fo", {"spec": {"instances": 2}})
+    wait_for(lambda: status(admin, namespace, "fo").get("readyInstances") == 2, timeout=300, what="fo-1 cloned")
+
+    def ask_switchover() -> None:
+        annotation = {"metadata": {"annotations": {SWITCHOVER_ANNOTATION: "fo-1"}}}
+        admin.merge_patch("SampleDB", namespace, "fo", annotation)
+        wait_for(lambda: primary(admin, namespace) == "fo-1", timeout=120, what="fo-1 promoted", interval=0.5)
+
+    switched = under_writes(kube_config, namespace, client, ask_switchover, first=10_000)
+    print(f"switchover: writes stopped for {switched.outage:.1f} s, resumed "
+          f"{switched.resumed - switched.acted:.1f} s after it was asked for")  # fmt: skip
+    assert switched.ids() <= acked_ids(kubectl, namespace, "fo-1"), "a switchover loses no acknowledged commit"
+    annotations = lambda: (admin.get("SampleDB", namespace, "fo") or {})["metadata"].get("annotations") or {}  # noqa: E731
+    wait_for(lambda: SWITCHOVER_ANNOTATION not in annotations(), timeout=60, what="the request removed")
     events = kubectl("get", "events", "-n", namespace, "-o", "jsonpath={.items[*].reason}").split()
-    assert {"FailoverStarted", "FailedOver"} <= set(events)
+    assert {"FailoverStarted", "FailedOver", "SwitchoverStarted", "SwitchedOver"} <= set(events)
+    after = changes()
+    assert {r: after[r] - before[r] for r in after} == {"FailedOver": 1, "SwitchedOver": 2}
+
+
+def primary(admin: KubeApi, namespace: str) -> str | None:
+    return status(admin, namespace, "fo").get("currentPrimary")
+
+
+def acked_ids(kubectl: Any, namespace: str, pod: str) -> set[int]:
+    return set(map(int, server_sql(kubectl, namespace, pod, "select id from acked", check=False).split()))

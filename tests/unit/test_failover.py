@@ -49,6 +49,7 @@ def test_positions_are_compared_as_byte_positions() -> None:
     assert failover.parse_position("f|0/5000000|0/5000000") is None, "a primary is no candidate"
     assert failover.parse_position(None) is None
     assert failover.parse_position("garbage") is None
+    assert failover.parse_position("t|zz|0/1") is None, "an answer that is no position is no candidate"
     assert failover.format_lsn(failover.lsn("16/B374D848")) == "16/B374D848"
 
 
@@ -196,3 +197,57 @@ def test_the_statefulset_never_drops_the_primary_and_starts_its_pods_in_parallel
     action = plan_child(child, instance, old)
     assert action is not None and (action.verb, action.reason) == (Verb.RECREATE, "StatefulSetImmutable")
     assert action.body["spec"]["podManagementPolicy"] == "Parallel"
+
+
+def test_a_switchover_asked_for_a_ready_standby_is_recorded_then_runs_with_a_clean_stop() -> None:
+    pods = [born("db1-0", "2026-11-27T10:00:00Z"), pod("db1-1"), pod("db1-2", ready=False)]
+    started = failover.plan_failover(THREE, None, pods, None, now=NOW, eligible=True, requested="db1-1")
+    assert started is not None and not started.actions and not started.probes
+    assert started.failover is not None and started.failover["switchover"] is True
+    assert (started.failover["fromPod"], started.failover["toPod"]) == ("db1-0", "db1-1")
+    assert started.event is not None and started.event[:2] == ("Normal", "SwitchoverStarted")
+    assert started.reason == "SwitchingOver"
+    # Under way: the old primary is stopped with time for its fast shutdown, then the target promoted.
+    instance = dataclasses.replace(THREE, target_primary="db1-1")
+    record = {**started.failover, "startTime": STARTED}
+    stop = failover.plan_failover(instance, record, pods, None, now=NOW, eligible=True, requested="db1-1")
+    assert stop is not None and [(a.verb, a.name, a.body) for a in stop.actions] == [
+        (Verb.DELETE, "db1-0", {"gracePeriodSeconds": failover.SWITCHOVER_GRACE_SECONDS})
+    ]
+    done = failover.plan_failover(instance, record, pods[1:], None, now=NOW, eligible=True, requested="db1-1")
+    assert done is not None and done.promoted == "db1-1" and done.event is not None and done.event[1] == "SwitchedOver"
+    # Once it is the primary, the request is removed, only if it still names it.
+    served = dataclasses.replace(THREE, current_primary="db1-1")
+    removal = failover.plan_failover(served, None, pods, None, now=NOW, eligible=True, requested="db1-1")
+    assert removal is not None and [(a.verb, a.kind, a.body["ops"][0]["value"]) for a in removal.actions] == [
+        (Verb.GUARDED, "SampleDB", "db1-1")
+    ]
+    assert removal.actions[0].body["ops"][1] == {
+        "op": "remove",
+        "path": "/metadata/annotations/sampledb.io~1switchover-to",
+    }
+
+
+@pytest.mark.parametrize("target", ["db1-2", "db1-7", "db1-0-x"])
+def test_a_switchover_to_no_ready_standby_is_refused_with_a_warning_and_the_request_removed(target: str) -> None:
+    pods = [pod("db1-0"), pod("db1-1"), pod("db1-2", ready=False)]
+    refused = failover.plan_failover(THREE, None, pods, None, now=NOW, eligible=True, requested=target)
+    assert refused is not None and refused.failover is None
+    assert refused.event is not None and refused.event[:2] == ("Warning", "SwitchoverRefused")
+    assert f"{target} is not a ready standby of db1 (ready standbys: db1-1)" in refused.event[2]
+    assert [a.verb for a in refused.actions] == [Verb.GUARDED]
+
+
+def test_a_scale_down_that_leaves_out_the_primary_first_switches_over_to_a_kept_pod() -> None:
+    one = dataclasses.replace(make_instance({"instances": 1}), current_primary="db1-1")
+    assert one.replicas == 2
+    waiting = failover.plan_failover(one, None, [pod("db1-0", ready=False), pod("db1-1")], None, now=NOW, eligible=True)
+    assert waiting is None, "the kept Pod is not ready yet"
+    moving = failover.plan_failover(one, None, [pod("db1-0"), pod("db1-1")], None, now=NOW, eligible=True)
+    assert moving is not None and moving.failover is not None
+    assert (
+        moving.failover["toPod"] == "db1-0"
+        and "spec.instances 1 leaves out the primary db1-1" in moving.failover["reason"]
+    )
+    # Once Pod 0 is the primary, the StatefulSet may scale to one.
+    assert dataclasses.replace(one, current_primary="db1-0").replicas == 1

@@ -7,6 +7,7 @@ slowest case starts a real etcd, so the whole file takes a few seconds.
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -119,3 +120,16 @@ def test_diagnose_recognises_a_taken_port() -> None:
         "port in use (another process listens on one of its ports)"
     )
     assert diagnose("everything is fine") is None
+
+
+def test_a_port_taken_for_a_moment_when_a_component_restarts_is_waited_for(state_dir: Path) -> None:
+    """A client's outgoing connection may hold a port of the ephemeral range for a moment (kwok, CI 2026-11-28)."""
+    cluster = LocalCluster(state_dir, quiet=True)
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()
+    port = squatter.getsockname()[1]
+    with pytest.raises(ClusterStartError, match="port in use"):
+        cluster._check_port_free("kwok", port, wait=0.5)
+    threading.Timer(0.5, squatter.close).start()
+    cluster._check_port_free("kwok", port, wait=10)  # returns once the port is free again

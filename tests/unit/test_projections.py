@@ -39,7 +39,7 @@ from sampledb_operator.jobs.initialize import init_job
 from sampledb_operator.jobs.migrate import migration_job
 from sampledb_operator.observe import projections
 from sampledb_operator.observe.projections import KEPT, PROJECTIONS, Each, Keep, project, projector
-from sampledb_operator.reconcile import children, config_check, deletion, migrations, storage, upgrade
+from sampledb_operator.reconcile import children, config_check, deletion, failover, migrations, storage, upgrade
 from sampledb_operator.reconcile.backup import BackupReconciler, outcome_status
 from sampledb_operator.reconcile.restore import plan_restore
 from sampledb_operator.reconcile.status import (
@@ -54,7 +54,7 @@ from sampledb_operator.reconcile.status import (
     termination_summary,
 )
 from sampledb_operator.resources import secret
-from sampledb_operator.resources.instance import Instance
+from sampledb_operator.resources.instance import SWITCHOVER_ANNOTATION, Instance
 from sampledb_operator.settings import Settings
 from tests.model_strategies import json_values, model_objects
 
@@ -742,6 +742,10 @@ class World:
                     for k in ("name", "namespace", "deletionTimestamp", "finalizers", "resourceVersion", "generation")
                 },
             )
+        annotated = sampledb_obj(self.spec)
+        annotated["metadata"]["annotations"] = {SWITCHOVER_ANNOTATION: "db-1", "kubectl.kubernetes.io/x": "{}"}
+        for i, obj in enumerate([*variants, annotated]):
+            self.add(f"switchover[{i}]", lambda v, o=obj: failover.switchover_request(v("SampleDB", o)))
 
     # -- children ------------------------------------------------------------------------------------
     def _children(self) -> None:
@@ -1239,7 +1243,8 @@ def test_a_projection_keeps_the_objects_paths_and_is_idempotent(worlds: dict[str
         is_within(kept, obj)
         assert project(kind, kept) == kept
         assert "managedFields" not in kept["metadata"]
-        assert set(kept["metadata"].get("annotations") or {}) <= {children.HASH_ANNOTATION}
+        # Only our own annotations (a fingerprint, a Pod name): others may hold a Secret's values.
+        assert set(kept["metadata"].get("annotations") or {}) <= {children.HASH_ANNOTATION, SWITCHOVER_ANNOTATION}
     assert kinds == KINDS
 
 

@@ -94,4 +94,5 @@ class Reconciler:
         requeue = 0.0 if wrote and not deleting else plan.requeue_after
         if plan.waiting and not plan.writes:
             actions.append(f"wait {plan.waiting}")
-        return Outcome(phase=plan.phase, actions=actions, requeue_after=requeue)
+        events = [event.reason for event in plan.events]
+        return Outcome(phase=plan.phase, actions=actions, requeue_after=requeue, events=events)

@@ -291,12 +291,15 @@ class UpgradeStatus(ApiModel):
 
 
 class FailoverStatus(ApiModel):
-    """The current (or last) failover: written before it is acted on, so a restarted operator resumes it."""
+    """The current (or last) change of primary, failover or switchover: written before it is acted on."""
 
     state: FailoverState = Field(description="Promoting while under way, Completed once the new primary serves.")
     fromPod: str = Field(description="The primary that was lost.")
     toPod: str = Field(description="The standby chosen to be promoted: the most advanced one.")
-    reason: str = Field(description="How the primary was found lost.")
+    reason: str = Field(description="How the primary was found lost, or why it was switched over.")
+    switchover: bool | None = Field(
+        None, description="A planned switchover (the old primary shut down cleanly first: no commit lost)."
+    )
     position: str | None = Field(None, description="The WAL position the chosen standby had received.")
     startTime: str = Field(description="When the failover was decided (RFC 3339).")
     completionTime: str | None = Field(None, description="When the new primary was promoted (RFC 3339).")
@@ -324,4 +327,4 @@ class SampleDBStatus(ApiModel):
     migrations: MigrationStatus | None = Field(None, description="Schema migrations, when spec.migrations is set.")
     upgrade: UpgradeStatus | None = Field(None, description="The current or last major-version upgrade.")
     storage: StorageStatus | None = Field(None, description="The data volumes and their growth.")
-    failover: FailoverStatus | None = Field(None, description="The current or last automatic failover.")
+    failover: FailoverStatus | None = Field(None, description="The current or last failover or switchover.")

@@ -47,6 +47,8 @@ def _reconcile(key: Key) -> float | None:
     metrics.WRITES.inc(reconciler.api.write_count - writes_before)
     metrics.RECONCILES.labels("success").inc()
     metrics.record_phase("/".join(key), outcome.phase)
+    for reason in set(outcome.events) & set(metrics.PRIMARY_CHANGE_EVENTS):
+        metrics.PRIMARY_CHANGES.labels(reason).inc()
     if outcome.actions:
         logger.info("%s/%s: %s", *key, "; ".join(outcome.actions))
     return outcome.requeue_after

@@ -25,6 +25,7 @@ SampleDB               spec (whole)                               instance.py:In
                                                                   plan_storage (storage), conditions.py:merge
                        metadata generation, uid, finalizers,      Instance.from_object, Reconciler.reconcile,
                        resourceVersion, deletionTimestamp         _ensure_finalizer, decide.py:_finalizer, emit_event
+                       annotations[sampledb.io/switchover-to]     failover.py:switchover_request
 SampleDBBackup         spec (whole: instance, verify)             backup.py:BackupReconciler.reconcile
                        status.phase, .location, .message          restore.py:plan_restore, BackupReconciler.reconcile
                        apiVersion, metadata.uid                   backup.py:BackupReconciler._owned_job
@@ -94,6 +95,7 @@ from typing import Any, TypeAlias
 from sampledb_operator.reconcile.children import HASH_ANNOTATION
 from sampledb_operator.reconcile.migrations import CONTENT_DIGEST_KEY, content_digest
 from sampledb_operator.reconcile.status import JobState
+from sampledb_operator.resources.instance import SWITCHOVER_ANNOTATION
 from sampledb_operator.resources.statefulset import CONFIG_HASH_ANNOTATION
 
 Object = dict[str, Any]
@@ -159,7 +161,9 @@ def _kind(*, metadata: Mapping[str, Keep] | None = None, hashed: bool = False, *
 
 
 KEPT: dict[str, Mapping[str, Keep]] = {
-    "SampleDB": _kind(metadata={"resourceVersion": True}, spec=True, status=True),
+    "SampleDB": _kind(
+        metadata={"resourceVersion": True, "annotations": {SWITCHOVER_ANNOTATION: True}}, spec=True, status=True
+    ),
     "SampleDBBackup": _kind(spec=True, status={"phase": True, "location": True, "message": True}),
     "StatefulSet": _kind(
         hashed=True,

@@ -136,7 +136,13 @@ def _converge(snap: Snapshot, instance: Instance, now: datetime) -> Plan:
     database_pods = snap.database_pods()
     eligible = not problems and not upgrading and initialized(status) and sts is not None
     switch = failover.plan_failover(
-        instance, status.get("failover"), database_pods, snap.probed, now=timestamp(now), eligible=eligible
+        instance,
+        status.get("failover"),
+        database_pods,
+        snap.probed,
+        now=timestamp(now),
+        eligible=eligible,
+        requested=failover.switchover_request(obj),
     )
     if switch is not None and switch.probes:
         return Plan(probes=switch.probes)
@@ -196,13 +202,13 @@ def _converge(snap: Snapshot, instance: Instance, now: datetime) -> Plan:
         instances=instance.spec.instances,
         primary_ready=_primary_ready(instance, database_pods),
         failover=switch.failover if switch else None,
-        failing_over=switch.progress if switch else None,
+        failing_over=(switch.reason, switch.progress) if switch and switch.progress else None,
     )
     new_status, events = _status(obj, instance, observation, timestamp(now))
     for operation, event in (
         ("Upgrade", plan and plan.event),
         ("Resize", grow and grow.event),
-        ("Failover", switch and switch.event),
+        ("Failover", switch and switch.event),  # switchovers included
     ):
         if event:
             events.append(Event(*event, action=operation))

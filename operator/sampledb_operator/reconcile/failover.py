@@ -1,4 +1,10 @@
-"""Failover: when the primary is lost, promote the most advanced standby, never leaving two primaries.
+"""Failover and switchover: another server becomes the primary, never leaving two primaries.
+
+A failover promotes the most advanced standby when the primary is lost. A switchover moves a
+healthy primary on request (the annotation `sampledb.io/switchover-to: <Pod>`) or when
+`spec.instances` leaves the primary's Pod out (a scale-down after a failover to a higher Pod: to
+the lowest ready Pod kept). Both run the same steps; a switchover stops the old primary cleanly
+(the preStop hook's fast shutdown sends the standbys every commit), so it loses none.
 
 Pure, like the rest of `reconcile`: the servers' WAL positions come in as `probed` (read by the
 act layer with `psql` through `pods/exec`, only while a failover is being decided), and every
@@ -11,13 +17,17 @@ killed at any point resumes from the status and promotes once.
     Serving --(the primary's Pod is gone, being deleted or not ready; a standby is ready)-->
       probe the ready standbys (pg_is_in_recovery, received and replayed WAL positions)
       --> Promoting: status.failover {fromPod, toPod: the standby that received most, startTime}
+    Serving --(a switchover asked for, to a ready standby)--> Promoting {..., switchover: true}
+      (the annotation is removed once its Pod is the primary; one naming no ready standby is
+      removed at once, with a warning event)
     Promoting (the children now follow toPod: `Instance.primary`):
       the ConfigMap names toPod the primary, so the old primary, should it start again, finds
       itself a standby and rewinds (the start script); the read-write Service, role labels and
       budgets move to toPod;
       --> fencing: the old primary's Pod, if it was created before startTime (it may have read the
-          old ConfigMap), is deleted with a one-second grace; the kubelet removes the object only
-          once its server has stopped, and until then nothing is promoted;
+          old ConfigMap), is deleted with a one-second grace (a switchover: 30 s for the clean
+          shutdown); the kubelet removes the object only once its server has stopped, and until
+          then nothing is promoted;
       --> pg_promote on toPod (a no-op if it is already promoted)
       --> Completed: status.currentPrimary = toPod, status.failover.completionTime.
     toPod lost before its promotion: elected again among the other ready standbys.
@@ -37,10 +47,11 @@ from sampledb_operator.api.common import FailoverState
 from sampledb_operator.reconcile.children import Action, Verb
 from sampledb_operator.reconcile.status import pod_ready
 from sampledb_operator.resources.config import SOCKET_DIR
-from sampledb_operator.resources.instance import Instance
+from sampledb_operator.resources.instance import SWITCHOVER_ANNOTATION, Instance
 
 CONTAINER = "postgres"
 FENCE_GRACE_SECONDS = 1  # SIGTERM, then SIGKILL a second later: the old primary must stop, not finish politely
+SWITCHOVER_GRACE_SECONDS = 30  # the preStop hook's fast shutdown: every commit reaches the standbys first
 RECHECK_SECONDS = 1.0
 POSITION_SQL = "select pg_is_in_recovery(), pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()"
 PROMOTE_SQL = "select case when pg_is_in_recovery() then pg_promote(true, 60) else true end"
@@ -61,7 +72,7 @@ class Position:
 
 @dataclass(frozen=True)
 class FailoverPlan:
-    """What one pass does about a lost primary."""
+    """What one pass does to change the primary (or to wait for that)."""
 
     actions: tuple[Action, ...] = ()
     probes: tuple[Action, ...] = ()  # reads to make, then decide again with their answers
@@ -70,6 +81,17 @@ class FailoverPlan:
     event: tuple[str, str, str] | None = None
     progress: str | None = None  # what the failover is doing, for the Ready condition
     requeue_after: float | None = None
+    switchover: bool = False
+
+    @property
+    def reason(self) -> str:
+        """The Ready condition's reason while the primary changes."""
+        return "SwitchingOver" if self.switchover else "FailingOver"
+
+
+def switchover_request(obj: dict[str, Any]) -> str | None:
+    """The Pod a switchover is asked to (the SampleDB's annotation), or None."""
+    return (obj["metadata"].get("annotations") or {}).get(SWITCHOVER_ANNOTATION) or None
 
 
 def lsn(text: str) -> int:
@@ -83,8 +105,11 @@ def parse_position(answer: str | None) -> Position | None:
     fields = (answer or "").strip().split("|")
     if len(fields) != 3 or fields[0] != "t" or not fields[2]:
         return None
-    replayed = lsn(fields[2])
-    return Position(received=max(lsn(fields[1]) if fields[1] else 0, replayed), replayed=replayed)
+    try:
+        replayed = lsn(fields[2])
+        return Position(received=max(lsn(fields[1]) if fields[1] else 0, replayed), replayed=replayed)
+    except ValueError:
+        return None
 
 
 def lost(pod: dict[str, Any] | None) -> str | None:
@@ -98,18 +123,13 @@ def lost(pod: dict[str, Any] | None) -> str | None:
     return None
 
 
-def elect(probed: Mapping[str, str | None]) -> tuple[str, Position] | None:
+def elect(probed: Mapping[str, str | None], instance: Instance) -> tuple[str, Position] | None:
     """The standby that received the most WAL (then replayed the most, then the lowest ordinal)."""
     positions = {pod: p for pod, answer in probed.items() if (p := parse_position(answer)) is not None}
     if not positions:
         return None
-    best = max(positions, key=lambda pod: (positions[pod].received, positions[pod].replayed, -_ordinal(pod)))
+    best = max(positions, key=lambda pod: (positions[pod].received, positions[pod].replayed, -instance.ordinal(pod)))
     return best, positions[best]
-
-
-def _ordinal(pod: str) -> int:
-    tail = pod.rpartition("-")[2]
-    return int(tail) if tail.isdigit() else 0
 
 
 def format_lsn(position: int) -> str:  # noqa: D103
@@ -124,29 +144,40 @@ def plan_failover(
     *,
     now: str,
     eligible: bool,
+    requested: str | None = None,
 ) -> FailoverPlan | None:
-    """The failover step for this pass; None when the primary serves (or a failover may not start)."""
+    """The step for this pass; None when the primary serves (or a failover may not start).
+
+    `requested` is the Pod a switchover is asked to (`switchover_request`).
+    """
     by_name = {p["metadata"]["name"]: p for p in pods}
     if instance.target_primary is None:
-        if not (eligible and instance.has_standbys):
+        if requested == instance.serving_primary:
+            return FailoverPlan(actions=(_served(instance, requested),))
+        if not (eligible and instance.replicas > 1):
             return None
         why = lost(by_name.get(instance.serving_primary))
         if why is None:
-            return None
+            return _switchover(instance, by_name, requested, now=now)
         return _elect(instance, by_name, probed, lost_pod=instance.serving_primary, why=why, now=now)
     failover = previous or {}
+    switchover = bool(failover.get("switchover"))
     old, target = failover.get("fromPod", instance.serving_primary), instance.target_primary
     if lost(by_name.get(target)) is not None:
         why = f"{failover.get('reason')}; then {target}, chosen to replace it, was lost too"
         return _elect(instance, by_name, probed, lost_pod=old, why=why, now=now, excluded=target, started=failover)
+    doing = f"{'switching' if switchover else 'failing'} over to {target}"
     old_pod = by_name.get(old)
     if old_pod is not None and old_pod["metadata"].get("deletionTimestamp"):
         return FailoverPlan(
-            progress=f"failing over to {target}: waiting for {old}'s server to stop", requeue_after=RECHECK_SECONDS
+            progress=f"{doing}: waiting for {old}'s server to stop",
+            requeue_after=RECHECK_SECONDS,
+            switchover=switchover,
         )
     if old_pod is not None and old_pod["metadata"].get("creationTimestamp", "") <= failover.get("startTime", ""):
-        fence = Action(Verb.DELETE, "Pod", old, "FenceLostPrimary", {"gracePeriodSeconds": FENCE_GRACE_SECONDS})
-        return FailoverPlan(actions=(fence,), progress=f"failing over to {target}: stopping {old}")
+        grace = SWITCHOVER_GRACE_SECONDS if switchover else FENCE_GRACE_SECONDS
+        fence = Action(Verb.DELETE, "Pod", old, "StopOldPrimary", {"gracePeriodSeconds": grace})
+        return FailoverPlan(actions=(fence,), progress=f"{doing}: stopping {old}", switchover=switchover)
     promote = Action(
         Verb.EXEC,
         "Pod",
@@ -156,7 +187,55 @@ def plan_failover(
     )
     done = {**failover, "state": FailoverState.COMPLETED.value, "completionTime": now}
     note = f"{target} promoted: it serves writes in place of {old} ({failover.get('reason')})"
-    return FailoverPlan(actions=(promote,), failover=done, promoted=target, event=("Normal", "FailedOver", note))
+    event = ("Normal", "SwitchedOver" if switchover else "FailedOver", note)
+    return FailoverPlan(actions=(promote,), failover=done, promoted=target, event=event, switchover=switchover)
+
+
+def _switchover(
+    instance: Instance, by_name: Mapping[str, dict[str, Any]], requested: str | None, *, now: str
+) -> FailoverPlan | None:
+    """A switchover asked for, or needed by a scale-down below the primary; None when there is none."""
+    primary = instance.serving_primary
+    target: str | None
+    if requested is not None:
+        target, why = requested, f"a switchover to {requested} was asked for (annotation {SWITCHOVER_ANNOTATION})"
+    elif instance.primary_ordinal >= instance.spec.instances:
+        kept = [instance.pod(i) for i in range(instance.spec.instances)]
+        target = next((pod for pod in kept if lost(by_name.get(pod)) is None), None)
+        why = f"spec.instances {instance.spec.instances} leaves out the primary {primary}"
+    else:
+        return None
+    if target is None:
+        return None  # the Pods kept by the scale-down are not ready yet
+    if lost(by_name.get(target)) is not None:
+        standbys = sorted(n for n, p in by_name.items() if n != primary and lost(p) is None) or ["none"]
+        note = (
+            f"annotation {SWITCHOVER_ANNOTATION}: {target} is not a ready standby of {instance.name} "
+            f"(ready standbys: {', '.join(standbys)}); the request is removed"
+        )
+        return FailoverPlan(actions=(_served(instance, target),), event=("Warning", "SwitchoverRefused", note))
+    failover = {
+        "state": FailoverState.PROMOTING.value,
+        "fromPod": primary,
+        "toPod": target,
+        "reason": why,
+        "switchover": True,
+        "startTime": now,
+    }
+    note = f"{why}: stopping {primary} cleanly, then promoting {target}"
+    return FailoverPlan(
+        failover=failover,
+        event=("Normal", "SwitchoverStarted", note),
+        progress=f"switching over to {target}",
+        switchover=True,
+    )
+
+
+def _served(instance: Instance, requested: str) -> Action:
+    """Remove the switchover annotation, only if it still asks for `requested` (a newer request stays)."""
+    path = "/metadata/annotations/" + SWITCHOVER_ANNOTATION.replace("~", "~0").replace("/", "~1")
+    ops = [{"op": "test", "path": path, "value": requested}, {"op": "remove", "path": path}]
+    return Action(Verb.GUARDED, "SampleDB", instance.name, "SwitchoverRequestDone", {"ops": ops})
 
 
 def _elect(
@@ -182,7 +261,7 @@ def _elect(
             for name in candidates
         )
         return FailoverPlan(probes=probes)
-    chosen = elect({name: probed.get(name) for name in candidates})
+    chosen = elect({name: probed.get(name) for name in candidates}, instance)
     if chosen is None:
         message = f"the primary {lost_pod} is lost ({why}); none of the ready standbys {', '.join(candidates)} answered"
         return FailoverPlan(progress=message, requeue_after=RECHECK_SECONDS)

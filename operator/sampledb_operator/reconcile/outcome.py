@@ -13,3 +13,4 @@ class Outcome:
     actions: list[str] = field(default_factory=list)
     # Look again after this many seconds: something this object waits for sends no event to it.
     requeue_after: float | None = None
+    events: list[str] = field(default_factory=list)  # the reasons of the events it recorded

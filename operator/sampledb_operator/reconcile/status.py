@@ -83,7 +83,7 @@ class Observation:
     instances: int = 1  # spec.instances
     primary_ready: bool | None = None  # with standbys: the primary's Pod is ready (None: one server)
     failover: dict[str, Any] | None = None  # status.failover as the failover left it (None: not looked at)
-    failing_over: str | None = None  # set while the primary is lost: what the failover is doing
+    failing_over: tuple[str, str] | None = None  # while the primary changes: the reason, and what is done
 
 
 @dataclass(frozen=True)
@@ -162,7 +162,8 @@ def verdict(previous_status: dict[str, Any], observation: Observation) -> Verdic
         phase = Phase.READY if serving else Phase.PROVISIONING
         return _moving(phase, ready=serving, reason="Resizing", message=observation.resizing)
     if observation.failing_over:
-        return _moving(Phase.PROVISIONING, ready=False, reason="FailingOver", message=observation.failing_over)
+        reason, message = observation.failing_over
+        return _moving(Phase.PROVISIONING, ready=False, reason=reason, message=message)
     sts = observation.statefulset
     if sts is None or ready_replicas(sts) < 1 or observation.primary_ready is False:
         pod = "the primary's Pod" if observation.primary_ready is False else "the database Pod"

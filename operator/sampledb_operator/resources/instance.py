@@ -21,6 +21,8 @@ INSTANCE_LABEL = f"{GROUP}/instance"
 COMPONENT_LABEL = "app.kubernetes.io/component"
 ROLE_LABEL = f"{GROUP}/role"  # on database Pods while spec.instances > 1; the read-only Service selects by it
 POSTGRES_PORT = 5432
+# On a SampleDB: the standby to make the primary (a planned switchover); removed once it is.
+SWITCHOVER_ANNOTATION = f"{GROUP}/switchover-to"
 
 
 class Role(StrEnum):
@@ -175,8 +177,12 @@ class Instance:
 
     @property
     def primary_ordinal(self) -> int:
-        """The primary's ordinal in the StatefulSet (0 for a Pod name it did not make)."""
-        prefix, _, ordinal = self.primary.rpartition("-")
+        """The primary's ordinal in the StatefulSet."""
+        return self.ordinal(self.primary)
+
+    def ordinal(self, pod: str) -> int:
+        """A Pod's ordinal in the StatefulSet (0 for a name it did not make)."""
+        prefix, _, ordinal = pod.rpartition("-")
         return int(ordinal) if prefix == self.statefulset and ordinal.isdigit() else 0
 
     @property
