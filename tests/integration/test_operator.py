@@ -290,6 +290,8 @@ def _pass_that_observed(log: str, namespace: str, name: str, rv: int) -> str | N
         ({"backup": {"schedule": "whenever"}}, "spec.backup.schedule"),
         ({"deletionPolicy": "Shred"}, "spec.deletionPolicy"),
         ({"database": {"name": "Bad-Name"}}, "spec.database.name"),
+        ({"replication": {"synchronous": 1}}, "spec.replication.synchronous must be less than spec.instances"),
+        ({"instances": 3, "replication": {"synchronous": 3}}, "spec.replication.synchronous must be less than"),
     ],
 )
 def test_invalid_objects_are_rejected_at_admission(

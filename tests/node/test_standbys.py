@@ -286,9 +286,36 @@ def test_a_lost_primary_fails_over_to_the_standby_which_keeps_every_write_and_th
     assert {r: after[r] - before[r] for r in after} == {"FailedOver": 1, "SwitchedOver": 2}
 
 
-def primary(admin: KubeApi, namespace: str) -> str | None:
-    return status(admin, namespace, "fo").get("currentPrimary")
+def primary(admin: KubeApi, namespace: str, name: str = "fo") -> str | None:
+    return status(admin, namespace, name).get("currentPrimary")
 
 
 def acked_ids(kubectl: Any, namespace: str, pod: str) -> set[int]:
     return set(map(int, server_sql(kubectl, namespace, pod, "select id from acked", check=False).split()))
+
+
+def test_with_synchronous_replication_a_failover_loses_no_acknowledged_commit(
+    admin: KubeApi, kubectl: Any, kube_config: str, namespace: str
+) -> None:
+    """spec.replication.synchronous 1: each commit is on the standby's disk before it is acknowledged."""
+    admin.create(sampledb("sy", namespace, VERSION, instances=2, replication={"synchronous": 1}))
+    wait_for(lambda: status(admin, namespace, "sy").get("readyInstances") == 2, timeout=300, what="two servers ready")
+    wait_phase(admin, namespace, "sy")
+    client = start_client(admin, namespace, "sy", VERSION)
+    app_sql(kubectl, namespace, client, "create table acked (id int primary key)")
+    quorum = "select application_name, sync_state from pg_stat_replication"
+    wait_for(lambda: server_sql(kubectl, namespace, "sy-0", quorum) == "sy-1|quorum", timeout=60,
+             what="the standby in the commit quorum")  # fmt: skip
+
+    def kill_primary() -> None:
+        kubectl("delete", "pod", "-n", namespace, "sy-0", "--grace-period=0", "--force")
+        wait_for(lambda: primary(admin, namespace, "sy") == "sy-1", timeout=120, what="sy-1 promoted", interval=0.5)
+
+    writes = under_writes(kube_config, namespace, client, kill_primary)
+    # The new primary waits for a standby too: its commits resume once sy-0 has rejoined.
+    lost = sorted(writes.ids() - acked_ids(kubectl, namespace, "sy-1"))
+    print(f"\nsynchronous failover: writes stopped for {writes.outage:.1f} s; {len(writes.acked)} commits "
+          f"acknowledged, {len(lost)} lost")  # fmt: skip
+    assert lost == [], "a synchronous failover lost acknowledged commits"
+    wait_for(lambda: server_sql(kubectl, namespace, "sy-1", quorum) == "sy-0|quorum", timeout=120,
+             what="the old primary back in the quorum")  # fmt: skip

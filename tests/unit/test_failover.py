@@ -11,7 +11,7 @@ from sampledb_operator.observe.snapshot import Snapshot
 from sampledb_operator.reconcile import failover
 from sampledb_operator.reconcile.children import CHILDREN, Verb, plan_child
 from sampledb_operator.reconcile.decide import FINALIZER
-from sampledb_operator.resources.config import PRIMARY_FILE
+from sampledb_operator.resources.config import PRIMARY_FILE, parameter_problems, postgresql_conf
 from sampledb_operator.resources.instance import Instance, Workload
 from sampledb_operator.resources.services import POD_NAME_LABEL
 from tests.unit.conftest import make_instance
@@ -251,3 +251,17 @@ def test_a_scale_down_that_leaves_out_the_primary_first_switches_over_to_a_kept_
     )
     # Once Pod 0 is the primary, the StatefulSet may scale to one.
     assert dataclasses.replace(one, current_primary="db1-0").replicas == 1
+
+
+def test_synchronous_replication_waits_for_a_quorum_of_any_pod_name_and_never_more_standbys_than_exist() -> None:
+    pods = ", ".join(f'"db1-{i}"' for i in range(9))
+    two = make_instance({"instances": 3, "replication": {"synchronous": 2}})
+    assert two.synchronous == 2
+    assert f"synchronous_standby_names = 'ANY 2 ({pods})'" in postgresql_conf(two)
+    assert "synchronous_standby_names" not in postgresql_conf(make_instance({"instances": 3}))
+    # Only a v1beta1 write can lower instances under it (v1 refuses it at admission): every standby there is.
+    lowered = make_instance({"instances": 2, "replication": {"synchronous": 3}})
+    assert lowered.synchronous == 1 and "'ANY 1 (" in postgresql_conf(lowered)
+    alone = make_instance({"instances": 1, "replication": {"synchronous": 1}})
+    assert alone.synchronous == 0 and "synchronous_standby_names" not in postgresql_conf(alone)
+    assert [p.name for p in parameter_problems({"synchronous_standby_names": "*"})] == ["synchronous_standby_names"]

@@ -69,6 +69,9 @@ def test_a_removed_standbys_claim_goes_once_its_pod_is_gone_and_counted_out() ->
     assert names == ["data-db1-1", "data-db1-2"]
     moved = dataclasses.replace(one, current_primary="db1-2")
     assert [a.name for a in replicas.removed_standby_claims(moved, sts(0, ready=0), [], claims)] == ["data-db1-1"]
+    # While the primary moves from Pod 2 to Pod 0 (a scale-down's switchover), Pod 2's data stays.
+    moving = dataclasses.replace(one, current_primary="db1-2", target_primary="db1-0")
+    assert [a.name for a in replicas.removed_standby_claims(moving, sts(1, ready=1), [], claims)] == ["data-db1-1"]
     assert replicas.removed_standby_claims(one, None, [], claims) == []
 
 

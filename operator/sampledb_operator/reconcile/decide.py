@@ -133,17 +133,7 @@ def _converge(snap: Snapshot, instance: Instance, now: datetime) -> Plan:
     if plan is not None:
         instance = dataclasses.replace(instance, workload=plan.workload)
     upgrading = plan is not None and plan.progress is not None
-    database_pods = snap.database_pods()
-    eligible = not problems and not upgrading and initialized(status) and sts is not None
-    switch = failover.plan_failover(
-        instance,
-        status.get("failover"),
-        database_pods,
-        snap.probed,
-        now=timestamp(now),
-        eligible=eligible,
-        requested=failover.switchover_request(obj),
-    )
+    switch = _plan_failover(snap, instance, sts, now, blocked=bool(problems) or upgrading)
     if switch is not None and switch.probes:
         return Plan(probes=switch.probes)
     if switch is not None and switch.promoted:
@@ -177,6 +167,7 @@ def _converge(snap: Snapshot, instance: Instance, now: datetime) -> Plan:
     if grow is not None:
         actions += grow.actions
         problems += [grow.problem] if grow.problem else []
+    database_pods = snap.database_pods()
     actions += replicas.role_labels(instance, database_pods)
     actions += replicas.removed_standby_claims(instance, sts, database_pods, snap.names("PersistentVolumeClaim"))
     migrations = _plan_migrations(snap, instance, sts, job, status, upgrading=upgrading)
@@ -264,6 +255,22 @@ def _plan_upgrade(
     pods = snap.job_pods(name) if finished and name else []
     observed = upgrade.Observed(status, sts, job, termination_summary(pods), now=now, blocked=blocked)
     return upgrade.plan_upgrade(instance, observed)
+
+
+def _plan_failover(
+    snap: Snapshot, instance: Instance, sts: dict[str, Any] | None, now: datetime, *, blocked: bool
+) -> failover.FailoverPlan | None:
+    """A change of primary under way or due; none starts before initialisation, in an upgrade or with a problem."""
+    status = snap.sampledb.get("status") or {}
+    return failover.plan_failover(
+        instance,
+        status.get("failover"),
+        snap.database_pods(),
+        snap.probed,
+        now=timestamp(now),
+        eligible=not blocked and initialized(status) and sts is not None,
+        requested=failover.switchover_request(snap.sampledb),
+    )
 
 
 def _plan_storage(

@@ -7,11 +7,12 @@ read-only Service selects the replicas by it, and `kubectl get pods -L sampledb.
 who is who. With one server no Pod is labelled (nothing selects by it: one write fewer per
 instance).
 
-Scaling down: the StatefulSet removes the highest ordinals (the primary is Pod 0 until failover
-exists, issue #16), and keeps their claims (`whenScaled: Retain`, so that an upgrade scaling to
+Scaling down: the StatefulSet removes the highest ordinals (never the primary: `Instance.replicas`),
+and keeps their claims (`whenScaled: Retain`, so that an upgrade scaling to
 zero never loses the primary's volume). A removed standby's claim is deleted here once its Pod is
 gone and the StatefulSet has counted it out: a standby scaled back later clones afresh instead of
-starting from data the primary's WAL may no longer reach.
+starting from data the primary's WAL may no longer reach. The primary's claim, and while the
+primary changes the old one's too, are never deleted here.
 """
 
 from __future__ import annotations
@@ -62,6 +63,6 @@ def removed_standby_claims(
         Action(Verb.DELETE, "PersistentVolumeClaim", claim, "StandbyRemoved", {})
         for claim, ordinal in sorted(data_claims(instance, claims).items())
         if ordinal >= max(instance.spec.instances, counted)
-        and claim != instance.primary_pvc
+        and instance.pod(ordinal) not in (instance.primary, instance.serving_primary)
         and instance.pod(ordinal) not in running
     ]

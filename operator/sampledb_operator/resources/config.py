@@ -13,6 +13,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from sampledb_operator.api.common import MAX_INSTANCES
 from sampledb_operator.resources.instance import POSTGRES_PORT, Instance
 
 CONFIG_FILE = "postgresql.conf"
@@ -40,6 +41,7 @@ MANAGED_PARAMETERS = frozenset(
         "cluster_name",
         "primary_conninfo",
         "primary_slot_name",
+        "synchronous_standby_names",  # spec.replication.synchronous
     }
 )
 DANGEROUS_PARAMETERS = frozenset(
@@ -119,8 +121,22 @@ def postgresql_conf(instance: Instance) -> str:
         # fill the primary's volume); the user's setting below wins.
         "wal_keep_size = '512MB'",
     ]
+    if instance.synchronous:
+        lines.append(f"synchronous_standby_names = {_quote(synchronous_standby_names(instance))}")
     lines += [f"{name} = {_quote(value)}" for name, value in sorted(instance.spec.postgres.parameters.items())]
     return "\n".join(lines) + "\n"
+
+
+def synchronous_standby_names(instance: Instance) -> str:
+    """'ANY n' of every Pod name the StatefulSet may ever make (its most servers).
+
+    A standby reports as its Pod name (cluster_name), and the primary's own name never connects as
+    a standby, so the list need not change when the primary moves or the instance scales: no
+    restart for either. The election (`reconcile/failover.py`) promotes the standby that received
+    most, which holds every commit a quorum acknowledged.
+    """
+    names = ", ".join(f'"{instance.pod(i)}"' for i in range(MAX_INSTANCES))
+    return f"ANY {instance.synchronous} ({names})"
 
 
 def pg_hba_conf() -> str:

@@ -156,6 +156,11 @@ class Instance:
         return f"{self.data_volume}-{self.statefulset}-{ordinal}"
 
     @property
+    def synchronous(self) -> int:
+        """Standbys each commit waits for: spec.replication.synchronous, at most the standbys there are."""
+        return min(self.spec.replication.synchronous, self.spec.instances - 1)
+
+    @property
     def has_standbys(self) -> bool:
         """More than one server: role labels, the standbys' Services and their budget exist only then."""
         return self.spec.instances > 1
