@@ -72,9 +72,13 @@ def test_operator_recovers_from_an_api_server_outage_without_restarting(
     # kwok 0.7 can lose a Pod scheduled just before the outage: in CI on 2026-11-28 a Pod scheduled
     # 3 s before the stop got no stage from kwok until it was deleted, and its instance stayed
     # Provisioning. A kubelet lists its Pods again when it reconnects; restarting kwok gives the
-    # simulated node that re-list. The operator, which is what is under test, keeps running.
-    cluster.stop_component("kwok")
-    cluster.start_component("kwok")
+    # simulated node that re-list. The harness's stand-in volume provisioner can likewise miss a
+    # claim made as the API server stopped (CI, 2026-11-28: data-db-12-0 was never provisioned, so
+    # its Pod stayed unschedulable); a restart makes it list the claims again. The operator, which
+    # is what is under test, keeps running.
+    for component in ("kwok", "volume-provisioner"):
+        cluster.stop_component(component)
+        cluster.start_component(component)
 
     began = time.monotonic()
     pending = not_ready(admin, namespace, names)
