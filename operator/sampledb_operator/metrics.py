@@ -34,3 +34,22 @@ def record_phase(key: str, phase: str | None) -> None:
         if phase is not None:
             _phases[key] = phase
             INSTANCES.labels(phase).inc()
+
+
+REPLICATION_LAG = Gauge(
+    "sampledb_replication_lag_bytes",
+    "WAL a standby has not replayed yet, in bytes, as its primary last reported it (every 30 s).",
+    ["namespace", "name", "pod"],
+)
+_lagging: dict[tuple[str, str], set[str]] = {}
+
+
+def record_lag(key: tuple[str, str], lags: dict[str, int]) -> None:
+    """Set the standbys' lag of one SampleDB; standbys no longer reported (or every one, with {}) are dropped."""
+    with _lock:
+        for pod in _lagging.pop(key, set()) - lags.keys():
+            REPLICATION_LAG.remove(*key, pod)
+        for pod, lag in lags.items():
+            REPLICATION_LAG.labels(*key, pod).set(lag)
+        if lags:
+            _lagging[key] = set(lags)

@@ -23,7 +23,7 @@ from sampledb_localcluster.tools import tool_path
 from sampledb_operator.k8s.api import KubeApi
 from sampledb_operator.settings import DEFAULT_IMAGES
 from tests.integration.conftest import wait_for
-from tests.node.conftest import SOCKET_DIR, client_pod, restricted_pod
+from tests.node.conftest import SOCKET_DIR, client_pod, ids, restricted_pod
 
 WRITER = """
 until psql -XAtqc "create table if not exists load (id int primary key)" >/dev/null 2>&1; do sleep 1; done
@@ -67,11 +67,6 @@ def psql(kubectl: Kubectl, namespace: str, instance: str, sql: str, *, db: str =
     exec_ = ["exec", "-n", namespace, primary or f"{instance}-0", "-c", "postgres", "--"]
     client = ["psql", "-h", SOCKET_DIR, "-U", "postgres", "-d", db, "-v", "ON_ERROR_STOP=1", "-XAtc", sql]
     return kubectl(*exec_, *client, check=check).strip()
-
-
-def ids(output: str) -> set[int]:
-    """The integers of one-column query output."""
-    return {int(line) for line in output.split()}
 
 
 def running(admin: KubeApi, namespace: str, pod: str) -> bool:

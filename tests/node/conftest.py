@@ -148,6 +148,11 @@ def client_pod(namespace: str, instance: str, image: str, *, database: str) -> d
     return restricted_pod(namespace, f"{CLIENT_POD}-{instance}", image, env)
 
 
+def ids(output: str) -> set[int]:
+    """The integers of one-column query output."""
+    return {int(line) for line in output.split()}
+
+
 def checksum(rows: str) -> str:
     """A fingerprint of query output (ordered rows), to compare data before and after an operation."""
     return hashlib.sha256(rows.encode()).hexdigest()

@@ -16,10 +16,12 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
+from sampledb_localcluster import LocalCluster
+from sampledb_localcluster.images import CONTAINERD_NAMESPACE
 from sampledb_operator.k8s.api import KubeApi
 from sampledb_operator.resources.instance import ROLE_LABEL, SWITCHOVER_ANNOTATION
 from tests.integration.conftest import OperatorProcess
-from tests.node.conftest import SOCKET_DIR, checksum, tool_path, wait_for
+from tests.node.conftest import SOCKET_DIR, checksum, ids, tool_path, wait_for
 from tests.node.test_journey import (
     ROWS,
     app_sql,
@@ -69,7 +71,7 @@ def disruptions_allowed(admin: KubeApi, namespace: str, pdb: str) -> int | None:
 
 
 def test_standbys_stream_serve_reads_and_go_with_their_volumes(
-    admin: KubeApi, kubectl: Any, psql: Any, namespace: str, k8s_api: k8s.ApiClient
+    admin: KubeApi, kubectl: Any, psql: Any, namespace: str, k8s_api: k8s.ApiClient, operator: OperatorProcess
 ) -> None:
     """Two servers: rows written on the primary reach the standby; scaled to one, the standby and its claim go."""
     admin.create(sampledb("ha", namespace, VERSION, instances=2))
@@ -106,6 +108,18 @@ def test_standbys_stream_serve_reads_and_go_with_their_volumes(
         what="the standby to replay the rows",
     )
 
+    # The status lists each server as the primary reports it; caught up, the standby lags by 0 bytes
+    # (read from the primary every 30 s), and so says the metric.
+    servers = lambda: status(admin, namespace, "ha").get("servers")  # noqa: E731
+    streaming_now = [
+        {"name": "ha-0", "ready": True, "role": "Primary"},
+        {"name": "ha-1", "ready": True, "role": "Replica", "replication": "streaming", "synchronous": "async",
+         "lagBytes": 0},
+    ]  # fmt: skip
+    wait_for(lambda: servers() == streaming_now, timeout=90, what=f"status.servers {streaming_now}")
+    lag = f'sampledb_replication_lag_bytes{{name="ha",namespace="{namespace}",pod="ha-1"}}'
+    assert operator.metrics().get(lag) == 0.0
+
     # The Services: read-write is the primary, read-only the standby (which refuses writes), -r both.
     assert app_sql(kubectl, namespace, client, "select pg_is_in_recovery()") == "f"
     assert through(kubectl, namespace, client, "ha-ro", "select pg_is_in_recovery()") == "t"
@@ -128,6 +142,7 @@ def test_standbys_stream_serve_reads_and_go_with_their_volumes(
     assert admin.get("PersistentVolumeClaim", namespace, "data-ha-0") is not None
     assert checksum(psql(namespace, "ha", ROWS, db="app")) == written
     wait_for(lambda: status(admin, namespace, "ha").get("readyInstances") == 1, timeout=60, what="one server")
+    assert servers() is None and lag not in operator.metrics(), "one server: no replication to report"
 
     # Scaled back to two: a fresh clone (its old claim is gone) catches up with a write made meanwhile.
     app_sql(kubectl, namespace, client, "insert into journey values (5001, 'after')")
@@ -291,7 +306,49 @@ def primary(admin: KubeApi, namespace: str, name: str = "fo") -> str | None:
 
 
 def acked_ids(kubectl: Any, namespace: str, pod: str) -> set[int]:
-    return set(map(int, server_sql(kubectl, namespace, pod, "select id from acked", check=False).split()))
+    return ids(server_sql(kubectl, namespace, pod, "select id from acked", check=False))
+
+
+def kill_server(admin: KubeApi, cluster: LocalCluster, namespace: str, pod: str) -> None:
+    """SIGKILL the server's postmaster from the host (inside, PID 1 ignores it): a crash, its Pod stays."""
+    statuses = ((admin.get("Pod", namespace, pod) or {}).get("status") or {}).get("containerStatuses") or []
+    container = next(s["containerID"] for s in statuses if s["name"] == "postgres").removeprefix("containerd://")
+    ctr = ["ctr", "--address", str(cluster.containerd_socket), "--namespace", CONTAINERD_NAMESPACE]
+    subprocess.run([*ctr, "task", "kill", "--signal", "SIGKILL", container], check=True, capture_output=True)
+
+
+def test_a_primary_whose_server_dies_in_its_pod_is_replaced_and_rejoins_as_a_standby(
+    admin: KubeApi, kubectl: Any, kube_config: str, namespace: str, local_cluster: LocalCluster
+) -> None:
+    """The postmaster killed, the Pod left alone: not ready, so a failover; the old primary is fenced and rewound."""
+    admin.create(sampledb("pk", namespace, VERSION, instances=2))
+    wait_for(lambda: status(admin, namespace, "pk").get("readyInstances") == 2, timeout=300, what="two servers ready")
+    wait_phase(admin, namespace, "pk")
+    client = start_client(admin, namespace, "pk", VERSION)
+    app_sql(kubectl, namespace, client, "create table acked (id int primary key)")
+
+    def crash_primary() -> None:
+        kill_server(admin, local_cluster, namespace, "pk-0")
+        wait_for(lambda: primary(admin, namespace, "pk") == "pk-1", timeout=120, what="pk-1 promoted", interval=0.5)
+
+    writes = under_writes(kube_config, namespace, client, crash_primary)
+    present = acked_ids(kubectl, namespace, "pk-1")
+    lost = sorted(writes.ids() - present)
+    print(f"\nserver killed: writes stopped for {writes.outage:.1f} s, resumed {writes.resumed - writes.acted:.1f} s "
+          f"after the kill; {len(writes.acked)} commits acknowledged, {len(lost)} lost: {lost[:20]}")  # fmt: skip
+    record = status(admin, namespace, "pk")["failover"]
+    assert (record["fromPod"], record["toPod"], record["state"]) == ("pk-0", "pk-1", "Completed")
+    assert "its Pod is not ready" in record["reason"]
+    assert not [i for i, at in writes.acked if at >= writes.resumed and i not in present]
+
+    # The killed server's Pod was fenced (deleted, so re-created) before the promotion; it came back a standby.
+    wait_for(lambda: status(admin, namespace, "pk").get("readyInstances") == 2, timeout=300, what="pk-0 back")
+    assert server_sql(kubectl, namespace, "pk-0", "select pg_is_in_recovery()") == "t"
+    assert server_sql(kubectl, namespace, "pk-1", "select pg_is_in_recovery()") == "f"
+    wait_for(lambda: acked_ids(kubectl, namespace, "pk-0") == present, timeout=60, what="pk-0 to have every row")
+    servers = lambda: [(s["name"], s["role"], s.get("replication")) for s in status(admin, namespace, "pk")["servers"]]  # noqa: E731
+    wait_for(lambda: servers() == [("pk-0", "Replica", "streaming"), ("pk-1", "Primary", None)], timeout=90,
+             what="status.servers with pk-0 streaming from pk-1")  # fmt: skip
 
 
 def test_with_synchronous_replication_a_failover_loses_no_acknowledged_commit(

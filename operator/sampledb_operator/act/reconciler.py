@@ -2,6 +2,9 @@
 
 1. Observe: a `Snapshot` from the watch caches (no API read).
 2. Decide: `reconcile.decide.decide`, pure.
+   With standbys, the primary's `pg_stat_replication` is read too (through `pods/exec`, at most
+   every `replication.LAG_PERIOD_SECONDS`; a pass in between reuses the last answer), for the
+   servers' status and the lag metric.
    A plan may first ask for probes, reads only a Pod can answer (a standby's WAL position while a
    failover is decided): they are made, and the decision is made again with their answers.
 3. Act: the executor makes the writes. When the API server tells something the decision could
@@ -18,10 +21,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
+from pydantic import ValidationError
+
+from sampledb_operator import metrics
 from sampledb_operator.act.executor import Executor, Observer, key
 from sampledb_operator.k8s.api import KubeApi
 from sampledb_operator.observe.snapshot import Snapshot
@@ -29,6 +36,8 @@ from sampledb_operator.reconcile.decide import decide
 from sampledb_operator.reconcile.deletion import DELETING
 from sampledb_operator.reconcile.outcome import Outcome
 from sampledb_operator.reconcile.plan import Plan
+from sampledb_operator.reconcile.replication import LAG_PERIOD_SECONDS, lag_probe, parse
+from sampledb_operator.resources.instance import Instance
 from sampledb_operator.resources.secret import generate_password
 from sampledb_operator.settings import Settings
 
@@ -46,6 +55,14 @@ def now_utc() -> datetime:  # noqa: D103
     return datetime.now(UTC)
 
 
+class Read(NamedTuple):
+    """The last read of a primary's `pg_stat_replication`: which Pod, when (monotonic), its answer."""
+
+    pod: str
+    at: float
+    answer: str | None
+
+
 class Reconciler:
     """Drives SampleDBs to their desired state: snapshot, decide, act."""
 
@@ -57,18 +74,23 @@ class Reconciler:
         *,
         clock: Callable[[], datetime] = now_utc,
         password: Callable[[], str] = generate_password,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.api = api
         self.cache = cache
         self.settings = settings
         self.clock = clock
+        self.monotonic = monotonic
+        self.replication: dict[tuple[str, str], Read] = {}
         self.executor = Executor(api, cache, password=password)
 
     def reconcile(self, namespace: str, name: str) -> Outcome:
         """Converge the named SampleDB; a missing object is nothing to do."""
         snap = self.cache.snapshot(namespace, name)
         if snap is None:
+            self._forget_replication((namespace, name))
             return Outcome()
+        snap = self._with_replication(snap)
         rv = snap.sampledb["metadata"].get("resourceVersion")
         logger.debug("%s/%s: observed resourceVersion %s", namespace, name, rv)
         now = self.clock()
@@ -96,3 +118,27 @@ class Reconciler:
             actions.append(f"wait {plan.waiting}")
         events = [event.reason for event in plan.events]
         return Outcome(phase=plan.phase, actions=actions, requeue_after=requeue, events=events)
+
+    def _with_replication(self, snap: Snapshot) -> Snapshot:
+        """The snapshot with the primary's `pg_stat_replication`, read again once it is a period old."""
+        key = (snap.namespace, snap.sampledb["metadata"]["name"])
+        try:
+            probe = lag_probe(Instance.from_object(snap.sampledb, self.settings), snap.database_pods())
+        except ValidationError:
+            probe = None  # the decision reports the spec
+        if probe is None:
+            self._forget_replication(key)
+            return snap
+        last = self.replication.get(key)
+        now = self.monotonic()
+        if last is None or last.pod != probe.name or now - last.at >= LAG_PERIOD_SECONDS:
+            answer = self.executor.probe(snap.namespace, [probe])[probe.name]
+            last = self.replication[key] = Read(probe.name, now, answer)
+            if answer is not None:
+                lags = {pod: s.lag_bytes for pod, s in parse(answer).items() if s.lag_bytes is not None}
+                metrics.record_lag(key, lags)
+        return dataclasses.replace(snap, replication=last.answer)
+
+    def _forget_replication(self, key: tuple[str, str]) -> None:
+        if self.replication.pop(key, None) is not None:
+            metrics.record_lag(key, {})

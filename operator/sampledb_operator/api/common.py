@@ -305,6 +305,23 @@ class FailoverStatus(ApiModel):
     completionTime: str | None = Field(None, description="When the new primary was promoted (RFC 3339).")
 
 
+class ServerStatus(ApiModel):
+    """One database Pod as the operator last saw it (with standbys only)."""
+
+    name: str = Field(description="The Pod's name.")
+    role: str = Field(description="Primary or Replica.")
+    ready: bool = Field(description="The Pod is ready: its server accepts connections.")
+    replication: str | None = Field(
+        None,
+        description="A replica's state in the primary's pg_stat_replication (streaming, catchup...), "
+        "or NotStreaming when the primary lists it not.",
+    )
+    synchronous: str | None = Field(None, description="A replica's sync_state there: async, potential, sync, quorum.")
+    lagBytes: int | None = Field(
+        None, description="WAL the primary has written and the replica not yet replayed, in bytes.", ge=0
+    )
+
+
 class SampleDBStatus(ApiModel):
     """The observed state of a SampleDB, written only by the operator."""
 
@@ -328,3 +345,9 @@ class SampleDBStatus(ApiModel):
     upgrade: UpgradeStatus | None = Field(None, description="The current or last major-version upgrade.")
     storage: StorageStatus | None = Field(None, description="The data volumes and their growth.")
     failover: FailoverStatus | None = Field(None, description="The current or last failover or switchover.")
+    servers: list[ServerStatus] | None = Field(
+        None,
+        description="With standbys: each database Pod's role, readiness and replication lag "
+        "(read from the primary at most every 30 s).",
+        json_schema_extra=k8s_extra(**{"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]}),
+    )

@@ -40,6 +40,8 @@ class Snapshot:
     namespace_terminating: bool = False
     # The output of `Plan.probes` by Pod name (None: the Pod did not answer); None: nothing probed.
     probed: Mapping[str, str | None] | None = None
+    # The primary's pg_stat_replication (`reconcile.replication`), as last read; None: not read.
+    replication: str | None = None
 
     @property
     def namespace(self) -> str:  # noqa: D102

@@ -31,6 +31,7 @@ from sampledb_operator.reconcile import (
     deletion,
     failover,
     replicas,
+    replication,
     storage,
     upgrade,
 )
@@ -194,6 +195,7 @@ def _converge(snap: Snapshot, instance: Instance, now: datetime) -> Plan:
         primary_ready=_primary_ready(instance, database_pods),
         failover=switch.failover if switch else None,
         failing_over=(switch.reason, switch.progress) if switch and switch.progress else None,
+        servers=replication.servers(instance, database_pods, snap.replication, status.get("servers")),
     )
     new_status, events = _status(obj, instance, observation, timestamp(now))
     for operation, event in (
@@ -209,6 +211,7 @@ def _converge(snap: Snapshot, instance: Instance, now: datetime) -> Plan:
         check and check.requeue_after,
         grow and grow.requeue_after,
         switch and switch.requeue_after,
+        replication.LAG_PERIOD_SECONDS if instance.has_standbys else None,  # to read the lag again
     ]
     return Plan(
         writes=tuple(actions),

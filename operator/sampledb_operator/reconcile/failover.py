@@ -39,27 +39,22 @@ failover waits for the old Pod to go, which a force delete by an administrator a
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sampledb_operator.api.common import FailoverState
 from sampledb_operator.reconcile.children import Action, Verb
 from sampledb_operator.reconcile.status import pod_ready
-from sampledb_operator.resources.config import SOCKET_DIR
 from sampledb_operator.resources.instance import SWITCHOVER_ANNOTATION, Instance
+from sampledb_operator.resources.statefulset import SERVER_CONTAINER as CONTAINER
+from sampledb_operator.resources.statefulset import server_sql
 
-CONTAINER = "postgres"
 FENCE_GRACE_SECONDS = 1  # SIGTERM, then SIGKILL a second later: the old primary must stop, not finish politely
 SWITCHOVER_GRACE_SECONDS = 30  # the preStop hook's fast shutdown: every commit reaches the standbys first
 RECHECK_SECONDS = 1.0
 POSITION_SQL = "select pg_is_in_recovery(), pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()"
 PROMOTE_SQL = "select case when pg_is_in_recovery() then pg_promote(true, 60) else true end"
-
-
-def server_sql(sql: str) -> list[str]:
-    """`psql` as the superuser over the server's own socket (local connections are trusted)."""
-    return ["psql", "-h", SOCKET_DIR, "-U", "postgres", "-d", "postgres", "-XAtc", sql]
 
 
 @dataclass(frozen=True)
@@ -123,12 +118,12 @@ def lost(pod: dict[str, Any] | None) -> str | None:
     return None
 
 
-def elect(probed: Mapping[str, str | None], instance: Instance) -> tuple[str, Position] | None:
+def elect(probed: Mapping[str, str | None], ordinal: Callable[[str], int]) -> tuple[str, Position] | None:
     """The standby that received the most WAL (then replayed the most, then the lowest ordinal)."""
     positions = {pod: p for pod, answer in probed.items() if (p := parse_position(answer)) is not None}
     if not positions:
         return None
-    best = max(positions, key=lambda pod: (positions[pod].received, positions[pod].replayed, -instance.ordinal(pod)))
+    best = max(positions, key=lambda pod: (positions[pod].received, positions[pod].replayed, -ordinal(pod)))
     return best, positions[best]
 
 
@@ -261,7 +256,7 @@ def _elect(
             for name in candidates
         )
         return FailoverPlan(probes=probes)
-    chosen = elect({name: probed.get(name) for name in candidates}, instance)
+    chosen = elect({name: probed.get(name) for name in candidates}, instance.ordinal)
     if chosen is None:
         message = f"the primary {lost_pod} is lost ({why}); none of the ready standbys {', '.join(candidates)} answered"
         return FailoverPlan(progress=message, requeue_after=RECHECK_SECONDS)

@@ -84,6 +84,7 @@ class Observation:
     primary_ready: bool | None = None  # with standbys: the primary's Pod is ready (None: one server)
     failover: dict[str, Any] | None = None  # status.failover as the failover left it (None: not looked at)
     failing_over: tuple[str, str] | None = None  # while the primary changes: the reason, and what is done
+    servers: list[dict[str, Any]] | None = None  # status.servers (None: one server)
 
 
 @dataclass(frozen=True)
@@ -205,6 +206,7 @@ def compute_status(
         "migrations": observation.migrations,
         "upgrade": observation.upgrade or previous_status.get("upgrade"),
         "storage": observation.storage or previous_status.get("storage"),  # kept while not looked at
+        "servers": observation.servers,
     }
     # Until a Pod is ready again, the image and version last seen running stay (not dropped).
     running = _running_image(observation.statefulset)

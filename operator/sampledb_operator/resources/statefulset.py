@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from sampledb_operator.api.common import SUPERUSER
 from sampledb_operator.resources import security
 from sampledb_operator.resources.config import (
     CONFIG_DIR,
@@ -28,6 +29,7 @@ from sampledb_operator.resources.instance import POSTGRES_PORT, Instance
 from sampledb_operator.resources.secret import PASSFILE_FROM_SECRET, SUPERUSER_PASSWORD_KEY
 from sampledb_operator.resources.volumes import claim_spec
 
+SERVER_CONTAINER = "postgres"  # the server's container: the operator execs into it (failover, lag)
 DATA_MOUNT = "/var/lib/postgresql/data"
 PGDATA = f"{DATA_MOUNT}/pgdata"  # a subdirectory: a fresh volume's root may hold lost+found
 CREDENTIALS_DIR = "/etc/sampledb/credentials"
@@ -135,6 +137,11 @@ def probe_command(socket_dir: str = SOCKET_DIR) -> list[str]:
     return ["pg_isready", "--host", socket_dir, "--port", str(POSTGRES_PORT), "--quiet"]
 
 
+def server_sql(sql: str) -> list[str]:
+    """`psql` as the superuser over the server's own socket (trusted), for the operator's execs."""
+    return ["psql", "-h", SOCKET_DIR, "-U", SUPERUSER, "-d", "postgres", "-XAtc", sql]
+
+
 def _probe(*, period: int, failures: int) -> dict[str, Any]:
     return {
         "exec": {"command": probe_command()},
@@ -146,7 +153,7 @@ def _probe(*, period: int, failures: int) -> dict[str, Any]:
 
 def _container(instance: Instance) -> dict[str, Any]:
     return {
-        "name": "postgres",
+        "name": SERVER_CONTAINER,
         "image": instance.image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["/bin/sh", "-c", start_script(instance.primary_host)],
