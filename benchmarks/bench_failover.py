@@ -97,7 +97,7 @@ def primary(api: KubeApi) -> str | None:
 def both_ready(api: KubeApi) -> bool:
     """Both servers ready and no change of primary under way."""
     current = status(api, NAMESPACE, NAME)
-    return current.get("readyInstances") == 2 and (current.get("failover") or {}).get("state") != "Promoting"
+    return current.get("readyInstances") == 2 and (current.get("failover") or {}).get("state") in (None, "Completed")
 
 
 def one_change(api: KubeApi, kubectl: Kubectl, client: str, kind: str, act: Callable[[str, str], None]) -> Run:

@@ -281,7 +281,8 @@ def _act_failover(work: Workload, round_: int) -> None:
 
 
 def _failing_over(work: Workload, round_: int) -> bool:
-    return any((work.db(n).get("status") or {}).get("failover", {}).get("state") == "Promoting" for n in work.instances)
+    return any((work.db(n).get("status") or {}).get("failover", {}).get("state") in ("Fencing", "Promoting")
+               for n in work.instances)  # fmt: skip
 
 
 def _failover_data(work: Workload) -> list[str]:

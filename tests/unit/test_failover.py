@@ -15,7 +15,7 @@ from sampledb_operator.resources.config import PRIMARY_FILE, parameter_problems,
 from sampledb_operator.resources.instance import Instance, Workload
 from sampledb_operator.resources.services import POD_NAME_LABEL
 from tests.unit.conftest import make_instance
-from tests.unit.test_decide import plan_of, sampledb
+from tests.unit.test_decide import converged, plan_of, sampledb
 from tests.unit.test_replicas import pod, sts
 
 NOW = "2026-11-27T12:00:00Z"
@@ -61,42 +61,69 @@ def test_a_serving_primary_or_an_ineligible_instance_means_no_failover() -> None
     assert plan(make_instance({"instances": 1}), None, [pod("db1-0", ready=False)]) is None
 
 
+def fencing(why: str) -> tuple[Instance, dict[str, Any]]:
+    """The instance and status.failover once the loss of db1-0 is recorded (Fencing)."""
+    record = {
+        "state": "Fencing",
+        "fromPod": "db1-0",
+        "reason": f"the primary db1-0 was lost: {why}",
+        "startTime": STARTED,
+    }
+    return dataclasses.replace(THREE, current_primary="db1-0", fencing=True), record
+
+
 @pytest.mark.parametrize(
     ("primary", "why"),
     [
         (None, "its Pod is gone"),
-        (pod("db1-0", ready=False), "its Pod is not ready"),
-        (pod("db1-0", deleting=True), "its Pod is being deleted"),
+        (born("db1-0", "2026-11-27T10:00:00Z", ready=False), "its Pod is not ready"),
+        (born("db1-0", "2026-11-27T10:00:00Z", deleting=True), "its Pod is being deleted"),
     ],
 )
-def test_a_lost_primary_has_the_ready_standbys_probed_then_the_most_advanced_elected(
+def test_a_lost_primary_is_recorded_fenced_then_the_most_advanced_ready_standby_elected(
     primary: dict[str, Any] | None, why: str
 ) -> None:
-    pods = [p for p in [primary, pod("db1-1"), pod("db1-2"), pod("db1-3", ready=False)] if p]
+    standbys = [pod("db1-1"), pod("db1-2"), pod("db1-3", ready=False)]
+    pods = [p for p in [primary, *standbys] if p]
     first = plan(THREE, None, pods)
-    assert first is not None and first.failover is None and not first.actions
-    assert [(p.verb, p.name, p.body["command"][-1]) for p in first.probes] == [
-        (Verb.EXEC, "db1-1", failover.POSITION_SQL),
-        (Verb.EXEC, "db1-2", failover.POSITION_SQL),
-    ]
-    answers = {"db1-1": "t|0/5000000|0/5000000", "db1-2": "t|0/6000000|0/4000000"}
-    elected = plan(THREE, None, pods, answers)
-    assert elected is not None and not elected.probes and not elected.actions
-    assert elected.failover == {
-        "state": "Promoting",
+    assert first is not None and not first.actions and not first.probes, "nothing acted on before the record"
+    assert first.failover == {
+        "state": "Fencing",
         "fromPod": "db1-0",
-        "toPod": "db1-2",
         "reason": f"the primary db1-0 was lost: {why}",
-        "position": "0/6000000",
         "startTime": NOW,
     }
-    assert elected.event is not None and elected.event[:2] == ("Warning", "FailoverStarted")
+    assert first.event is not None and first.event[:2] == ("Warning", "FailoverStarted")
+    instance, record = fencing(why)
+    assert postgresql_conf(instance) == postgresql_conf(THREE), "fencing changes no server configuration"
+    # The old primary is stopped (deleted with a one-second grace) before any standby is probed.
+    stop = plan(instance, record, pods)
+    if primary is None:
+        assert stop is not None and stop.probes, "gone already: probe at once"
+    elif primary["metadata"].get("deletionTimestamp"):
+        assert stop is not None and not stop.actions and not stop.probes and stop.requeue_after
+    else:
+        assert stop is not None and not stop.probes
+        assert [(a.verb, a.name, a.body) for a in stop.actions] == [(Verb.DELETE, "db1-0", {"gracePeriodSeconds": 1})]
+    # Stopped (gone, or made again after the record: it waits as a standby, not ready): probe the ready standbys.
+    for after in ([], [born("db1-0", "2026-11-27T12:00:00Z", ready=False)]):
+        probing = plan(instance, record, [*after, *standbys])
+        assert probing is not None and not probing.actions
+        assert [(p.verb, p.name, p.body["command"][-1]) for p in probing.probes] == [
+            (Verb.EXEC, "db1-1", failover.POSITION_SQL),
+            (Verb.EXEC, "db1-2", failover.POSITION_SQL),
+        ]
+    answers = {"db1-1": "t|0/5000000|0/5000000", "db1-2": "t|0/6000000|0/4000000"}
+    elected = plan(instance, record, standbys, answers)
+    assert elected is not None and not elected.probes and not elected.actions
+    assert elected.failover == {**record, "state": "Promoting", "toPod": "db1-2", "position": "0/6000000"}
+    assert elected.event is not None and elected.event[:2] == ("Normal", "StandbyElected")
     # Equal positions: the lowest ordinal; a standby that did not answer is no candidate.
-    tie = plan(THREE, None, pods, {"db1-1": "t|0/5000000|0/5000000", "db1-2": "t|0/5000000|0/5000000"})
+    tie = plan(instance, record, standbys, {"db1-1": "t|0/5000000|0/5000000", "db1-2": "t|0/5000000|0/5000000"})
     assert tie is not None and tie.failover is not None and tie.failover["toPod"] == "db1-1"
-    one = plan(THREE, None, pods, {"db1-1": None, "db1-2": "t|0/1000000|0/1000000"})
+    one = plan(instance, record, standbys, {"db1-1": None, "db1-2": "t|0/1000000|0/1000000"})
     assert one is not None and one.failover is not None and one.failover["toPod"] == "db1-2"
-    none = plan(THREE, None, pods, {"db1-1": None, "db1-2": None})
+    none = plan(instance, record, standbys, {"db1-1": None, "db1-2": None})
     assert none is not None and none.failover is None and "none of the ready standbys" in (none.progress or "")
 
 
@@ -157,16 +184,22 @@ def converged_pair(**status: Any) -> Snapshot:
 
 
 def test_the_decision_is_recorded_first_then_the_children_follow_the_target_then_it_is_promoted() -> None:
-    lost = converged_pair()
-    probing = plan_of(lost)
+    lost = plan_of(converged_pair())
+    assert [w for w in lost.writes if w.kind != "Pod"] == [], "nothing acted on before the loss is recorded"
+    assert lost.status is not None and lost.status["failover"]["state"] == "Fencing"
+    ready = next(c for c in lost.status["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "FailingOver"
+    assert [e.reason for e in lost.events] == ["FailingOver", "FailoverStarted"]
+
+    fencing = converged_pair(failover=lost.status["failover"])
+    probing = plan_of(fencing)
     assert [p.name for p in probing.probes] == ["db1-1"] and not probing.writes and probing.status is None
-    decided = plan_of(dataclasses.replace(lost, probed={"db1-1": "t|0/3000000|0/3000000"}))
-    assert [w for w in decided.writes if w.kind != "Pod"] == [], "nothing acted on before the decision is written"
+    decided = plan_of(dataclasses.replace(fencing, probed={"db1-1": "t|0/3000000|0/3000000"}))
+    patched = {(w.kind, w.name): w.body for w in decided.writes if w.verb is Verb.PATCH}
+    assert patched[("ConfigMap", "db1-config")]["data"][PRIMARY_FILE] == "", "no server starts as the primary now"
     assert decided.status is not None and decided.status["currentPrimary"] == "db1-0"
     assert decided.status["failover"]["toPod"] == "db1-1"
-    ready = next(c for c in decided.status["conditions"] if c["type"] == "Ready")
-    assert ready["reason"] == "FailingOver"
-    assert [e.reason for e in decided.events] == ["FailingOver", "FailoverStarted"]
+    assert "StandbyElected" in [e.reason for e in decided.events]
 
     resumed = converged_pair(failover=decided.status["failover"])
     switching = plan_of(resumed)
@@ -265,3 +298,47 @@ def test_synchronous_replication_waits_for_a_quorum_of_any_pod_name_and_never_mo
     alone = make_instance({"instances": 1, "replication": {"synchronous": 1}})
     assert alone.synchronous == 0 and "synchronous_standby_names" not in postgresql_conf(alone)
     assert [p.name for p in parameter_problems({"synchronous_standby_names": "*"})] == ["synchronous_standby_names"]
+
+
+def merged(target: Any, patch: Any) -> Any:
+    """RFC 7386: what the API server stores after a merge patch."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merged(result.get(key), value)
+    return result
+
+
+def test_a_new_failover_record_replaces_the_last_one_whole_so_the_status_settles() -> None:
+    """A switchover's record had `switchover` and `completionTime`: a later failover's must not keep them."""
+    switched = {
+        "state": "Completed",
+        "fromPod": "db1-1",
+        "toPod": "db1-0",
+        "reason": "asked",
+        "switchover": True,
+        "position": "0/1",
+        "startTime": STARTED,
+        "completionTime": STARTED,
+    }
+    snap = converged_pair(failover=switched)
+    lost = plan_of(snap)
+    assert lost.status is not None
+    stored = merged(snap.sampledb["status"], lost.status)
+    assert stored["failover"] == {"state": "Fencing", "fromPod": "db1-0", "reason": stored["failover"]["reason"],
+                                  "startTime": NOW}  # fmt: skip
+
+
+def test_a_field_the_status_no_longer_has_is_removed_and_the_next_pass_writes_nothing() -> None:
+    """Scaled to one server: status.servers goes (a merge patch without a null would keep it forever)."""
+    snap = converged()
+    before = {**snap.sampledb["status"], "servers": [{"name": "db1-0", "ready": True, "role": "Primary"}]}
+    scaled = dataclasses.replace(snap, sampledb={**snap.sampledb, "status": before})
+    patch = plan_of(scaled).status
+    assert patch is not None and patch["servers"] is None
+    stored = merged(before, patch)
+    assert plan_of(dataclasses.replace(snap, sampledb={**snap.sampledb, "status": stored})).status is None

@@ -202,8 +202,9 @@ class StoragePhase(StrEnum):
 
 
 class FailoverState(StrEnum):
-    """A failover under way (the target chosen, not yet promoted) or done."""
+    """A failover under way (stopping the old primary; then the target chosen, not yet promoted) or done."""
 
+    FENCING = "Fencing"
     PROMOTING = "Promoting"
     COMPLETED = "Completed"
 
@@ -293,9 +294,12 @@ class UpgradeStatus(ApiModel):
 class FailoverStatus(ApiModel):
     """The current (or last) change of primary, failover or switchover: written before it is acted on."""
 
-    state: FailoverState = Field(description="Promoting while under way, Completed once the new primary serves.")
+    state: FailoverState = Field(
+        description="Fencing while the lost primary is stopped, Promoting once a standby is chosen, "
+        "Completed once it serves."
+    )
     fromPod: str = Field(description="The primary that was lost.")
-    toPod: str = Field(description="The standby chosen to be promoted: the most advanced one.")
+    toPod: str | None = Field(None, description="The standby chosen to be promoted: the most advanced one.")
     reason: str = Field(description="How the primary was found lost, or why it was switched over.")
     switchover: bool | None = Field(
         None, description="A planned switchover (the old primary shut down cleanly first: no commit lost)."

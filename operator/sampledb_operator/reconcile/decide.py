@@ -49,6 +49,7 @@ from sampledb_operator.reconcile.status import (
     init_completed,
     initialized,
     job_state,
+    merge_patch,
     pod_ready,
     ready_replicas,
     termination_summary,
@@ -232,17 +233,18 @@ def _primary_ready(instance: Instance, pods: list[dict[str, Any]]) -> bool | Non
 def _status(
     obj: dict[str, Any], instance: Instance, observation: Observation, now: str
 ) -> tuple[dict[str, Any] | None, list[Event]]:
-    """The status to write (None when unchanged) and the event of a phase transition."""
+    """The status patch to write (None when unchanged) and the event of a phase transition."""
     previous = obj.get("status") or {}
     status = compute_status(instance, previous, observation, now)
     if status == previous:
         return None, []
+    patch = merge_patch(previous, status)
     if previous.get("phase") == status["phase"]:
-        return status, []
+        return patch, []
     ready = next(c for c in status["conditions"] if c["type"] == READY)
     note = f"phase {previous.get('phase') or 'None'} -> {status['phase']}: {ready['message']}".strip(": ")
     type_ = "Warning" if status["phase"] == Phase.DEGRADED else "Normal"
-    return status, [Event(type_, ready["reason"], note, "Reconcile")]
+    return patch, [Event(type_, ready["reason"], note, "Reconcile")]
 
 
 def _plan_upgrade(

@@ -28,7 +28,7 @@ class Plan:
     """The writes, the status and the events one pass calls for, and when to look again."""
 
     writes: tuple[Action, ...] = ()
-    status: dict[str, Any] | None = None  # None: the status is already right
+    status: dict[str, Any] | None = None  # a merge patch of /status (nulls remove keys); None: already right
     events: tuple[Event, ...] = ()
     phase: str | None = None
     # Look again after this many seconds: something waited for sends no event (a timeout).

@@ -217,6 +217,22 @@ def compute_status(
     return cleaned
 
 
+def merge_patch(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch that turns `before` into `after`: `after`, with a null for every key it dropped.
+
+    A merge patch keeps the keys it does not name, so without the nulls a field the status no
+    longer has (a failover record's `position` or `switchover` when the next change of primary
+    starts, the servers once the standbys are gone) would stay: the stored status would never
+    equal the computed one, and every pass would write it again (seen on the real node: hundreds
+    of status writes a second after a switchover that followed a failover).
+    """
+    patch: dict[str, Any] = {key: None for key in before if key not in after}
+    for key, value in after.items():
+        old = before.get(key)
+        patch[key] = merge_patch(old, value) if isinstance(value, dict) and isinstance(old, dict) else value
+    return patch
+
+
 def _without_nulls(value: Any) -> Any:
     """Drop None values: the API server stores no nulls, so comparing with them would always differ."""
     if isinstance(value, dict):

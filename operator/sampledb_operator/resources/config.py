@@ -18,7 +18,7 @@ from sampledb_operator.resources.instance import POSTGRES_PORT, Instance
 
 CONFIG_FILE = "postgresql.conf"
 HBA_FILE = "pg_hba.conf"
-PRIMARY_FILE = "primary"  # the primary's Pod name: a server with empty data initialises or clones by it
+PRIMARY_FILE = "primary"  # the primary's Pod name (empty while a failover fences the old one): who initialises
 CONFIG_DIR = "/etc/sampledb/config"
 SOCKET_DIR = "/var/run/postgresql"
 # Standbys stream as the superuser, whose password every server already has (the credentials
@@ -157,5 +157,9 @@ def config_map(instance: Instance) -> dict[str, Any]:
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": instance.metadata(instance.config_map, "config"),
-        "data": {CONFIG_FILE: postgresql_conf(instance), HBA_FILE: pg_hba_conf(), PRIMARY_FILE: instance.primary},
+        "data": {
+            CONFIG_FILE: postgresql_conf(instance),
+            HBA_FILE: pg_hba_conf(),
+            PRIMARY_FILE: "" if instance.fencing else instance.primary,
+        },
     }

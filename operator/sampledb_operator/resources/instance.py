@@ -57,6 +57,8 @@ class Instance:
     current_primary: str | None = None
     # status.failover.toPod while a failover is under way: the children follow it before it is promoted.
     target_primary: str | None = None
+    # A failover stopping the lost primary before it elects a standby: the ConfigMap names no primary.
+    fencing: bool = False
 
     @classmethod
     def from_object(cls, obj: dict[str, Any], settings: Settings) -> Instance:
@@ -73,6 +75,7 @@ class Instance:
             settings=settings,
             current_primary=status.get("currentPrimary"),
             target_primary=failover.get("toPod") if failover.get("state") == "Promoting" else None,
+            fencing=failover.get("state") == "Fencing",
         )
 
     # -- names -------------------------------------------------------------------------------

@@ -85,7 +85,7 @@ else
   if [ ! -f "$PGDATA/standby.signal" ] || [ "$(cat "$PGDATA/PG_VERSION" 2>/dev/null)" != "$major" ]; then
     waited=0
     until [ "$(psql "{upstream}" -XAtc 'select pg_is_in_recovery()' 2>/dev/null)" = f ]; do
-      [ $((waited % 15)) -eq 0 ] && echo "sampledb: waiting for the primary $primary to accept writes"
+      [ $((waited % 15)) -eq 0 ] && echo "sampledb: waiting for the primary ${{primary:-(electing)}} to accept writes"
       waited=$((waited + 1))
       sleep 1
     done
