@@ -352,12 +352,13 @@ def test_watch_namespaces_gets_roles_and_a_small_cluster_role(rendered: dict[str
     namespaced_rules = roles[("team-a", RELEASE)]["rules"]
     assert roles[("team-b", RELEASE)]["rules"] == namespaced_rules
     # every source rule lands in exactly one place; the ClusterRole holds only the cluster-scoped
-    # rules: the CRDs, and reading StorageClasses (whether a volume may grow)
+    # rules: the CRDs, reading StorageClasses (whether a volume may grow) and watching Nodes (a drain)
     assert canonical(cluster_rules + namespaced_rules) == canonical(source_rules())
     cluster_groups = {group for rule in cluster_rules for group in rule["apiGroups"]}
-    assert cluster_rules and cluster_groups == {"apiextensions.k8s.io", "storage.k8s.io"}
-    assert [r for r in cluster_rules if r["apiGroups"] == ["storage.k8s.io"]] == [
-        {"apiGroups": ["storage.k8s.io"], "resources": ["storageclasses"], "verbs": ["get", "list", "watch"]}
+    assert cluster_rules and cluster_groups == {"apiextensions.k8s.io", "storage.k8s.io", ""}
+    assert [r for r in cluster_rules if r["apiGroups"] != ["apiextensions.k8s.io"]] == [
+        {"apiGroups": ["storage.k8s.io"], "resources": ["storageclasses"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["list", "watch"]},
     ]
     leases = roles[("sampledb-system", f"{RELEASE}-leader-election")]["rules"]
     assert leases and all(rule["apiGroups"] == ["coordination.k8s.io"] for rule in leases)

@@ -142,7 +142,7 @@ def test_requests_cannot_be_fewer_than_creates() -> None:
 
 def test_the_reported_idle_burst_stops_the_run() -> None:
     # 1,271 requests in an idle 30 s with no reconcile pass: watches reopen every 300 s.
-    with pytest.raises(ImplausibleCountError, match=r"idle: requests = 1,271, but it must be <= 52 \(30 s"):
+    with pytest.raises(ImplausibleCountError, match=r"idle: requests = 1,271, but it must be <= 56 \(30 s"):
         check_upper("idle", count(get=1266, watch=5), Upper(30))
 
 
@@ -182,7 +182,7 @@ def test_watch_cadence_and_page_size_are_the_operators() -> None:
 def test_watched_resources_are_the_informers_the_handlers_and_kopfs_crd_observer() -> None:
     registered = re.findall(r"kopf\.on\.event\(([^,]+),\s*([^,]+),\s*([^,)]+)", handlers_source())
     assert len(set(registered)) + 1 == audit.KOPF_WATCHES, registered
-    assert audit.INFORMERS == len(cache.ORDER) == 12
+    assert audit.INFORMERS == len(cache.ORDER) == 13
 
 
 def test_the_lease_and_the_crd_upkeep_are_the_operators() -> None:

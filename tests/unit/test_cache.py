@@ -107,6 +107,11 @@ class Running:
         return [key for key in self.triggered if key != marker]
 
 
+def node(name: str, **spec: Any) -> dict[str, Any]:
+    return {"kind": "Node", "apiVersion": "v1", "metadata": {"name": name, "labels": {}, "resourceVersion": "1"},
+            "spec": spec, "status": {"capacity": {"cpu": "2"}}}  # fmt: skip
+
+
 @pytest.fixture
 def running() -> Iterator[Running]:
     world = [
@@ -114,12 +119,14 @@ def running() -> Iterator[Running]:
         sampledb("db2", {}),
         owned("StatefulSet", "db1", "db1"),
         owned("Job", "db1-init", "db1"),
-        owned("Pod", "db1-0", "db1"),
+        {**owned("Pod", "db1-0", "db1"), "spec": {"nodeName": "node-a", "containers": [{"name": "postgres"}]}},
         owned("Job", "db2-init", "db2"),
         obj("ConfigMap", "schema", data={"001.sql": "create table t ();"}),
         obj("ConfigMap", "unrelated", data={"x": "y"}),
         obj("Secret", "mine", data={"username": "YQ==", "password": "c2VjcmV0"}),
         {**obj("StorageClass", "standard", allowVolumeExpansion=True), "metadata": {"name": "standard", "labels": {}}},
+        node("node-a"),
+        node("node-b"),
     ]
     run = Running(world)
     yield run
@@ -143,6 +150,7 @@ def test_a_snapshot_holds_what_the_instance_owns_and_names_and_nothing_else(runn
     assert sorted(snap.objects) == [
         ("ConfigMap", "schema"),
         ("Job", "db1-init"),
+        ("Node", "node-a"),
         ("Secret", "mine"),
         ("StatefulSet", "db1"),
         ("StorageClass", "standard"),
@@ -186,3 +194,13 @@ def test_a_deleted_sampledb_is_forgotten_and_not_reconciled(running: Running) ->
     running.start()
     assert running.woken_by("SampleDB", sampledb("db2", {}), "DELETED") == []
     assert running.forgotten == [(NS, "db2")]
+
+
+def test_a_cordoned_node_wakes_the_sampledbs_with_a_pod_on_it(running: Running) -> None:
+    """A drain starts with a cordon: the primary must move before its eviction is retried."""
+    running.start()
+    assert running.woken_by("Node", node("node-a", unschedulable=True)) == [(NS, "db1")]
+    assert running.woken_by("Node", node("node-b", unschedulable=True)) == []
+    snap = running.cache.snapshot(NS, "db1")
+    assert snap is not None and snap.objects[("Node", "node-a")]["spec"] == {"unschedulable": True}
+    assert "status" not in snap.objects[("Node", "node-a")], "a Node keeps whether it is cordoned, nothing more"

@@ -342,3 +342,22 @@ def test_a_field_the_status_no_longer_has_is_removed_and_the_next_pass_writes_no
     assert patch is not None and patch["servers"] is None
     stored = merged(before, patch)
     assert plan_of(dataclasses.replace(snap, sampledb={**snap.sampledb, "status": stored})).status is None
+
+
+def test_a_cordoned_primary_node_switches_over_to_a_ready_standby_on_another_node() -> None:
+    """`kubectl drain` cordons, then retries the primary's refused eviction: the primary moves first."""
+    pods = [pod("db1-0"), pod("db1-1"), pod("db1-2")]
+    on = {"db1-0": "node-a", "db1-1": "node-a", "db1-2": "node-b"}
+    for p in pods:
+        p["spec"] = {"nodeName": on[p["metadata"]["name"]]}
+    nodes = {"node-a": {"spec": {"unschedulable": True}}, "node-b": {"spec": {}}}
+    drained = failover.cordoned(pods, nodes.get)
+    assert drained == {"db1-0": "node-a", "db1-1": "node-a"}
+    moving = failover.plan_failover(THREE, None, pods, None, now=NOW, eligible=True, drained=drained)
+    assert moving is not None and moving.failover is not None and moving.switchover
+    assert (moving.failover["fromPod"], moving.failover["toPod"]) == ("db1-0", "db1-2"), "not onto the cordoned node"
+    assert "the primary's node node-a is cordoned" in moving.failover["reason"]
+    # Every standby on a cordoned node (or not ready): the primary stays, and its budget holds the drain.
+    stuck = {**drained, "db1-2": "node-b"}
+    assert failover.plan_failover(THREE, None, pods, None, now=NOW, eligible=True, drained=stuck) is None
+    assert failover.plan_failover(THREE, None, pods, None, now=NOW, eligible=True, drained={"db1-1": "node-a"}) is None

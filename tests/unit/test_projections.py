@@ -82,6 +82,7 @@ KINDS = {
     "Secret",
     "PersistentVolumeClaim",
     "StorageClass",
+    "Node",
 }
 # A spec that calls for every child and every flow (restore, migrations, a user's Secret, growth).
 FULL_SPEC: Obj = {
@@ -349,6 +350,26 @@ def data_claim(
         "spec": spec,
     }
     return claim_obj(manifest, capacity=capacity, conditions=conditions)
+
+
+def node_obj(name: str, *, cordoned: bool | None) -> Obj:
+    """A Node as the API server serves it: labels, taints, addresses, capacity, images (none of it kept)."""
+    manifest: Obj = {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux"}},
+        "spec": {"podCIDR": "10.244.1.0/24", "taints": [{"key": "example", "effect": "PreferNoSchedule"}]},
+        "status": {
+            "addresses": [{"type": "InternalIP", "address": "10.0.0.5"}],
+            "capacity": {"cpu": "2", "memory": "24Gi", "pods": "110"},
+            "conditions": [condition("Ready", "KubeletReady", "kubelet is posting ready status")],
+            "images": [{"names": [f"localhost/pg:{i}"], "sizeBytes": 10**8} for i in range(20)],
+            "nodeInfo": {"kubeletVersion": "v1.34.1", "containerRuntimeVersion": "containerd://1.6"},
+        },
+    }
+    if cordoned is not None:
+        manifest["spec"]["unschedulable"] = cordoned
+    return served(manifest, generation=None, namespaced=False)
 
 
 def storage_class_obj(name: str = "standard", *, expandable: bool | None = True) -> Obj:
@@ -858,6 +879,14 @@ class World:
         for ready in (True, False):
             pod = database_pod(self.inst, ready=ready, noise=self.noise)
             self.add(f"pod_ready[database:{ready}]", lambda v, p=pod: pod_ready(v("Pod", p)))
+        # A drain of the primary's node (failover.cordoned): the Pod's node, and whether it is cordoned.
+        pod = database_pod(self.inst, ready=True, noise=self.noise)
+        for cordoned in (True, False, None):
+            nodes = {"node-1": node_obj("node-1", cordoned=cordoned), "node-2": node_obj("node-2", cordoned=True)}
+            self.add(
+                f"cordoned[{cordoned}]",
+                lambda v, p=pod, ns=nodes: failover.cordoned([v("Pod", p)], lambda n: v("Node", ns.get(n))),
+            )
 
     # -- the StatefulSet and the status ------------------------------------------------------------
     @functools.cached_property

@@ -75,6 +75,7 @@ RESOURCES: dict[str, Resource] = {
     "Lease": Resource("/apis/coordination.k8s.io/v1", "leases"),
     "StorageClass": Resource("/apis/storage.k8s.io/v1", "storageclasses", namespaced=False),
     "PersistentVolume": Resource("/api/v1", "persistentvolumes", namespaced=False),
+    "Node": Resource("/api/v1", "nodes", namespaced=False),
     "SampleDB": Resource(f"/apis/{GROUP}/{STORAGE_VERSION}", PLURAL),
     "SampleDBBackup": Resource(f"/apis/{GROUP}/v1", "sampledbbackups"),
     "CustomResourceDefinition": Resource(

@@ -1,7 +1,9 @@
 """`ClusterCache`: one informer per kind the reconcile reads, and the snapshots made from them.
 
 Which objects are watched, and why:
-- SampleDB, SampleDBBackup, StorageClass: all of them (StorageClasses are cluster-scoped and few).
+- SampleDB, SampleDBBackup, StorageClass, Node: all of them (the last two are cluster-scoped and
+  few; a Node keeps only whether it is cordoned, and its change wakes the SampleDBs with a
+  database Pod on it).
 - StatefulSet, Job, Pod, Service, PodDisruptionBudget, CronJob: only those labelled
   `app.kubernetes.io/managed-by=sampledb-operator` (a server-side label selector): the operator
   made them, so memory follows what it owns, not the cluster's size.
@@ -40,8 +42,8 @@ MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
 CHILDREN = ("Service", "PodDisruptionBudget", "CronJob", "StatefulSet", "Job")
 OWNED = (*CHILDREN, "Pod")
 SHARED = ("Secret", "ConfigMap", "PersistentVolumeClaim")
-ORDER = ("SampleDB", "SampleDBBackup", "StorageClass", *SHARED, *OWNED)
-CLUSTER_SCOPED = {"StorageClass"}
+ORDER = ("SampleDB", "SampleDBBackup", "StorageClass", "Node", *SHARED, *OWNED)
+CLUSTER_SCOPED = {"StorageClass", "Node"}
 # Secrets the operator never reads and that are large or numerous.
 SECRET_FIELDS = "type!=helm.sh/release.v1,type!=kubernetes.io/service-account-token"  # noqa: S105 (types)
 
@@ -184,7 +186,13 @@ class ClusterCache:
             if found is not None:
                 objects[("StorageClass", class_name)] = found
         pods = self._for("Pod", namespace)
-        return Snapshot(sampledb, objects, tuple(pods.indexed(namespace, name)) if pods else ())
+        held = tuple(pods.indexed(namespace, name)) if pods else ()
+        nodes = self.informers["Node"][None]
+        for node_name in {str((p.get("spec") or {}).get("nodeName") or "") for p in held} - {""}:
+            found = nodes.get("", node_name)
+            if found is not None:
+                objects[("Node", node_name)] = found
+        return Snapshot(sampledb, objects, held)
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         """One object from the caches (for the backup flow, which reads by name)."""
@@ -225,6 +233,9 @@ class ClusterCache:
         wake = self._trigger if kind == "SampleDB" else self._trigger_settled
         for target in self._concerned(kind, key, old, new):
             wake((namespace, target))
+        if kind == "Node":
+            for pod_key in self.on_node(key[1]):
+                wake(pod_key)
         if kind == "SampleDBBackup" and new is not None:
             self._trigger_backup(key)
         elif kind == "Job" and (backup := _backup_of(old, new)):
@@ -236,6 +247,8 @@ class ClusterCache:
         namespace, name = key
         if kind == "SampleDB":
             return {name} if new is not None else set()
+        if kind == "Node":
+            return set()  # cluster-scoped: `_changed` wakes the SampleDBs with a Pod on it
         owners = {instance_of(o) for o in (old, new) if o is not None} - {None}
         with self._lock:
             owners |= self._referrers.get((kind, namespace, name), set())
@@ -253,6 +266,16 @@ class ClusterCache:
                     self._referrers.pop((kind, namespace, ref), None)
             for kind, ref in after - before:
                 self._referrers.setdefault((kind, namespace, ref), set()).add(name)
+
+    def on_node(self, node: str) -> set[Key]:
+        """The SampleDBs with a database Pod on `node` (a scan of the Pods held: Nodes rarely change)."""
+        found = set()
+        for informer in self.informers["Pod"].values():
+            for key in informer.keys():  # noqa: SIM118
+                pod = informer.get(*key)
+                if pod is not None and (pod.get("spec") or {}).get("nodeName") == node and (owner := instance_of(pod)):
+                    found.add((key[0], owner))
+        return found
 
     def sampledbs(self) -> Iterable[Key]:
         """Every SampleDB held."""

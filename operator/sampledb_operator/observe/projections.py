@@ -59,6 +59,7 @@ Pod                    metadata.creationTimestamp                 status.py:term
                          .status
                        metadata.name, labels[sampledb.io/role],   replicas.py:role_labels, removed_standby_claims
                          deletionTimestamp                          (identity: kept for every kind)
+                       spec.nodeName                              failover.py:cordoned (a drain of the primary's node)
 Service, PDB, CronJob  D                                          children.py:plan_child (a CronJob no longer called
                                                                   for is pruned: existence)
 ConfigMap              D                                          children.py:plan_child (the instance's own ConfigMap)
@@ -75,6 +76,7 @@ PersistentVolumeClaim  D                                          children.py:pl
                          FileSystemResizePending].type, .status
                        (existence)                                restore.py:plan_restore, deletion.py:_snapshot_done
 StorageClass           allowVolumeExpansion                       storage.py:plan_storage
+Node                   spec.unschedulable                         failover.py:cordoned (switch over before a drain)
 
 Not kept, because nothing reads them (add them with their first reader): Job `status.{succeeded,
 failed, active}` and conditions' `lastTransitionTime`, Pod terminated `exitCode` and `reason`,
@@ -196,6 +198,7 @@ KEPT: dict[str, Mapping[str, Keep]] = {
     ),
     "Pod": _kind(
         metadata={"creationTimestamp": True},
+        spec={"nodeName": True},
         status={
             "conditions": Each({"type": True, "status": True}, where=_typed("Ready")),
             "containerStatuses": Each({"state": {"terminated": {"message": True}}}, where=_terminated_message),
@@ -215,6 +218,7 @@ KEPT: dict[str, Mapping[str, Keep]] = {
         },
     ),
     "StorageClass": _kind(allowVolumeExpansion=True),
+    "Node": _kind(spec={"unschedulable": True}),
 }
 
 

@@ -275,6 +275,7 @@ def _plan_failover(
         now=timestamp(now),
         eligible=not blocked and initialized(status) and sts is not None,
         requested=failover.switchover_request(snap.sampledb),
+        drained=failover.cordoned(snap.database_pods(), lambda node: snap.get("Node", node)),
     )
 
 

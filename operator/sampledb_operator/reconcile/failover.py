@@ -1,10 +1,13 @@
 """Failover and switchover: another server becomes the primary, never leaving two primaries.
 
 A failover promotes the most advanced standby when the primary is lost. A switchover moves a
-healthy primary on request (the annotation `sampledb.io/switchover-to: <Pod>`) or when
+healthy primary on request (the annotation `sampledb.io/switchover-to: <Pod>`), when
 `spec.instances` leaves the primary's Pod out (a scale-down after a failover to a higher Pod: to
-the lowest ready Pod kept). Both run the same steps; a switchover stops the old primary cleanly
-(the preStop hook's fast shutdown sends the standbys every commit), so it loses none.
+the lowest ready Pod kept), or when the primary's node is cordoned (`kubectl drain` cordons, then
+evicts, and retries an eviction the primary's budget refuses: to the lowest ready standby on a
+node that is not, after which the old primary is a standby its budget lets go). Both run the
+same steps; a switchover stops the old primary cleanly (the preStop hook's fast shutdown sends
+the standbys every commit), so it loses none.
 
 Pure, like the rest of `reconcile`: the servers' WAL positions come in as `probed` (read by the
 act layer with `psql` through `pods/exec`, only while a failover is being decided), and every
@@ -116,6 +119,16 @@ def parse_position(answer: str | None) -> Position | None:
         return None
 
 
+def cordoned(pods: Sequence[dict[str, Any]], node: Callable[[str], dict[str, Any] | None]) -> dict[str, str]:
+    """The Pods whose node is cordoned (`spec.unschedulable`, the start of a drain), with that node's name."""
+    found = {}
+    for pod in pods:
+        name = (pod.get("spec") or {}).get("nodeName")
+        if name and ((node(name) or {}).get("spec") or {}).get("unschedulable"):
+            found[pod["metadata"]["name"]] = name
+    return found
+
+
 def lost(pod: dict[str, Any] | None) -> str | None:
     """Why the primary's Pod cannot serve (None: it serves)."""
     if pod is None:
@@ -149,10 +162,12 @@ def plan_failover(
     now: str,
     eligible: bool,
     requested: str | None = None,
+    drained: Mapping[str, str] | None = None,
 ) -> FailoverPlan | None:
     """The step for this pass; None when the primary serves (or a failover may not start).
 
-    `requested` is the Pod a switchover is asked to (`switchover_request`).
+    `requested` is the Pod a switchover is asked to (`switchover_request`); `drained`, the Pods on
+    a cordoned node (`cordoned`).
     """
     by_name = {p["metadata"]["name"]: p for p in pods}
     failover = previous or {}
@@ -165,7 +180,7 @@ def plan_failover(
             return None
         why = lost(by_name.get(instance.serving_primary))
         if why is None:
-            return _switchover(instance, by_name, requested, now=now)
+            return _switchover(instance, by_name, requested, drained or {}, now=now)
         return _lost(instance, by_name, why, now=now)
     switchover = bool(failover.get("switchover"))
     old, target = failover.get("fromPod", instance.serving_primary), instance.target_primary
@@ -237,17 +252,26 @@ def _fence_then_elect(
 
 
 def _switchover(
-    instance: Instance, by_name: Mapping[str, dict[str, Any]], requested: str | None, *, now: str
+    instance: Instance,
+    by_name: Mapping[str, dict[str, Any]],
+    requested: str | None,
+    drained: Mapping[str, str],
+    *,
+    now: str,
 ) -> FailoverPlan | None:
-    """A switchover asked for, or needed by a scale-down below the primary; None when there is none."""
+    """A switchover asked for, or needed by a scale-down below the primary or a drain; None when there is none."""
     primary = instance.serving_primary
+    kept = [instance.pod(i) for i in range(instance.spec.instances)]
     target: str | None
     if requested is not None:
         target, why = requested, f"a switchover to {requested} was asked for (annotation {SWITCHOVER_ANNOTATION})"
     elif instance.primary_ordinal >= instance.spec.instances:
-        kept = [instance.pod(i) for i in range(instance.spec.instances)]
         target = next((pod for pod in kept if lost(by_name.get(pod)) is None), None)
         why = f"spec.instances {instance.spec.instances} leaves out the primary {primary}"
+    elif primary in drained:
+        ready = (pod for pod in kept if pod != primary and pod not in drained and lost(by_name.get(pod)) is None)
+        target = next(ready, None)
+        why = f"the primary's node {drained[primary]} is cordoned (a drain): {primary} moves before it is evicted"
     else:
         return None
     if target is None:
