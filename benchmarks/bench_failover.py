@@ -9,6 +9,8 @@ running, each run:
    `bench_upgrade.Writer`), one row per connection, 2 s to connect at most;
 3. acts 3 s into it:
    - failover: the primary's Pod deleted with no grace (`kubectl delete --force --grace-period=0`);
+   - server killed: the primary's postmaster SIGKILLed through containerd, its Pod left alone
+     (the kubelet restarts the container; the failover fences the Pod before it elects);
    - switchover: the annotation `sampledb.io/switchover-to` set to the standby;
 4. waits for `status.currentPrimary` to name the other server and a write accepted after it.
 
@@ -59,6 +61,7 @@ from benchmarks.report import (
 from sampledb_operator.k8s.api import KubeApi
 from sampledb_operator.resources.instance import SWITCHOVER_ANNOTATION
 from tests.integration.conftest import wait_for
+from tests.node.conftest import kill_server
 from tests.node.test_journey import app_sql, sampledb, start_client, status, wait_phase
 
 NAMESPACE = "default"
@@ -163,14 +166,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         def kill(old: str, other: str) -> None:
             kubectl("delete", "pod", "-n", NAMESPACE, old, "--grace-period=0", "--force")
 
+        def crash(old: str, other: str) -> None:
+            kill_server(api, cluster, NAMESPACE, old)
+
         def ask(old: str, other: str) -> None:
             api.merge_patch("SampleDB", NAMESPACE, NAME, {"metadata": {"annotations": {SWITCHOVER_ANNOTATION: other}}})
 
         failovers = [one_change(api, kubectl, client, "failover", kill) for _ in range(args.runs)]
+        crashes = [one_change(api, kubectl, client, "server killed", crash) for _ in range(args.runs)]
         switchovers = [one_change(api, kubectl, client, "switchover", ask) for _ in range(args.runs)]
     table = markdown_table(
         [
             *rows_for("failover", failovers, FAILOVER_TARGET),
+            *rows_for("server killed", crashes, FAILOVER_TARGET),
             *rows_for("switchover", switchovers, SWITCHOVER_TARGET),
             *rows,
             *machine,

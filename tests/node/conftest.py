@@ -24,6 +24,7 @@ from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
 from sampledb_localcluster import LocalCluster
+from sampledb_localcluster.images import CONTAINERD_NAMESPACE
 from sampledb_localcluster.tools import tool_path
 from sampledb_operator.k8s.api import KubeApi
 from tests.conftest import _wait_for_default_service_account, namespace_name
@@ -161,3 +162,11 @@ def checksum(rows: str) -> str:
 def logs_dir(cluster: LocalCluster) -> Path:
     """Where the node's Pod logs are (kept with the cluster's other logs)."""
     return cluster.log_dir / "pods"
+
+
+def kill_server(api: KubeApi, cluster: LocalCluster, namespace: str, pod: str) -> None:
+    """SIGKILL the server's postmaster from the host (inside, PID 1 ignores it): a crash, its Pod stays."""
+    statuses = ((api.get("Pod", namespace, pod) or {}).get("status") or {}).get("containerStatuses") or []
+    container = next(s["containerID"] for s in statuses if s["name"] == "postgres").removeprefix("containerd://")
+    ctr = ["ctr", "--address", str(cluster.containerd_socket), "--namespace", CONTAINERD_NAMESPACE]
+    subprocess.run([*ctr, "task", "kill", "--signal", "SIGKILL", container], check=True, capture_output=True)

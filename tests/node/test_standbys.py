@@ -17,11 +17,10 @@ from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
 from sampledb_localcluster import LocalCluster
-from sampledb_localcluster.images import CONTAINERD_NAMESPACE
 from sampledb_operator.k8s.api import KubeApi
 from sampledb_operator.resources.instance import ROLE_LABEL, SWITCHOVER_ANNOTATION
 from tests.integration.conftest import OperatorProcess
-from tests.node.conftest import SOCKET_DIR, checksum, ids, tool_path, wait_for
+from tests.node.conftest import SOCKET_DIR, checksum, ids, kill_server, tool_path, wait_for
 from tests.node.test_journey import (
     ROWS,
     app_sql,
@@ -313,14 +312,6 @@ def primary(admin: KubeApi, namespace: str, name: str = "fo") -> str | None:
 
 def acked_ids(kubectl: Any, namespace: str, pod: str) -> set[int]:
     return ids(server_sql(kubectl, namespace, pod, "select id from acked", check=False))
-
-
-def kill_server(admin: KubeApi, cluster: LocalCluster, namespace: str, pod: str) -> None:
-    """SIGKILL the server's postmaster from the host (inside, PID 1 ignores it): a crash, its Pod stays."""
-    statuses = ((admin.get("Pod", namespace, pod) or {}).get("status") or {}).get("containerStatuses") or []
-    container = next(s["containerID"] for s in statuses if s["name"] == "postgres").removeprefix("containerd://")
-    ctr = ["ctr", "--address", str(cluster.containerd_socket), "--namespace", CONTAINERD_NAMESPACE]
-    subprocess.run([*ctr, "task", "kill", "--signal", "SIGKILL", container], check=True, capture_output=True)
 
 
 def test_a_primary_whose_server_dies_in_its_pod_is_replaced_and_rejoins_as_a_standby(
