@@ -53,6 +53,12 @@ class Settings(BaseModel):
     upgrade_ready_timeout_seconds: int = Field(
         600, ge=30, description="How long a major upgrade waits for the new version's Pod before rolling back."
     )
+    replication_probe_seconds: int = Field(
+        30,
+        ge=0,
+        description="How often the primary's pg_stat_replication is read (pods/exec), per SampleDB with standbys, "
+        "for status.servers and the lag metric; 0 never reads it.",
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -38,6 +38,8 @@ def test_the_primary_is_read_only_with_standbys_once_it_is_ready_and_settled() -
     assert probe.body["command"][-1] == replication.LAG_SQL
     assert replication.lag_probe(make_instance({"instances": 1}), pods) is None
     assert replication.lag_probe(THREE, [pod("db1-0", ready=False), pod("db1-1")]) is None
+    never = dataclasses.replace(THREE, settings=Settings(replication_probe_seconds=0))
+    assert replication.lag_probe(never, pods) is None and replication.period(never) is None, "0: never read"
     failing_over = dataclasses.replace(THREE, current_primary="db1-0", target_primary="db1-1")
     assert replication.lag_probe(failing_over, pods) is None, "no read while the primary changes"
 
@@ -70,7 +72,7 @@ def test_the_status_lists_the_servers_and_is_not_written_again_while_nothing_cha
     snap = dataclasses.replace(converged_pair(), pods=(pod("db1-0"), pod("db1-1", role="replica")), replication=answer)
     first = plan_of(snap)
     assert first.status is not None and first.status["servers"][1]["replication"] == "streaming"
-    assert first.requeue_after == replication.LAG_PERIOD_SECONDS, "the lag is read again a period later"
+    assert first.requeue_after == 30.0, "the lag is read again a period later (the default setting)"
     obj = {**snap.sampledb, "status": first.status}
     assert plan_of(dataclasses.replace(snap, sampledb=obj)).status is None
     lagging = plan_of(dataclasses.replace(snap, sampledb=obj, replication="db1-1|streaming|async|8192"))
@@ -98,7 +100,7 @@ def test_the_reconciler_reads_the_primary_once_a_period_and_exports_the_lag() ->
     reads = lambda: api.calls.count(("exec", "Pod", "db1-0"))  # noqa: E731
     reconciler.reconcile("team-a", "db1")
     assert reads() == 1 and lag_metric("db1-1") == 4096
-    clock[0] += replication.LAG_PERIOD_SECONDS - 1
+    clock[0] += 29
     reconciler.reconcile("team-a", "db1")
     assert reads() == 1, "a pass within the period reuses the last answer"
     clock[0] += 1

@@ -3,8 +3,8 @@
 1. Observe: a `Snapshot` from the watch caches (no API read).
 2. Decide: `reconcile.decide.decide`, pure.
    With standbys, the primary's `pg_stat_replication` is read too (through `pods/exec`, at most
-   every `replication.LAG_PERIOD_SECONDS`; a pass in between reuses the last answer), for the
-   servers' status and the lag metric.
+   once a `replication.period`; a pass in between reuses the last answer), for the servers'
+   status and the lag metric.
    A plan may first ask for probes, reads only a Pod can answer (a standby's WAL position while a
    failover is decided): they are made, and the decision is made again with their answers.
 3. Act: the executor makes the writes. When the API server tells something the decision could
@@ -36,7 +36,7 @@ from sampledb_operator.reconcile.decide import decide
 from sampledb_operator.reconcile.deletion import DELETING
 from sampledb_operator.reconcile.outcome import Outcome
 from sampledb_operator.reconcile.plan import Plan
-from sampledb_operator.reconcile.replication import LAG_PERIOD_SECONDS, lag_probe, parse
+from sampledb_operator.reconcile.replication import lag_probe, parse, period
 from sampledb_operator.resources.instance import Instance
 from sampledb_operator.resources.secret import generate_password
 from sampledb_operator.settings import Settings
@@ -123,15 +123,16 @@ class Reconciler:
         """The snapshot with the primary's `pg_stat_replication`, read again once it is a period old."""
         key = (snap.namespace, snap.sampledb["metadata"]["name"])
         try:
-            probe = lag_probe(Instance.from_object(snap.sampledb, self.settings), snap.database_pods())
+            instance = Instance.from_object(snap.sampledb, self.settings)
         except ValidationError:
-            probe = None  # the decision reports the spec
-        if probe is None:
+            return snap  # the decision reports the spec
+        probe, every = lag_probe(instance, snap.database_pods()), period(instance)
+        if probe is None or every is None:
             self._forget_replication(key)
             return snap
         last = self.replication.get(key)
         now = self.monotonic()
-        if last is None or last.pod != probe.name or now - last.at >= LAG_PERIOD_SECONDS:
+        if last is None or last.pod != probe.name or now - last.at >= every:
             answer = self.executor.probe(snap.namespace, [probe])[probe.name]
             last = self.replication[key] = Read(probe.name, now, answer)
             if answer is not None:

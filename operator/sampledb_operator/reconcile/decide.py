@@ -212,7 +212,7 @@ def _converge(snap: Snapshot, instance: Instance, now: datetime) -> Plan:
         check and check.requeue_after,
         grow and grow.requeue_after,
         switch and switch.requeue_after,
-        replication.LAG_PERIOD_SECONDS if instance.has_standbys else None,  # to read the lag again
+        replication.period(instance),  # to read the lag again
     ]
     return Plan(
         writes=tuple(actions),

@@ -2,10 +2,12 @@
 
 Only the primary knows how far every standby got (`pg_stat_replication`), so the act layer reads
 it there with `psql` through `pods/exec`, as failover reads positions, and hands the answer to the
-decision as `Snapshot.replication`. It is read at most once every `LAG_PERIOD_SECONDS` per
-SampleDB with standbys (a pass in between reuses the last answer, see `act.reconciler`), and
-never with one server. The status changes, and so is written, only when a role, a readiness, a
-replication state or a lag changes: an idle database costs one exec per period and no write.
+decision as `Snapshot.replication`. It is read at most once a period per SampleDB with standbys
+(`Settings.replication_probe_seconds`, 30 s by default, 0 never; a pass in between reuses the
+last answer, see `act.reconciler`), and never with one server. The status changes, and so is
+written, only when a role, a readiness, a replication state or a lag changes: an idle database
+costs one exec per period and no write. At scale the period is the knob: 1,000 SampleDBs with
+standbys cost about 33 execs a second at 30 s.
 
 The lag is the primary's current WAL position minus what the standby has replayed, in bytes:
 what a read on that standby would not see yet, and, with asynchronous replication, an upper
@@ -24,7 +26,6 @@ from sampledb_operator.reconcile.status import pod_ready
 from sampledb_operator.resources.instance import Instance
 from sampledb_operator.resources.statefulset import SERVER_CONTAINER, server_sql
 
-LAG_PERIOD_SECONDS = 30.0
 NOT_STREAMING = "NotStreaming"
 LAG_SQL = (
     "select application_name, state, sync_state,"
@@ -42,9 +43,15 @@ class Standby:
     lag_bytes: int | None  # None until the standby reports a replay position
 
 
+def period(instance: Instance) -> float | None:
+    """Seconds between two reads of the primary's `pg_stat_replication`; None: never read."""
+    seconds = instance.settings.replication_probe_seconds
+    return float(seconds) if seconds and instance.has_standbys else None
+
+
 def lag_probe(instance: Instance, pods: Iterable[dict[str, Any]]) -> Action | None:
-    """The read of the primary's `pg_stat_replication`; None with one server or no ready, settled primary."""
-    if not instance.has_standbys or instance.target_primary is not None:
+    """The read of the primary's `pg_stat_replication`; None with one server, reads off, or no settled primary."""
+    if period(instance) is None or instance.target_primary is not None:
         return None
     primary = instance.serving_primary
     if not any(p["metadata"]["name"] == primary and pod_ready(p) for p in pods):
