@@ -14,8 +14,8 @@
 # The PostgreSQL images meet the operand-image contract the operator's Pods rely on (README,
 # "Operand images"): user and group `postgres` are 999, as in the official images, because the
 # Pods run as uid 999 and initdb refuses to run as a uid that has no passwd entry; `initdb`,
-# `postgres`, `pg_ctl`, `pg_isready`, `psql`, `pg_dump`, `pg_dumpall`, `pg_restore`, `pg_basebackup` and
-# `pg_rewind` are on PATH.
+# `postgres`, `pg_ctl`, `pg_isready`, `psql`, `pg_dump`, `pg_dumpall`, `pg_restore`, `pg_basebackup`,
+# `pg_rewind` and `pg_controldata` are on PATH.
 #
 # Cached: an image is skipped when it exists with the label io.sampledb.base-images.version equal
 # to BASE_IMAGES_VERSION below. Bump that number when you change what goes into an image, and the

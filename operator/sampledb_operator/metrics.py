@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -36,20 +37,36 @@ def record_phase(key: str, phase: str | None) -> None:
             INSTANCES.labels(phase).inc()
 
 
+# Labelled by the SampleDB's own namespace and name (the chart's ServiceMonitor honours them).
 REPLICATION_LAG = Gauge(
     "sampledb_replication_lag_bytes",
-    "WAL a standby has not replayed yet, in bytes, as its primary last reported it (every 30 s).",
+    "WAL a standby has not replayed yet, in bytes, as its primary last reported it.",
     ["namespace", "name", "pod"],
 )
-_lagging: dict[tuple[str, str], set[str]] = {}
+REPLICATION_STREAMING = Gauge(
+    "sampledb_replication_streaming",
+    "1 when the primary lists the standby as streaming, else 0 (cloning, catching up, cut off).",
+    ["namespace", "name", "pod"],
+)
+_standbys: dict[tuple[str, str], set[str]] = {}
 
 
-def record_lag(key: tuple[str, str], lags: dict[str, int]) -> None:
-    """Set the standbys' lag of one SampleDB; standbys no longer reported (or every one, with {}) are dropped."""
+def record_replication(key: tuple[str, str], standbys: dict[str, tuple[bool, int | None]]) -> None:
+    """Set each standby's (streaming, lag) for one SampleDB; standbys no longer there (all, with {}) are dropped."""
     with _lock:
-        for pod in _lagging.pop(key, set()) - lags.keys():
-            REPLICATION_LAG.remove(*key, pod)
-        for pod, lag in lags.items():
-            REPLICATION_LAG.labels(*key, pod).set(lag)
-        if lags:
-            _lagging[key] = set(lags)
+        for pod in _standbys.pop(key, set()) - standbys.keys():
+            REPLICATION_STREAMING.remove(*key, pod)
+            _remove_lag(key, pod)
+        for pod, (streaming, lag) in standbys.items():
+            REPLICATION_STREAMING.labels(*key, pod).set(1 if streaming else 0)
+            if lag is None:
+                _remove_lag(key, pod)
+            else:
+                REPLICATION_LAG.labels(*key, pod).set(lag)
+        if standbys:
+            _standbys[key] = set(standbys)
+
+
+def _remove_lag(key: tuple[str, str], pod: str) -> None:
+    with contextlib.suppress(KeyError):  # it never had a lag
+        REPLICATION_LAG.remove(*key, pod)

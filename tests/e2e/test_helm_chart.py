@@ -402,6 +402,11 @@ def test_monitoring_objects(rendered: dict[str, list[dict[str, Any]]]) -> None:
     rules = {r["alert"]: r["expr"] for r in one(docs, "PrometheusRule")["spec"]["groups"][0]["rules"]}
     assert 'sampledb_instances{phase="Degraded"' in rules["SampleDBDegraded"]
     assert 'rate(sampledb_reconcile_total{result="error"' in rules["SampleDBReconcileErrors"]
+    assert (
+        rules["SampleDBReplicationLag"] == "max by (namespace, name, pod) (sampledb_replication_lag_bytes) > 104857600"
+    )
+    assert rules["SampleDBStandbyNotStreaming"] == "max by (namespace, name, pod) (sampledb_replication_streaming) == 0"
+    assert monitor["spec"]["endpoints"][0]["honorLabels"] is True, "a SampleDB's own namespace label is kept"
 
 
 @pytest.mark.parametrize(

@@ -67,8 +67,35 @@ def test_a_former_primary_is_rewound_onto_the_new_primarys_timeline(make_server:
         stop_server(back)
 
 
-def test_a_former_primary_that_cannot_be_rewound_never_starts(make_server: Any, pg: Runtime) -> None:
-    """A primary's data that pg_rewind cannot bring onto the primary's timeline (here, another cluster's): no start."""
+def test_a_former_primary_that_cannot_be_rewound_is_cloned_afresh(make_server: Any, pg: Runtime) -> None:
+    """Its own database, but pg_rewind refuses it (here: checksums turned off): erased and cloned from the primary."""
+    instance = make_instance({"instances": 2})
+    old = make_server(instance, pg, name="primary")
+    old.psql("CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 100) g")
+    new = make_server(instance, pg, name="standby", upstream=old)
+    wait_until(lambda: new.psql("SELECT count(*) FROM t") == "100", "the standby to replay the rows")
+    assert new.psql("SELECT pg_promote(true, 30)") == "t"
+    new.psql("INSERT INTO t VALUES (101)")
+    old.psql("INSERT INTO t VALUES (-1)")
+    stop_server(old)
+    old.run_script('pg_checksums --disable -D "$PGDATA"', {"PGDATA": str(old.root / "data" / "pgdata")})
+    failed_over = dataclasses.replace(instance, current_primary=instance.pod(1))
+    for folder in ("config", "credentials"):
+        shutil.rmtree(old.root / folder)
+    back = start_server(
+        failed_over, pg, old.root, old.superuser_password, old.share, upstream=new, hostname=instance.pod(0)
+    )
+    try:
+        log = (old.root / "server.log").read_text()
+        assert "pg_rewind failed on this database's own data: cloning it afresh" in log
+        assert back.psql("SELECT pg_is_in_recovery()") == "t"
+        assert back.psql("SELECT count(*), count(*) FILTER (WHERE id = -1) FROM t") == "101|0"
+    finally:
+        stop_server(back)
+
+
+def test_a_former_primary_holding_another_database_never_starts(make_server: Any, pg: Runtime) -> None:
+    """Data pg_rewind cannot rewind because it is another cluster's (another system identifier): kept, no start."""
     instance = make_instance({"instances": 2})
     other = make_server(instance, pg, name="other")
     stale = make_server(instance, pg, name="stale")
@@ -76,6 +103,7 @@ def test_a_former_primary_that_cannot_be_rewound_never_starts(make_server: Any, 
     failed_over = dataclasses.replace(instance, current_primary=instance.pod(1))
     for folder in ("config", "credentials"):
         shutil.rmtree(stale.root / folder)
-    with pytest.raises(RuntimeError, match="pg_rewind failed: not starting"):
+    with pytest.raises(RuntimeError, match="this volume holds another database"):
         start_server(failed_over, pg, stale.root, stale.superuser_password, stale.share, upstream=other,
                      hostname=instance.pod(0))  # fmt: skip
+    assert (stale.root / "data" / "pgdata" / "PG_VERSION").exists(), "another database's volume is never erased"

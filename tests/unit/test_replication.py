@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import UTC, datetime
-from typing import cast
+from typing import Any, cast
 
 from sampledb_operator import metrics
 from sampledb_operator.act.reconciler import Reconciler
@@ -79,9 +79,17 @@ def test_the_status_lists_the_servers_and_is_not_written_again_while_nothing_cha
     assert lagging.status is not None and lagging.status["servers"][1]["lagBytes"] == 8192
 
 
-def lag_metric(pod_name: str) -> float | None:
+def metric(gauge: Any, pod_name: str) -> float | None:
     labels = {"namespace": "team-a", "name": "db1", "pod": pod_name}
-    return next((s.value for s in metrics.REPLICATION_LAG.collect()[0].samples if s.labels == labels), None)
+    return next((s.value for s in gauge.collect()[0].samples if s.labels == labels), None)
+
+
+def lag_metric(pod_name: str) -> float | None:
+    return metric(metrics.REPLICATION_LAG, pod_name)
+
+
+def streaming_metric(pod_name: str) -> float | None:
+    return metric(metrics.REPLICATION_STREAMING, pod_name)
 
 
 def test_the_reconciler_reads_the_primary_once_a_period_and_exports_the_lag() -> None:
@@ -99,7 +107,7 @@ def test_the_reconciler_reads_the_primary_once_a_period_and_exports_the_lag() ->
     )
     reads = lambda: api.calls.count(("exec", "Pod", "db1-0"))  # noqa: E731
     reconciler.reconcile("team-a", "db1")
-    assert reads() == 1 and lag_metric("db1-1") == 4096
+    assert reads() == 1 and lag_metric("db1-1") == 4096 and streaming_metric("db1-1") == 1
     clock[0] += 29
     reconciler.reconcile("team-a", "db1")
     assert reads() == 1, "a pass within the period reuses the last answer"
@@ -107,6 +115,7 @@ def test_the_reconciler_reads_the_primary_once_a_period_and_exports_the_lag() ->
     api.outputs["db1-0"] = ""
     reconciler.reconcile("team-a", "db1")
     assert reads() == 2 and lag_metric("db1-1") is None, "a standby the primary no longer lists has no lag"
+    assert streaming_metric("db1-1") == 0, "and is reported not streaming (an alert can fire on it)"
     cache.snap = None
     reconciler.reconcile("team-a", "db1")
-    assert reconciler.replication == {}
+    assert reconciler.replication == {} and streaming_metric("db1-1") is None

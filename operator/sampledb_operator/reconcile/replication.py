@@ -104,3 +104,18 @@ def _replication(name: str, standbys: dict[str, Standby] | None, before: dict[st
         return {"replication": NOT_STREAMING}
     found = {"replication": standby.state, "synchronous": standby.sync_state, "lagBytes": standby.lag_bytes}
     return {k: v for k, v in found.items() if v is not None}
+
+
+def standby_metrics(
+    instance: Instance, pods: Iterable[dict[str, Any]], answer: str
+) -> dict[str, tuple[bool, int | None]]:
+    """Each standby Pod's (streaming, lag in bytes) from the primary's answer, for the metrics."""
+    standbys = parse(answer)
+    found: dict[str, tuple[bool, int | None]] = {}
+    for pod in pods:
+        name = pod["metadata"]["name"]
+        if name == instance.primary:
+            continue
+        standby = standbys.get(name)
+        found[name] = (False, None) if standby is None else (standby.state == "streaming", standby.lag_bytes)
+    return found

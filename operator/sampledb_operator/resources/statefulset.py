@@ -1,8 +1,8 @@
 """The StatefulSet that runs the PostgreSQL server.
 
 The container runs our own start script instead of the image's entrypoint (the operand-image
-contract: only `initdb`, `postgres`, `pg_ctl`, `pg_isready`, `psql`, `pg_dump`, `pg_basebackup` and
-`pg_rewind` on PATH are assumed).
+contract: only `initdb`, `postgres`, `pg_ctl`, `pg_isready`, `psql`, `pg_dump`, `pg_basebackup`,
+`pg_controldata` and `pg_rewind` on PATH are assumed).
 The superuser password reaches initdb as a file from the Secret volume: never an argument or an
 environment variable that `ps` or `kubectl describe` would show.
 """
@@ -64,7 +64,10 @@ def start_script(
     - with data of another major version (the primary was upgraded), it is cloned again;
     - with a primary's data (no standby.signal: the primary lost to a failover), it is rewound
       onto the new primary's timeline with pg_rewind, which discards what it wrote after the
-      standby took over; if that fails it does not start, and two primaries never serve at once.
+      standby took over; if that fails (the WAL it needs is gone, say) it is cloned afresh, which
+      discards the same writes, but only when its data is the same database as the primary's
+      (same system identifier): a volume holding another database is never erased, and the
+      server does not start. Either way two primaries never serve at once.
     The password file a standby connects with ($PGPASSFILE) is written at every start into the
     Pod's private socket folder, from the Secret file ($PASSWORD_FILE).
     """
@@ -92,11 +95,19 @@ else
   fi
   if [ -s "$PGDATA/PG_VERSION" ] && [ ! -f "$PGDATA/standby.signal" ]; then
     echo "sampledb: $HOSTNAME holds a former primary's data; $primary is the primary: rewinding to its timeline"
-    if ! pg_rewind --target-pgdata="$PGDATA" --source-server="{upstream}" --progress; then
-      echo "sampledb: pg_rewind failed: not starting (delete this Pod's claim to clone it afresh)" >&2
-      exit 1
+    if pg_rewind --target-pgdata="$PGDATA" --source-server="{upstream}" --progress; then
+      touch "$PGDATA/standby.signal"
+    else
+      ours="$(pg_controldata -D "$PGDATA" | sed -n 's/^Database system identifier: *//p')"
+      theirs="$(psql "{upstream}" -XAtc 'select system_identifier from pg_control_system()')"
+      if [ -z "$ours" ] || [ "$ours" != "$theirs" ]; then
+        echo "sampledb: pg_rewind failed, and this volume holds another database (system identifier" \
+          "${{ours:-unreadable}}, the primary's $theirs): not starting; delete this Pod's claim to clone it" >&2
+        exit 1
+      fi
+      echo "sampledb: pg_rewind failed on this database's own data: cloning it afresh from $primary"
+      rm -rf "$PGDATA"
     fi
-    touch "$PGDATA/standby.signal"
   fi
   if [ -s "$PGDATA/PG_VERSION" ] && [ "$(cat "$PGDATA/PG_VERSION")" != "$major" ]; then
     echo "sampledb: this standby's data is PostgreSQL $(cat "$PGDATA/PG_VERSION"), the server $major: cloning again"
