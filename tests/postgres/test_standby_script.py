@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from tests.postgres.conftest import Runtime, start_server, stop_server
+from sampledb_operator.resources.instance import Instance
+from tests.postgres.conftest import Runtime, Server, start_server, stop_server
 from tests.unit.conftest import make_instance
 
 
@@ -19,6 +20,16 @@ def wait_until(check: Any, what: str, timeout: float = 30) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.2)
+
+
+def restart_as_former_primary(instance: Instance, pg: Runtime, old: Server, new: Server) -> Server:
+    """Start `old`'s stopped volume as Pod 0 once a failover made Pod 1 (`new`) the primary."""
+    failed_over = dataclasses.replace(instance, current_primary=instance.pod(1))
+    for folder in ("config", "credentials"):
+        shutil.rmtree(old.root / folder)
+    return start_server(
+        failed_over, pg, old.root, old.superuser_password, old.share, upstream=new, hostname=instance.pod(0)
+    )
 
 
 def test_a_standby_is_cloned_from_the_primary_and_streams_under_its_pod_name(make_server: Any, pg: Runtime) -> None:
@@ -51,12 +62,7 @@ def test_a_former_primary_is_rewound_onto_the_new_primarys_timeline(make_server:
     new.psql("INSERT INTO t VALUES (101, 'after the failover')")
     old.psql("INSERT INTO t VALUES (-1, 'divergent')")  # the old primary still took a write: lost by design
     stop_server(old)
-    failed_over = dataclasses.replace(instance, current_primary=instance.pod(1))
-    for folder in ("config", "credentials"):
-        shutil.rmtree(old.root / folder)
-    back = start_server(
-        failed_over, pg, old.root, old.superuser_password, old.share, upstream=new, hostname=instance.pod(0)
-    )
+    back = restart_as_former_primary(instance, pg, old, new)
     try:
         assert "rewinding to its timeline" in (old.root / "server.log").read_text()
         assert back.psql("SELECT pg_is_in_recovery()") == "t"
@@ -79,12 +85,7 @@ def test_a_former_primary_that_cannot_be_rewound_is_cloned_afresh(make_server: A
     old.psql("INSERT INTO t VALUES (-1)")
     stop_server(old)
     old.run_script('pg_checksums --disable -D "$PGDATA"', {"PGDATA": str(old.root / "data" / "pgdata")})
-    failed_over = dataclasses.replace(instance, current_primary=instance.pod(1))
-    for folder in ("config", "credentials"):
-        shutil.rmtree(old.root / folder)
-    back = start_server(
-        failed_over, pg, old.root, old.superuser_password, old.share, upstream=new, hostname=instance.pod(0)
-    )
+    back = restart_as_former_primary(instance, pg, old, new)
     try:
         log = (old.root / "server.log").read_text()
         assert "pg_rewind failed on this database's own data: cloning it afresh" in log
@@ -100,10 +101,6 @@ def test_a_former_primary_holding_another_database_never_starts(make_server: Any
     other = make_server(instance, pg, name="other")
     stale = make_server(instance, pg, name="stale")
     stop_server(stale)
-    failed_over = dataclasses.replace(instance, current_primary=instance.pod(1))
-    for folder in ("config", "credentials"):
-        shutil.rmtree(stale.root / folder)
     with pytest.raises(RuntimeError, match="this volume holds another database"):
-        start_server(failed_over, pg, stale.root, stale.superuser_password, stale.share, upstream=other,
-                     hostname=instance.pod(0))  # fmt: skip
+        restart_as_former_primary(instance, pg, stale, other)
     assert (stale.root / "data" / "pgdata" / "PG_VERSION").exists(), "another database's volume is never erased"

@@ -36,7 +36,7 @@ from sampledb_operator.reconcile.decide import decide
 from sampledb_operator.reconcile.deletion import DELETING
 from sampledb_operator.reconcile.outcome import Outcome
 from sampledb_operator.reconcile.plan import Plan
-from sampledb_operator.reconcile.replication import lag_probe, period, standby_metrics
+from sampledb_operator.reconcile.replication import lag_probe, period, servers, standby_metrics
 from sampledb_operator.resources.instance import Instance
 from sampledb_operator.resources.secret import generate_password
 from sampledb_operator.settings import Settings
@@ -136,7 +136,8 @@ class Reconciler:
             answer = self.executor.probe(snap.namespace, [probe])[probe.name]
             last = self.replication[key] = Read(probe.name, now, answer)
             if answer is not None:
-                metrics.record_replication(key, standby_metrics(instance, snap.database_pods(), answer))
+                listed = servers(instance, snap.database_pods(), answer, None)
+                metrics.record_replication(key, standby_metrics(listed))
         return dataclasses.replace(snap, replication=last.answer)
 
     def _forget_replication(self, key: tuple[str, str]) -> None:

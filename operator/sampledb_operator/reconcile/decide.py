@@ -267,15 +267,16 @@ def _plan_failover(
 ) -> failover.FailoverPlan | None:
     """A change of primary under way or due; none starts before initialisation, in an upgrade or with a problem."""
     status = snap.sampledb.get("status") or {}
+    pods = snap.database_pods()
     return failover.plan_failover(
         instance,
         status.get("failover"),
-        snap.database_pods(),
+        pods,
         snap.probed,
         now=timestamp(now),
         eligible=not blocked and initialized(status) and sts is not None,
         requested=failover.switchover_request(snap.sampledb),
-        drained=failover.cordoned(snap.database_pods(), lambda node: snap.get("Node", node)),
+        drained=failover.cordoned(pods, lambda node: snap.get("Node", node)),
     )
 
 

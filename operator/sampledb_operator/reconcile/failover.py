@@ -322,7 +322,7 @@ def _elect(
     candidates = _candidates(by_name, lost_pod, excluded)
     if not candidates:
         message = f"failing over from {lost_pod} ({why}): no standby is ready to replace it"
-        return FailoverPlan(progress=message, requeue_after=RECHECK_SECONDS)
+        return FailoverPlan(progress=message)  # a standby becoming ready wakes the SampleDB
     if probed is None:
         probes = tuple(
             Action(

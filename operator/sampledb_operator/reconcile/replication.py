@@ -106,16 +106,10 @@ def _replication(name: str, standbys: dict[str, Standby] | None, before: dict[st
     return {k: v for k, v in found.items() if v is not None}
 
 
-def standby_metrics(
-    instance: Instance, pods: Iterable[dict[str, Any]], answer: str
-) -> dict[str, tuple[bool, int | None]]:
-    """Each standby Pod's (streaming, lag in bytes) from the primary's answer, for the metrics."""
-    standbys = parse(answer)
-    found: dict[str, tuple[bool, int | None]] = {}
-    for pod in pods:
-        name = pod["metadata"]["name"]
-        if name == instance.primary:
-            continue
-        standby = standbys.get(name)
-        found[name] = (False, None) if standby is None else (standby.state == "streaming", standby.lag_bytes)
-    return found
+def standby_metrics(listed: list[dict[str, Any]] | None) -> dict[str, tuple[bool, int | None]]:
+    """Each replica of `status.servers` as (streaming, lag in bytes), for the metrics."""
+    return {
+        s["name"]: (s.get("replication") == "streaming", s.get("lagBytes"))
+        for s in listed or []
+        if s["role"] == "Replica"
+    }
