@@ -55,8 +55,8 @@ node-tools: cluster-tools ## Build what the real node needs besides Debian's con
 	hack/build-tools.sh kubelet kube-proxy coredns
 
 .PHONY: test-tools
-test-tools: cluster-tools node-tools ## Build what the tests need besides the cluster: the real node's tools, helm, opm, OLM (olm, catalog), bundle-validate, checkov.
-	hack/build-tools.sh helm opm olm catalog bundle-validate checkov
+test-tools: cluster-tools node-tools ## Build what the tests need besides the cluster: the real node's tools, helm, opm, OLM (olm, catalog), bundle-validate, checkov, versitygw (S3).
+	hack/build-tools.sh helm opm olm catalog bundle-validate checkov versitygw
 
 .PHONY: generate
 generate: $(PYTHON) ## Regenerate every generated file: crds/ from the models, then the chart's copies, the bundle, the catalog.

@@ -15,7 +15,7 @@
 # "Operand images"): user and group `postgres` are 999, as in the official images, because the
 # Pods run as uid 999 and initdb refuses to run as a uid that has no passwd entry; `initdb`,
 # `postgres`, `pg_ctl`, `pg_isready`, `psql`, `pg_dump`, `pg_dumpall`, `pg_restore`, `pg_basebackup`,
-# `pg_rewind` and `pg_controldata` are on PATH.
+# `pg_rewind` and `pg_controldata` are on PATH, and `pgbackrest` (WAL archiving, `resources/archive.py`).
 #
 # Cached: an image is skipped when it exists with the label io.sampledb.base-images.version equal
 # to BASE_IMAGES_VERSION below. Bump that number when you change what goes into an image, and the
@@ -27,7 +27,7 @@
 #              SAMPLEDB_DEBOOTSTRAP_CACHE (downloaded packages; default ~/.cache/sampledb-operator/debootstrap).
 set -euo pipefail
 
-BASE_IMAGES_VERSION=2
+BASE_IMAGES_VERSION=3
 VERSION_LABEL=io.sampledb.base-images.version
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 # Downloaded .deb files are kept here (per suite), so a rebuild after a version bump downloads
@@ -49,9 +49,9 @@ fi
 spec_of() {
   case "$1" in
     base) echo "localhost/sampledb-base:bookworm bookworm python3,python3-venv,ca-certificates,tzdata -" ;;
-    postgres-18) echo "localhost/sampledb-postgres:18 forky postgresql-18,ca-certificates,tzdata /usr/lib/postgresql/18/bin" ;;
-    postgres-17) echo "localhost/sampledb-postgres:17 trixie postgresql-17,ca-certificates,tzdata /usr/lib/postgresql/17/bin" ;;
-    postgres-15) echo "localhost/sampledb-postgres:15 bookworm postgresql-15,ca-certificates,tzdata /usr/lib/postgresql/15/bin" ;;
+    postgres-18) echo "localhost/sampledb-postgres:18 forky postgresql-18,pgbackrest,ca-certificates,tzdata /usr/lib/postgresql/18/bin" ;;
+    postgres-17) echo "localhost/sampledb-postgres:17 trixie postgresql-17,pgbackrest,ca-certificates,tzdata /usr/lib/postgresql/17/bin" ;;
+    postgres-15) echo "localhost/sampledb-postgres:15 bookworm postgresql-15,pgbackrest,ca-certificates,tzdata /usr/lib/postgresql/15/bin" ;;
     pause) echo "localhost/sampledb-pause:1 - - -" ;;
     *) die "unknown image '$1' (known: ${ALL_IMAGES[*]})" ;;
   esac

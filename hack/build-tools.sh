@@ -20,7 +20,7 @@ TOOLS_DIR=${SAMPLEDB_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/sampledb-operato
 WORK_DIR=${SAMPLEDB_TOOLS_WORK:-${XDG_CACHE_HOME:-$HOME/.cache}/sampledb-operator/build}
 export GOFLAGS=-buildvcs=false GOTOOLCHAIN=local
 
-ALL_TOOLS=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok kubelet kube-proxy coredns helm opm olm catalog bundle-validate checkov)
+ALL_TOOLS=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok kubelet kube-proxy coredns helm opm olm catalog bundle-validate checkov versitygw)
 # Not in the default set: the module proxy reachable here serves operator-sdk v1.42.0's .info and
 # .zip but refuses its .mod (403), and refuses older releases outright, so the Go client cannot
 # build it. `hack/build-tools.sh operator-sdk` still tries (and says why it fails).
@@ -41,6 +41,7 @@ version_of() {
     olm|catalog) echo "$OLM_VERSION" ;;
     bundle-validate) echo "$OPERATOR_FRAMEWORK_API_VERSION" ;;
     checkov) echo "$CHECKOV_VERSION" ;;
+    versitygw) echo "$VERSITYGW_VERSION" ;;
     *) die "unknown tool '$1' (known: ${ALL_TOOLS[*]})" ;;
   esac
 }
@@ -208,6 +209,7 @@ build_one() {
     olm|catalog) build_olm "$target" "$name" ;;
     bundle-validate) build_bundle_validate "$target" ;;
     checkov) build_checkov "$target" ;;
+    versitygw) GOBIN=$(dirname "$target") CGO_ENABLED=0 go install -ldflags "-s -w" "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION" ;;
   esac || { rm -f "$target"; die "$name failed to build (see the go or pip output above)"; }
   [ -x "$target" ] || die "$name: build finished but $target is missing"
   log "$name: built in $((SECONDS - start)) s -> $target"

@@ -11,9 +11,9 @@ set -euo pipefail
 # conntrack serve kube-proxy; iproute2 and util-linux make the namespaces; podman, debootstrap and
 # gcc build and save the images loaded into the node.
 NODE=(containerd runc containernetworking-plugins iptables conntrack iproute2 util-linux podman debootstrap gcc libc6-dev)
-# Everything else the tests use: git, make, a C compiler (opm's cgo); PostgreSQL 15 (the operator's
-# scripts run against a real server).
-CI=(git make ca-certificates curl postgresql-15 postgresql-client-15 "${NODE[@]}")
+# Everything else the tests use: git, make, a C compiler (opm's cgo); PostgreSQL 15 and pgBackRest
+# (the operator's scripts run against a real server, and archive to a real object store).
+CI=(git make ca-certificates curl postgresql-15 postgresql-client-15 pgbackrest "${NODE[@]}")
 
 check=0
 if [ "${1:-}" = --check ]; then check=1; shift; fi

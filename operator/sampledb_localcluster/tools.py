@@ -35,6 +35,7 @@ _VERSION_KEYS: Mapping[str, str] = {
     "catalog": "OLM_VERSION",
     "bundle-validate": "OPERATOR_FRAMEWORK_API_VERSION",
     "checkov": "CHECKOV_VERSION",
+    "versitygw": "VERSITYGW_VERSION",
 }
 
 

@@ -70,3 +70,36 @@ def record_replication(key: tuple[str, str], standbys: dict[str, tuple[bool, int
 def _remove_lag(key: tuple[str, str], pod: str) -> None:
     with contextlib.suppress(KeyError):  # it never had a lag
         REPLICATION_LAG.remove(*key, pod)
+
+
+WAL_ARCHIVE_FAILING = Gauge(
+    "sampledb_wal_archive_failing",
+    "1 while the primary's last attempt to archive a WAL segment failed (spec.backup.objectStore), else 0.",
+    ["namespace", "name"],
+)
+WAL_ARCHIVE_PENDING = Gauge(
+    "sampledb_wal_archive_pending_segments",
+    "WAL segments complete on the primary and not yet archived.",
+    ["namespace", "name"],
+)
+WAL_LAST_ARCHIVED = Gauge(
+    "sampledb_wal_last_archived_timestamp_seconds",
+    "When the primary last archived a WAL segment (Unix time): now minus this bounds the writes at risk.",
+    ["namespace", "name"],
+)
+_ARCHIVE_GAUGES = (WAL_ARCHIVE_FAILING, WAL_ARCHIVE_PENDING, WAL_LAST_ARCHIVED)
+
+
+def record_archiving(key: tuple[str, str], failing: bool, pending: int, last_archived: float | None) -> None:
+    """Set one SampleDB's archiving gauges (the last archive time only once there is one)."""
+    WAL_ARCHIVE_FAILING.labels(*key).set(1 if failing else 0)
+    WAL_ARCHIVE_PENDING.labels(*key).set(pending)
+    if last_archived is not None:
+        WAL_LAST_ARCHIVED.labels(*key).set(last_archived)
+
+
+def forget_archiving(key: tuple[str, str]) -> None:
+    """Drop one SampleDB's archiving gauges (gone, or no longer archiving)."""
+    for gauge in _ARCHIVE_GAUGES:
+        with contextlib.suppress(KeyError):
+            gauge.remove(*key)

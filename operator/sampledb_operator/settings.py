@@ -56,8 +56,8 @@ class Settings(BaseModel):
     replication_probe_seconds: int = Field(
         30,
         ge=0,
-        description="How often the primary's pg_stat_replication is read (pods/exec), per SampleDB with standbys, "
-        "for status.servers and the lag metric; 0 never reads it.",
+        description="How often the primary's pg_stat_replication and pg_stat_archiver are read (pods/exec), per "
+        "SampleDB with standbys or an object store, for status.servers, status.archive and their metrics; 0 never.",
     )
 
     @classmethod

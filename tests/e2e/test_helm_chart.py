@@ -406,6 +406,7 @@ def test_monitoring_objects(rendered: dict[str, list[dict[str, Any]]]) -> None:
         rules["SampleDBReplicationLag"] == "max by (namespace, name, pod) (sampledb_replication_lag_bytes) > 104857600"
     )
     assert rules["SampleDBStandbyNotStreaming"] == "max by (namespace, name, pod) (sampledb_replication_streaming) == 0"
+    assert rules["SampleDBWALArchiveFailing"] == "max by (namespace, name) (sampledb_wal_archive_failing) == 1"
     assert monitor["spec"]["endpoints"][0]["honorLabels"] is True, "a SampleDB's own namespace label is kept"
 
 

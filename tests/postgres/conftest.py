@@ -25,8 +25,9 @@ from typing import Any
 
 import pytest
 
-from sampledb_operator.resources import config, statefulset
+from sampledb_operator.resources import archive, config, paths, statefulset
 from sampledb_operator.resources.instance import POSTGRES_PORT, Instance
+from tests.objectstore import ObjectStore
 from tests.webhook_process import free_port
 
 PG_ROOT = Path("/usr/lib/postgresql")
@@ -192,7 +193,9 @@ class Server:
             os.chown(item, uid, gid)
 
 
-def write_instance_files(instance: Instance, server: Server, upstream: Server | None = None) -> tuple[Path, Path]:
+def write_instance_files(
+    instance: Instance, server: Server, upstream: Server | None = None, store: ObjectStore | None = None
+) -> tuple[Path, Path]:
     """The ConfigMap and Secret contents as the Pod would see them mounted (ports, socket and primary moved)."""
     config_dir, credentials_dir = server.root / "config", server.root / "credentials"
     config_dir.mkdir()
@@ -207,7 +210,37 @@ def write_instance_files(instance: Instance, server: Server, upstream: Server | 
     (config_dir / config.HBA_FILE).write_text(config.pg_hba_conf().replace("0.0.0.0/0", "127.0.0.1/32"))
     (config_dir / config.PRIMARY_FILE).write_text(instance.primary)
     (credentials_dir / "superuser-password").write_text(server.superuser_password)
+    if store is not None:
+        write_archive_files(instance, server, store)
     return config_dir, credentials_dir
+
+
+def write_archive_files(instance: Instance, server: Server, store: ObjectStore) -> None:
+    """The pgBackRest files of the ConfigMap, and the object store's keys and CA as the Pod mounts them."""
+    root = server.root
+    keys_dir, ca_dir = root / "object-store", root / "object-store-ca"
+    keys_dir.mkdir()
+    ca_dir.mkdir()
+    moved = {  # CA_DIR before KEYS_DIR, its prefix
+        paths.CONFIG_DIR: str(root / "config"),
+        archive.CA_DIR: str(ca_dir),
+        archive.KEYS_DIR: str(keys_dir),
+        paths.PGDATA: str(root / "data" / "pgdata"),
+        paths.SOCKET_DIR: str(server.socket_dir),
+        f"pg1-port={POSTGRES_PORT}": f"pg1-port={server.port}",
+        "lock-path=/tmp/": f"lock-path={root}/",
+    }
+    for name, text in archive.config_files(instance).items():
+        for old, new in moved.items():
+            text = text.replace(old, new)
+        (root / "config" / name).write_text(text)
+    conf = root / "config" / config.CONFIG_FILE
+    conf.write_text(conf.read_text().replace(paths.CONFIG_DIR, str(root / "config")))
+    (keys_dir / archive.ACCESS_KEY_FILE).write_text(store.access_key)
+    (keys_dir / archive.SECRET_KEY_FILE).write_text(
+        store.secret_key + "\n"
+    )  # as a file from `kubectl create secret` may be
+    shutil.copy(store.ca, ca_dir / archive.CA_FILE)
 
 
 def _ready(server: Server) -> bool:
@@ -225,6 +258,7 @@ def start_server(
     share: Path,
     upstream: Server | None = None,
     hostname: str | None = None,
+    store: ObjectStore | None = None,
 ) -> Server:
     """A server as the Pod runs it: the primary, or (with `upstream`) a standby of `upstream` named `<sts>-1`.
 
@@ -233,7 +267,7 @@ def start_server(
     server = Server(runtime, root, free_port(), password, share)
     server.socket_dir.mkdir(parents=True, exist_ok=True)
     if not (root / "config").exists():
-        write_instance_files(instance, server, upstream)
+        write_instance_files(instance, server, upstream, store)
     config_dir, credentials_dir = root / "config", root / "credentials"
     server.chown(root)
     script = statefulset.start_script(
@@ -288,10 +322,11 @@ def make_server(pg_workdir: Path) -> Iterator[Any]:
         password: str = "superuser-secret-Pw1",
         name: str = "srv",
         upstream: Server | None = None,
+        store: ObjectStore | None = None,
     ) -> Server:
         root = pg_workdir / name
         root.mkdir()
-        server = start_server(instance, runtime, root, password, pg_workdir, upstream)
+        server = start_server(instance, runtime, root, password, pg_workdir, upstream, store=store)
         servers.append(server)
         return server
 

@@ -33,15 +33,15 @@ def test_the_primarys_answer_is_read_by_standby_name() -> None:
 
 def test_the_primary_is_read_only_with_standbys_once_it_is_ready_and_settled() -> None:
     pods = [pod("db1-0"), pod("db1-1")]
-    probe = replication.lag_probe(THREE, pods)
+    probe = replication.primary_probe(THREE, pods)
     assert probe is not None and (probe.verb, probe.name) == (Verb.EXEC, "db1-0")
     assert probe.body["command"][-1] == replication.LAG_SQL
-    assert replication.lag_probe(make_instance({"instances": 1}), pods) is None
-    assert replication.lag_probe(THREE, [pod("db1-0", ready=False), pod("db1-1")]) is None
+    assert replication.primary_probe(make_instance({"instances": 1}), pods) is None
+    assert replication.primary_probe(THREE, [pod("db1-0", ready=False), pod("db1-1")]) is None
     never = dataclasses.replace(THREE, settings=Settings(replication_probe_seconds=0))
-    assert replication.lag_probe(never, pods) is None and replication.period(never) is None, "0: never read"
+    assert replication.primary_probe(never, pods) is None and replication.period(never) is None, "0: never read"
     failing_over = dataclasses.replace(THREE, current_primary="db1-0", target_primary="db1-1")
-    assert replication.lag_probe(failing_over, pods) is None, "no read while the primary changes"
+    assert replication.primary_probe(failing_over, pods) is None, "no read while the primary changes"
 
 
 def test_each_server_is_listed_by_ordinal_with_its_role_readiness_and_lag() -> None:

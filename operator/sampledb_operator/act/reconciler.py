@@ -2,9 +2,9 @@
 
 1. Observe: a `Snapshot` from the watch caches (no API read).
 2. Decide: `reconcile.decide.decide`, pure.
-   With standbys, the primary's `pg_stat_replication` is read too (through `pods/exec`, at most
-   once a `replication.period`; a pass in between reuses the last answer), for the servers'
-   status and the lag metric.
+   With standbys or an object store, the primary's `pg_stat_replication` and `pg_stat_archiver`
+   are read too (through `pods/exec`, at most once a `replication.period`; a pass in between
+   reuses the last answer), for the servers' and the archive's status and their metrics.
    A plan may first ask for probes, reads only a Pod can answer (a standby's WAL position while a
    failover is decided): they are made, and the decision is made again with their answers.
 3. Act: the executor makes the writes. When the API server tells something the decision could
@@ -32,11 +32,12 @@ from sampledb_operator import metrics
 from sampledb_operator.act.executor import Executor, Observer, key
 from sampledb_operator.k8s.api import KubeApi
 from sampledb_operator.observe.snapshot import Snapshot
+from sampledb_operator.reconcile import archiving
 from sampledb_operator.reconcile.decide import decide
 from sampledb_operator.reconcile.deletion import DELETING
 from sampledb_operator.reconcile.outcome import Outcome
 from sampledb_operator.reconcile.plan import Plan
-from sampledb_operator.reconcile.replication import lag_probe, period, servers, standby_metrics
+from sampledb_operator.reconcile.replication import period, primary_probe, servers, standby_metrics
 from sampledb_operator.resources.instance import Instance
 from sampledb_operator.resources.secret import generate_password
 from sampledb_operator.settings import Settings
@@ -56,7 +57,7 @@ def now_utc() -> datetime:  # noqa: D103
 
 
 class Read(NamedTuple):
-    """The last read of a primary's `pg_stat_replication`: which Pod, when (monotonic), its answer."""
+    """The last read of a primary (`replication.primary_probe`): which Pod, when (monotonic), its answer."""
 
     pod: str
     at: float
@@ -120,13 +121,13 @@ class Reconciler:
         return Outcome(phase=plan.phase, actions=actions, requeue_after=requeue, events=events)
 
     def _with_replication(self, snap: Snapshot) -> Snapshot:
-        """The snapshot with the primary's `pg_stat_replication`, read again once it is a period old."""
+        """The snapshot with the primary's answer (`replication.primary_probe`), read again once it is a period old."""
         key = (snap.namespace, snap.sampledb["metadata"]["name"])
         try:
             instance = Instance.from_object(snap.sampledb, self.settings)
         except ValidationError:
             return snap  # the decision reports the spec
-        probe, every = lag_probe(instance, snap.database_pods()), period(instance)
+        probe, every = primary_probe(instance, snap.database_pods()), period(instance)
         if probe is None or every is None:
             self._forget_replication(key)
             return snap
@@ -138,8 +139,18 @@ class Reconciler:
             if answer is not None:
                 listed = servers(instance, snap.database_pods(), answer, None)
                 metrics.record_replication(key, standby_metrics(listed))
+                _record_archiving(key, archiving.parse(answer))
         return dataclasses.replace(snap, replication=last.answer)
 
     def _forget_replication(self, key: tuple[str, str]) -> None:
         if self.replication.pop(key, None) is not None:
             metrics.record_replication(key, {})
+            metrics.forget_archiving(key)
+
+
+def _record_archiving(key: tuple[str, str], found: archiving.Archiver | None) -> None:
+    if found is None:
+        metrics.forget_archiving(key)
+        return
+    last = datetime.fromisoformat(found.archived_time).timestamp() if found.archived_time else None
+    metrics.record_archiving(key, found.failing, found.pending, last)

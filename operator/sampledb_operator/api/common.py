@@ -25,6 +25,10 @@ QUANTITY_PATTERN = (
 CRON_PATTERN = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4}\S+)$"
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 SQL_IDENTIFIER_PATTERN = r"^[a-z_][a-z0-9_]{0,62}$"
+SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"  # noqa: S105 - what the API server accepts as a Secret's key
+# https, a DNS name (pgBackRest matches only DNS names against a certificate), an optional port.
+OBJECT_STORE_ENDPOINT_PATTERN = r"^https://[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?(:[0-9]{1,5})?/?$"
+BUCKET_PATTERN = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"  # S3's bucket naming rules
 
 # Names an application role must not take. The operator's Jobs log in as the superuser `postgres`
 # with the superuser password: an owner of that name would get the application's password (the
@@ -201,6 +205,13 @@ class StoragePhase(StrEnum):
     EXPANSION_UNSUPPORTED = "ExpansionUnsupported"
 
 
+class UriStyle(StrEnum):
+    """How requests name the bucket: in the path (most S3-compatible stores) or in the host name (AWS)."""
+
+    PATH = "Path"
+    HOST = "Host"
+
+
 class FailoverState(StrEnum):
     """A failover under way (stopping the old primary; then the target chosen, not yet promoted) or done."""
 
@@ -326,6 +337,17 @@ class ServerStatus(ApiModel):
     )
 
 
+class ArchiveStatus(ApiModel):
+    """Continuous WAL archiving as the primary's pg_stat_archiver last said (with spec.backup.objectStore)."""
+
+    repositoryPath: str = Field(description="Where in the bucket this SampleDB's WAL and base backups go.")
+    lastArchivedWAL: str | None = Field(None, description="The last WAL segment archived.")
+    lastArchivedTime: str | None = Field(None, description="When it was archived (RFC 3339).")
+    lastFailedWAL: str | None = Field(None, description="The last WAL segment whose archiving failed.")
+    lastFailedTime: str | None = Field(None, description="When that failed (RFC 3339).")
+    pendingSegments: int | None = Field(None, description="WAL segments complete and not yet archived.", ge=0)
+
+
 class SampleDBStatus(ApiModel):
     """The observed state of a SampleDB, written only by the operator."""
 
@@ -349,6 +371,7 @@ class SampleDBStatus(ApiModel):
     upgrade: UpgradeStatus | None = Field(None, description="The current or last major-version upgrade.")
     storage: StorageStatus | None = Field(None, description="The data volumes and their growth.")
     failover: FailoverStatus | None = Field(None, description="The current or last failover or switchover.")
+    archive: ArchiveStatus | None = Field(None, description="Continuous WAL archiving to the object store.")
     servers: list[ServerStatus] | None = Field(
         None,
         description="With standbys: each database Pod's role, readiness and replication lag "

@@ -12,14 +12,17 @@ from typing import Annotated
 from pydantic import AfterValidator, Field, model_validator
 
 from sampledb_operator.api.common import (
+    BUCKET_PATTERN,
     CRON_PATTERN,
     DATABASE_MESSAGE,
     DATABASE_RULE,
     DEFAULT_MAJOR_VERSION,
     DNS_LABEL_PATTERN,
     MAX_INSTANCES,
+    OBJECT_STORE_ENDPOINT_PATTERN,
     ROLE_MESSAGE,
     ROLE_RULE,
+    SECRET_KEY_PATTERN,
     SQL_IDENTIFIER_PATTERN,
     ApiModel,
     DeletionPolicy,
@@ -27,6 +30,7 @@ from sampledb_operator.api.common import (
     PostgresParameters,
     Quantity,
     SampleDBStatus,
+    UriStyle,
     cel,
     grows_only,
     k8s_extra,
@@ -93,8 +97,82 @@ class StorageSpec(ApiModel):
     )
 
 
+def _no_parent(field: str) -> Callable[[str], str]:
+    """The model's copy of a CEL rule refusing '..' (a v1beta1 write is checked by the model only)."""
+
+    def check(value: str) -> str:
+        if ".." in value:
+            raise ValueError(f"{field} must not contain '..'")
+        return value
+
+    return check
+
+
+class SecretKeySelector(ApiModel):
+    """One key of a Secret in the SampleDB's namespace."""
+
+    name: str = Field(description="The Secret's name.", pattern=DNS_LABEL_PATTERN, max_length=253)
+    key: str = Field(description="The key within the Secret.", pattern=SECRET_KEY_PATTERN, max_length=253)
+
+
+class ObjectStoreCredentials(ApiModel):
+    """The S3 access key pair, read from a Secret (never shown in the Pod spec, a log or an event)."""
+
+    secretName: str = Field(
+        description="A Secret in this namespace holding the access key ID and the secret access key.",
+        pattern=DNS_LABEL_PATTERN,
+        max_length=253,
+    )
+    accessKeyIdKey: str = Field(
+        "accessKeyId", description="The Secret's key holding the access key ID.", pattern=SECRET_KEY_PATTERN
+    )
+    secretAccessKeyKey: str = Field(
+        "secretAccessKey", description="The Secret's key holding the secret access key.", pattern=SECRET_KEY_PATTERN
+    )
+
+
+class ObjectStoreSpec(ApiModel):
+    """An S3-compatible object store that receives the write-ahead log continuously (pgBackRest)."""
+
+    endpoint: str = Field(
+        description=(
+            "https://host[:port] of the S3 API. TLS only; the host must be a DNS name its certificate names "
+            "(pgBackRest does not match IP addresses against certificates)."
+        ),
+        pattern=OBJECT_STORE_ENDPOINT_PATTERN,
+        max_length=260,
+    )
+    bucket: str = Field(description="The bucket, which must exist.", pattern=BUCKET_PATTERN)
+    path: Annotated[str, AfterValidator(_no_parent("objectStore.path"))] = Field(
+        "/sampledb",
+        description=(
+            "Prefix in the bucket. Each SampleDB archives under <path>/<namespace>/<name>/<uid> (its own "
+            "repository: a re-created SampleDB never writes into its predecessor's), shown in status.archive."
+        ),
+        pattern=r"^/[A-Za-z0-9._/-]*$",
+        max_length=512,
+        json_schema_extra=k8s_extra(
+            **{"x-kubernetes-validations": [cel("!self.contains('..')", "objectStore.path must not contain '..'")]}
+        ),
+    )
+    region: str = Field("us-east-1", description="The S3 region.", pattern=r"^[a-z0-9-]+$", max_length=64)
+    uriStyle: UriStyle = Field(
+        UriStyle.PATH, description="Path (https://host/bucket/key) or Host (https://bucket.host/key) requests."
+    )
+    credentials: ObjectStoreCredentials = Field(description="The access key pair.")
+    caBundle: SecretKeySelector | None = Field(
+        None, description="A Secret key holding the PEM CA bundle that signs the endpoint; system CAs when unset."
+    )
+    kmsKeyId: str | None = Field(
+        None,
+        description="Server-side encryption: the store's KMS key ID (aws:kms) for every object written.",
+        min_length=1,
+        max_length=2048,
+    )
+
+
 class BackupSpec(ApiModel):
-    """Scheduled logical backups of the database."""
+    """Scheduled logical backups of the database, and continuous archiving of its WAL."""
 
     schedule: str | None = Field(
         None,
@@ -108,6 +186,14 @@ class BackupSpec(ApiModel):
         description=(
             "Restore every backup into a scratch database right after taking it; a backup that does not "
             "restore fails and is removed instead of being kept."
+        ),
+    )
+    objectStore: ObjectStoreSpec | None = Field(
+        None,
+        description=(
+            "Archive the write-ahead log continuously to this object store (from the primary, with "
+            "archive_timeout 30s unless spec.postgres.parameters says otherwise). Needs pgbackrest in the "
+            "image: without it the server runs without archiving and the ContinuousArchiving condition says so."
         ),
     )
 

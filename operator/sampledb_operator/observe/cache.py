@@ -73,8 +73,11 @@ def _backup_of(*jobs: dict[str, Any] | None) -> str | None:
 def references(sampledb: dict[str, Any]) -> set[tuple[str, str]]:
     """(kind, name) of the objects a SampleDB's spec names (read from the raw spec: no model)."""
     spec = sampledb.get("spec") or {}
+    store = (spec.get("backup") or {}).get("objectStore") or {}
     named = [
         ("Secret", (spec.get("credentials") or {}).get("secretName")),
+        ("Secret", (store.get("credentials") or {}).get("secretName")),
+        ("Secret", (store.get("caBundle") or {}).get("name")),
         ("ConfigMap", (spec.get("migrations") or {}).get("configMap")),
         ("SampleDBBackup", (spec.get("restore") or {}).get("backup")),
         ("PersistentVolumeClaim", (spec.get("restore") or {}).get("persistentVolumeClaim")),

@@ -188,7 +188,12 @@ def user_secret_problem(instance: Instance, observed: dict[str, Any] | None) -> 
     field_ref = f"spec.credentials.secretName ({instance.credentials_secret})"
     if observed is None:
         return f"{field_ref}: Secret not found; create it or unset the field to have one generated"
-    missing = [k for k in secret.REQUIRED_KEYS if k not in (observed.get("data") or {})]
-    if missing:
-        return f"{field_ref}: Secret lacks the key(s) {', '.join(missing)}; add them"
-    return None
+    return referenced_secret_problem(field_ref, observed, list(secret.REQUIRED_KEYS))
+
+
+def referenced_secret_problem(field_ref: str, observed: dict[str, Any] | None, keys: list[str]) -> str | None:
+    """Why a Secret a field names cannot be mounted (missing, or lacking a key), or None."""
+    if observed is None:
+        return f"{field_ref}: Secret not found; create it"
+    missing = [k for k in keys if k not in (observed.get("data") or {})]
+    return f"{field_ref}: Secret lacks the key(s) {', '.join(missing)}; add them" if missing else None

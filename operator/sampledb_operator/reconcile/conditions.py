@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 READY, PROGRESSING, DEGRADED = "Ready", "Progressing", "Degraded"
+ARCHIVING = "ContinuousArchiving"  # with spec.backup.objectStore (`reconcile/archiving.py`)
 ORDER = (READY, PROGRESSING, DEGRADED)
 # Far below the API's 32 KiB per condition message: a status write must never fail on its length.
 MAX_MESSAGE = 4000

@@ -25,6 +25,7 @@ from sampledb_operator.api.common import Phase
 from sampledb_operator.jobs.initialize import init_job
 from sampledb_operator.observe.snapshot import Snapshot
 from sampledb_operator.reconcile import (
+    archiving,
     children,
     conditions,
     config_check,
@@ -54,6 +55,7 @@ from sampledb_operator.reconcile.status import (
     ready_replicas,
     termination_summary,
 )
+from sampledb_operator.resources import archive
 from sampledb_operator.resources.config import parameter_problems
 from sampledb_operator.resources.instance import Instance
 from sampledb_operator.settings import Settings
@@ -120,6 +122,10 @@ def _problems(snap: Snapshot, instance: Instance) -> list[Problem]:
     secret_problem = children.user_secret_problem(instance, snap.get("Secret", instance.credentials_secret))
     if secret_problem:
         problems.append(Problem("SecretInvalid", secret_problem))
+    for field, name, keys in archive.secret_references(instance):
+        store_problem = children.referenced_secret_problem(f"{field} ({name})", snap.get("Secret", name), keys)
+        if store_problem:
+            problems.append(Problem("ObjectStoreSecretInvalid", store_problem))
     return problems
 
 
@@ -197,6 +203,8 @@ def _converge(snap: Snapshot, instance: Instance, now: datetime) -> Plan:
         failover=switch.failover if switch else None,
         failing_over=(switch.reason, switch.progress) if switch and switch.progress else None,
         servers=replication.servers(instance, database_pods, snap.replication, status.get("servers")),
+        archive=archiving.status(instance, snap.replication, status.get("archive")),
+        archiving=archiving.condition(instance, snap.replication),
     )
     new_status, events = _status(obj, instance, observation, timestamp(now))
     for operation, event in (

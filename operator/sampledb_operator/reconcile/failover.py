@@ -33,7 +33,8 @@ killed at any point resumes from the status and promotes once.
       budgets move to toPod;
       --> a switchover stops the old primary: its Pod, if created before startTime, is deleted
           with 30 s for the preStop hook's fast shutdown, and nothing is promoted until it is gone;
-      --> pg_promote on toPod (a no-op if it is already promoted)
+      --> pg_promote on toPod (a no-op if it is already promoted); with an object store, the
+          segments it streamed are first marked for its archiver (`archive.REARCHIVE_STREAMED`)
       --> Completed: status.currentPrimary = toPod, status.failover.completionTime.
     toPod lost before its promotion: elected again among the other ready standbys.
 
@@ -58,6 +59,7 @@ from typing import Any
 from sampledb_operator.api.common import FailoverState
 from sampledb_operator.reconcile.children import Action, Verb
 from sampledb_operator.reconcile.status import pod_ready
+from sampledb_operator.resources import archive
 from sampledb_operator.resources.instance import SWITCHOVER_ANNOTATION, Instance
 from sampledb_operator.resources.statefulset import SERVER_CONTAINER as CONTAINER
 from sampledb_operator.resources.statefulset import server_sql
@@ -197,7 +199,7 @@ def plan_failover(
         "Pod",
         target,
         "PromoteStandby",
-        {"container": CONTAINER, "command": server_sql(PROMOTE_SQL), "expect": "t"},
+        {"container": CONTAINER, "command": archive.promote_command(instance, server_sql(PROMOTE_SQL)), "expect": "t"},
     )
     done = {**failover, "state": FailoverState.COMPLETED.value, "completionTime": now}
     note = f"{target} promoted: it serves writes in place of {old} ({failover.get('reason')})"

@@ -4,7 +4,8 @@ Only the primary knows how far every standby got (`pg_stat_replication`), so the
 it there with `psql` through `pods/exec`, as failover reads positions, and hands the answer to the
 decision as `Snapshot.replication`. It is read at most once a period per SampleDB with standbys
 (`Settings.replication_probe_seconds`, 30 s by default, 0 never; a pass in between reuses the
-last answer, see `act.reconciler`), and never with one server. The status changes, and so is
+last answer, see `act.reconciler`), and never with one server unless it archives: the same exec
+then reads `pg_stat_archiver` too (`reconcile/archiving.py`). The status changes, and so is
 written, only when a role, a readiness, a replication state or a lag changes: an idle database
 costs one exec per period and no write. At scale the period is the knob: 1,000 SampleDBs with
 standbys cost about 33 execs a second at 30 s.
@@ -21,6 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from sampledb_operator.reconcile import archiving
 from sampledb_operator.reconcile.children import Action, Verb
 from sampledb_operator.reconcile.status import pod_ready
 from sampledb_operator.resources.instance import Instance
@@ -44,20 +46,25 @@ class Standby:
 
 
 def period(instance: Instance) -> float | None:
-    """Seconds between two reads of the primary's `pg_stat_replication`; None: never read."""
+    """Seconds between two reads of the primary; None: never read (one server and no archiving, or reads off)."""
     seconds = instance.settings.replication_probe_seconds
-    return float(seconds) if seconds and instance.has_standbys else None
+    archiving = instance.spec.backup.objectStore is not None
+    return float(seconds) if seconds and (instance.has_standbys or archiving) else None
 
 
-def lag_probe(instance: Instance, pods: Iterable[dict[str, Any]]) -> Action | None:
-    """The read of the primary's `pg_stat_replication`; None with one server, reads off, or no settled primary."""
+def primary_probe(instance: Instance, pods: Iterable[dict[str, Any]]) -> Action | None:
+    """The read of the primary's `pg_stat_replication` (and `pg_stat_archiver`, `reconcile/archiving.py`).
+
+    None when there is nothing to read (see `period`), or no settled and ready primary.
+    """
     if period(instance) is None or instance.target_primary is not None:
         return None
     primary = instance.serving_primary
     if not any(p["metadata"]["name"] == primary and pod_ready(p) for p in pods):
         return None
-    body = {"container": SERVER_CONTAINER, "command": server_sql(LAG_SQL)}
-    return Action(Verb.EXEC, "Pod", primary, "ReadReplication", body)
+    queries = [LAG_SQL] if instance.spec.backup.objectStore is None else [LAG_SQL, archiving.ARCHIVE_SQL]
+    body = {"container": SERVER_CONTAINER, "command": server_sql(*queries)}
+    return Action(Verb.EXEC, "Pod", primary, "ReadPrimary", body)
 
 
 def parse(answer: str) -> dict[str, Standby]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from sampledb_operator.api.common import Phase
 from sampledb_operator.reconcile import conditions
-from sampledb_operator.reconcile.conditions import DEGRADED, PROGRESSING, READY, Value
+from sampledb_operator.reconcile.conditions import ARCHIVING, DEGRADED, PROGRESSING, READY, Value
 from sampledb_operator.resources.instance import Instance
 
 
@@ -85,6 +85,8 @@ class Observation:
     failover: dict[str, Any] | None = None  # status.failover as the failover left it (None: not looked at)
     failing_over: tuple[str, str] | None = None  # while the primary changes: the reason, and what is done
     servers: list[dict[str, Any]] | None = None  # status.servers (None: one server)
+    archive: dict[str, Any] | None = None  # status.archive (None: no object store)
+    archiving: Value | None = None  # the ContinuousArchiving condition (None: nothing new to say)
 
 
 @dataclass(frozen=True)
@@ -188,9 +190,10 @@ def compute_status(
 ) -> dict[str, Any]:
     """The full status to write; equal to `previous_status` when nothing changed."""
     decided = verdict(previous_status, observation)
-    merged = conditions.merge(
-        previous_status.get("conditions"), decided.updates(), generation=instance.generation, now=now
-    )
+    updates = decided.updates() | ({ARCHIVING: observation.archiving} if observation.archiving else {})
+    merged = conditions.merge(previous_status.get("conditions"), updates, generation=instance.generation, now=now)
+    if observation.archive is None:  # no object store (any more): no archiving to report on
+        merged = [c for c in merged if c["type"] != ARCHIVING]
     status: dict[str, Any] = {
         "phase": decided.phase.value,
         "observedGeneration": instance.generation,
@@ -207,6 +210,7 @@ def compute_status(
         "upgrade": observation.upgrade or previous_status.get("upgrade"),
         "storage": observation.storage or previous_status.get("storage"),  # kept while not looked at
         "servers": observation.servers,
+        "archive": observation.archive,
     }
     # Until a Pod is ready again, the image and version last seen running stay (not dropped).
     running = _running_image(observation.statefulset)

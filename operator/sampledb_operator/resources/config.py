@@ -14,13 +14,14 @@ from importlib import resources
 from typing import Any
 
 from sampledb_operator.api.common import MAX_INSTANCES
+from sampledb_operator.resources import archive
 from sampledb_operator.resources.instance import POSTGRES_PORT, Instance
+from sampledb_operator.resources.paths import CONFIG_DIR as CONFIG_DIR  # re-exported: imported from here
+from sampledb_operator.resources.paths import SOCKET_DIR as SOCKET_DIR
 
 CONFIG_FILE = "postgresql.conf"
 HBA_FILE = "pg_hba.conf"
 PRIMARY_FILE = "primary"  # the primary's Pod name (empty while a failover fences the old one): who initialises
-CONFIG_DIR = "/etc/sampledb/config"
-SOCKET_DIR = "/var/run/postgresql"
 # Standbys stream as the superuser, whose password every server already has (the credentials
 # volume): a dedicated role would need a key that existing and user-supplied Secrets lack.
 REPLICATION_USER = "postgres"
@@ -42,6 +43,8 @@ MANAGED_PARAMETERS = frozenset(
         "primary_conninfo",
         "primary_slot_name",
         "synchronous_standby_names",  # spec.replication.synchronous
+        # On without an archive_command, the server keeps every WAL segment until its volume is full.
+        "archive_mode",  # spec.backup.objectStore
     }
 )
 DANGEROUS_PARAMETERS = frozenset(
@@ -123,6 +126,7 @@ def postgresql_conf(instance: Instance) -> str:
     ]
     if instance.synchronous:
         lines.append(f"synchronous_standby_names = {_quote(synchronous_standby_names(instance))}")
+    lines += archive.postgresql_settings(instance)
     lines += [f"{name} = {_quote(value)}" for name, value in sorted(instance.spec.postgres.parameters.items())]
     return "\n".join(lines) + "\n"
 
@@ -161,5 +165,6 @@ def config_map(instance: Instance) -> dict[str, Any]:
             CONFIG_FILE: postgresql_conf(instance),
             HBA_FILE: pg_hba_conf(),
             PRIMARY_FILE: "" if instance.fencing else instance.primary,
+            **archive.config_files(instance),
         },
     }

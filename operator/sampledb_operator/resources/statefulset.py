@@ -13,7 +13,7 @@ import hashlib
 from typing import Any
 
 from sampledb_operator.api.common import SUPERUSER
-from sampledb_operator.resources import security
+from sampledb_operator.resources import archive, security
 from sampledb_operator.resources.config import (
     CONFIG_DIR,
     CONFIG_FILE,
@@ -26,12 +26,12 @@ from sampledb_operator.resources.config import (
     postgresql_conf,
 )
 from sampledb_operator.resources.instance import POSTGRES_PORT, Instance
+from sampledb_operator.resources.paths import DATA_MOUNT as DATA_MOUNT  # re-exported: imported from here
+from sampledb_operator.resources.paths import PGDATA as PGDATA
 from sampledb_operator.resources.secret import PASSFILE_FROM_SECRET, SUPERUSER_PASSWORD_KEY
 from sampledb_operator.resources.volumes import claim_spec
 
 SERVER_CONTAINER = "postgres"  # the server's container: the operator execs into it (failover, lag)
-DATA_MOUNT = "/var/lib/postgresql/data"
-PGDATA = f"{DATA_MOUNT}/pgdata"  # a subdirectory: a fresh volume's root may hold lost+found
 CREDENTIALS_DIR = "/etc/sampledb/credentials"
 CONFIG_HASH_ANNOTATION = "sampledb.io/config-hash"
 DEFAULT_REQUESTS = {"cpu": "100m", "memory": "256Mi"}
@@ -70,6 +70,8 @@ def start_script(
       server does not start. Either way two primaries never serve at once.
     The password file a standby connects with ($PGPASSFILE) is written at every start into the
     Pod's private socket folder, from the Secret file ($PASSWORD_FILE).
+    With an object store configured and no pgbackrest in the image, the server starts without
+    archiving (`resources/archive.py`) rather than keep every segment for a command that cannot run.
     """
     upstream = f"host={primary_host} port={primary_port} user={REPLICATION_USER} dbname=postgres connect_timeout=5"
     # PID 1 ignores signals it has no handler for: without the trap, a standby waiting for its
@@ -123,8 +125,13 @@ else
     mv "$PGDATA.clone" "$PGDATA"
   fi
 fi
+set --
+if [ -f {config_dir}/{archive.CONF_FILE} ] && ! command -v pgbackrest >/dev/null; then
+  echo "sampledb: spec.backup.objectStore is set but this image has no pgbackrest: WAL is not archived" >&2
+  set -- -c archive_mode=off
+fi
 exec postgres -D "$PGDATA" -c config_file={config_dir}/{CONFIG_FILE} -c hba_file={config_dir}/{HBA_FILE} \\
-  -c cluster_name="$HOSTNAME"
+  -c cluster_name="$HOSTNAME" "$@"
 """  # noqa: S608 - a shell script: its SQL is a constant
 
 
@@ -148,9 +155,12 @@ def probe_command(socket_dir: str = SOCKET_DIR) -> list[str]:
     return ["pg_isready", "--host", socket_dir, "--port", str(POSTGRES_PORT), "--quiet"]
 
 
-def server_sql(sql: str) -> list[str]:
-    """`psql` as the superuser over the server's own socket (trusted), for the operator's execs."""
-    return ["psql", "-h", SOCKET_DIR, "-U", SUPERUSER, "-d", "postgres", "-XAtc", sql]
+def server_sql(*sql: str) -> list[str]:
+    """`psql` as the superuser over the server's own socket (trusted), for the operator's execs.
+
+    Each query is its own `-c`: psql prints every one's rows, in order.
+    """
+    return ["psql", "-h", SOCKET_DIR, "-U", SUPERUSER, "-d", "postgres", "-XAt", *(a for q in sql for a in ("-c", q))]
 
 
 def _probe(*, period: int, failures: int) -> dict[str, Any]:
@@ -187,6 +197,7 @@ def _container(instance: Instance) -> dict[str, Any]:
             {"name": "credentials", "mountPath": CREDENTIALS_DIR, "readOnly": True},
             {"name": "run", "mountPath": SOCKET_DIR},
             {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - an emptyDir private to the Pod
+            *archive.mounts(instance),
         ],
     }
 
@@ -251,6 +262,7 @@ def statefulset(instance: Instance) -> dict[str, Any]:
                         },
                         {"name": "run", "emptyDir": {}},
                         {"name": "tmp", "emptyDir": {}},
+                        *archive.volumes(instance),
                     ],
                 },
             },

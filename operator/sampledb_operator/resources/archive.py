@@ -1,0 +1,231 @@
+"""Continuous WAL archiving to an S3-compatible object store (`spec.backup.objectStore`), with pgBackRest.
+
+Why pgBackRest: it is packaged for every Debian release our images come from (bookworm 2.45,
+trixie 2.55, forky 2.60), adds about 1 MB of C to an image (barman-cli-cloud adds Python and
+boto3, 110-150 MB; WAL-G is neither packaged nor obtainable here), refuses secrets on its command
+line and redacts them in its own log, checks that a repository belongs to the database pushing
+into it (the stanza records the system identifier), and restores to a time, an LSN or a named
+point. What the operand image must then have: `pgbackrest` on PATH, from the same release as the
+server. An image without it still runs: the start script leaves `archive_mode` off and says so,
+and the `ContinuousArchiving` condition names the image (`reconcile/archiving.py`); WAL never
+piles up behind a command that cannot work.
+
+How it runs: the server's archiver calls `archive_command` for every completed segment, so
+pgBackRest runs in the database container, through `pgbackrest.sh` (in the instance's ConfigMap):
+- The settings without a secret are `pgbackrest.conf`, in the same ConfigMap (a change reaches the
+  Pods without a restart: pgBackRest reads it on every call).
+- The access keys are files of the user's Secret, mounted in the Pod. The script writes them into
+  a pgBackRest `conf.d` file in the Pod's private socket folder (mode 0600) before every call, so a
+  rotated key is used from the next segment on; no key is ever an argument, an environment
+  variable, a line of a log or part of an object the operator writes.
+- Each SampleDB has its own repository, `<path>/<namespace>/<name>/<uid>`: a re-created SampleDB
+  of the same name never pushes into its predecessor's. Its stanza is created by the first push
+  that finds none (the archiver runs it on the primary, where the server is up), so no step of the
+  operator has to wait for it.
+- A push that fails leaves its message in `$LAST_ERROR`, read with pg_stat_archiver
+  (`reconcile/archiving.py`): the condition says why, in pgBackRest's own words; the server keeps
+  the segment and retries.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from sampledb_operator.resources.instance import POSTGRES_PORT, Instance
+from sampledb_operator.resources.paths import CONFIG_DIR, PGDATA, SOCKET_DIR
+
+CONF_FILE = "pgbackrest.conf"
+SCRIPT_FILE = "pgbackrest.sh"
+STANZA = "db"
+KEYS_DIR = "/etc/sampledb/object-store"  # the user's Secret: the two keys, as files
+CA_DIR = "/etc/sampledb/object-store-ca"
+ACCESS_KEY_FILE = "access-key-id"
+SECRET_KEY_FILE = "secret-access-key"  # noqa: S105 - a file name
+CA_FILE = "ca.crt"
+RUN_DIR = f"{SOCKET_DIR}/pgbackrest"  # private to the Pod: the keys as pgBackRest reads them, the last error
+LAST_ERROR = f"{RUN_DIR}/last-error"
+PUSH_TIMEOUT_SECONDS = 60  # one segment's push, store unreachable or slow: then it fails, and is retried
+ARCHIVE_TIMEOUT = "30s"  # an idle-ish database still archives: at most this much of its writes at risk
+KEYS_VOLUME = "object-store-keys"
+CA_VOLUME = "object-store-ca"
+
+
+def repository_path(instance: Instance) -> str:
+    """This SampleDB's own repository in the bucket."""
+    store = instance.spec.backup.objectStore
+    prefix = store.path.rstrip("/") if store else ""
+    return f"{prefix}/{instance.namespace}/{instance.name}/{instance.uid}"
+
+
+def pgbackrest_conf(instance: Instance) -> str | None:
+    """The pgBackRest settings (no secret in them); None without an object store."""
+    store = instance.spec.backup.objectStore
+    if store is None:
+        return None
+    url = urlsplit(store.endpoint)
+    lines = [
+        "# Managed by the SampleDB operator; edit spec.backup.objectStore instead.",
+        "[global]",
+        "repo1-type=s3",
+        f"repo1-s3-endpoint={url.hostname}",
+        f"repo1-storage-port={url.port or 443}",
+        f"repo1-s3-bucket={store.bucket}",
+        f"repo1-s3-region={store.region}",
+        f"repo1-s3-uri-style={store.uriStyle.value.lower()}",
+        f"repo1-path={repository_path(instance)}",
+    ]
+    if store.caBundle is not None:
+        lines.append(f"repo1-storage-ca-file={CA_DIR}/{CA_FILE}")
+    if store.kmsKeyId is not None:
+        lines.append(f"repo1-s3-kms-key-id={store.kmsKeyId}")
+    lines += [
+        "compress-type=lz4",  # fast: the archiver pushes one segment at a time
+        # A store that does not answer: pgBackRest retries each request until its I/O timeout, which
+        # at the default (60 s) held one push for minutes (PUSH_TIMEOUT bounds the whole push).
+        "io-timeout=10",
+        "log-level-file=off",  # the root file system is read-only; messages go to the server's log
+        "lock-path=/tmp/pgbackrest",
+        f"[{STANZA}]",
+        f"pg1-path={PGDATA}",
+        f"pg1-socket-path={SOCKET_DIR}",
+        f"pg1-port={POSTGRES_PORT}",
+        "pg1-user=postgres",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def script() -> str:
+    """`pgbackrest.sh COMMAND [ARG...]`: pgBackRest with this instance's settings and the current keys.
+
+    `archive-push` that finds no stanza creates it and pushes again; a push that fails writes
+    pgBackRest's whole message to the server's log and its gist (first line, the store's error
+    codes) to LAST_ERROR (removed by the next success), and exits non-zero, so the server keeps
+    the segment and retries.
+    """
+    return f"""#!/bin/sh
+# Managed by the SampleDB operator: pgBackRest with the object store's settings and keys.
+set -eu
+command -v pgbackrest >/dev/null || {{ echo "sampledb: this image has no pgbackrest" >&2; exit 1; }}
+umask 077
+mkdir -p {RUN_DIR}/conf.d
+{{
+  printf '[global]\\nrepo1-s3-key='; tr -d '\\n' < {KEYS_DIR}/{ACCESS_KEY_FILE}
+  printf '\\nrepo1-s3-key-secret='; tr -d '\\n' < {KEYS_DIR}/{SECRET_KEY_FILE}; printf '\\n'
+}} > {RUN_DIR}/conf.d/keys.conf.$$
+mv {RUN_DIR}/conf.d/keys.conf.$$ {RUN_DIR}/conf.d/keys.conf
+pgbackrest="pgbackrest --config={CONFIG_DIR}/{CONF_FILE} --config-include-path={RUN_DIR}/conf.d --stanza={STANZA}"
+if [ "$1" != archive-push ]; then
+  exec $pgbackrest "$@"
+fi
+# A push that cannot finish within PUSH_TIMEOUT_SECONDS fails, so pg_stat_archiver says so; the
+# server retries it.
+rc=0
+out="$(timeout {PUSH_TIMEOUT_SECONDS} $pgbackrest "$@" 2>&1)" || rc=$?
+if [ "$rc" -eq 0 ]; then
+  rm -f {LAST_ERROR}
+  exit 0
+fi
+if [ "$rc" -eq 124 ]; then
+  out="sampledb: the push did not finish within {PUSH_TIMEOUT_SECONDS} s: the object store does not answer \\
+(or too slowly)
+$out"
+fi
+case "$out" in
+  *"archive.info"*"missing"*)
+    echo "sampledb: no stanza in this repository yet: creating it"
+    if out="$($pgbackrest stanza-create 2>&1 && timeout {PUSH_TIMEOUT_SECONDS} $pgbackrest "$@" 2>&1)"; then
+      rm -f {LAST_ERROR}
+      exit 0
+    fi ;;
+esac
+printf '%s\\n' "$out" >&2
+# The gist for the condition: pgBackRest's first line, and what the store said (its error codes).
+{{
+  printf '%s\\n' "$out" | sed -n 1p
+  printf '%s\\n' "$out" | sed -n 's/.*<Code>\\([^<]*\\)<\\/Code><Message>\\([^<]*\\)<.*/\\1: \\2/p' | sort -u
+}} > {LAST_ERROR}
+exit 1
+"""
+
+
+# Run just before pg_promote on a standby (`reconcile/failover.py`). A standby marks every segment
+# it streamed as archived (`.done`: with archive_mode on, only a primary archives), though the old
+# primary may not have archived it yet (it was lost, or the store was away), and a promoted server
+# never archives what it did not write itself: the archive would have a gap, and no recovery could
+# cross it. Marked `.ready` again, the new primary's archiver pushes them; pgBackRest accepts a
+# segment it already holds with the same checksum. Not before promotion (in recovery, `.ready` does
+# not keep a segment from being recycled), and once only (standby.signal goes with the promotion).
+REARCHIVE_STREAMED = """if [ -f "$PGDATA/standby.signal" ]; then
+  for done in "$PGDATA"/pg_wal/archive_status/*.done; do
+    [ -e "$done" ] || continue
+    case "$done" in *.partial.done) continue ;; esac
+    mv "$done" "${done%.done}.ready"
+  done
+fi
+"""
+
+
+def promote_command(instance: Instance, command: list[str]) -> list[str]:
+    """`command` (the promotion), preceded by REARCHIVE_STREAMED when the instance archives."""
+    if instance.spec.backup.objectStore is None:
+        return command
+    return ["sh", "-c", REARCHIVE_STREAMED + 'exec "$@"', "promote", *command]
+
+
+def postgresql_settings(instance: Instance) -> list[str]:
+    """The lines of postgresql.conf that archive (before the user's: archive_timeout may be tuned)."""
+    if instance.spec.backup.objectStore is None:
+        return []
+    return [
+        "archive_mode = 'on'",
+        f"archive_command = 'sh {CONFIG_DIR}/{SCRIPT_FILE} archive-push %p'",
+        f"archive_timeout = '{ARCHIVE_TIMEOUT}'",
+    ]
+
+
+def config_files(instance: Instance) -> dict[str, str]:
+    """The ConfigMap's pgBackRest files; none without an object store."""
+    conf = pgbackrest_conf(instance)
+    return {CONF_FILE: conf, SCRIPT_FILE: script()} if conf is not None else {}
+
+
+def volumes(instance: Instance) -> list[dict[str, Any]]:
+    """The keys (and CA bundle) of the object store, from the user's Secrets, readable by the server only."""
+    store = instance.spec.backup.objectStore
+    if store is None:
+        return []
+    keys = store.credentials
+    items = [
+        {"key": keys.accessKeyIdKey, "path": ACCESS_KEY_FILE},
+        {"key": keys.secretAccessKeyKey, "path": SECRET_KEY_FILE},
+    ]
+    listed = [{"name": KEYS_VOLUME, "secret": {"secretName": keys.secretName, "items": items, "defaultMode": 0o440}}]
+    if store.caBundle is not None:
+        ca = {"secretName": store.caBundle.name, "items": [{"key": store.caBundle.key, "path": CA_FILE}]}
+        listed.append({"name": CA_VOLUME, "secret": {**ca, "defaultMode": 0o444}})
+    return listed
+
+
+def mounts(instance: Instance) -> list[dict[str, Any]]:
+    """Where `volumes` appear in the database container."""
+    where = {KEYS_VOLUME: KEYS_DIR, CA_VOLUME: CA_DIR}
+    return [{"name": v["name"], "mountPath": where[v["name"]], "readOnly": True} for v in volumes(instance)]
+
+
+def secret_references(instance: Instance) -> list[tuple[str, str, list[str]]]:
+    """(field, Secret name, keys it must have) for each Secret the object store names."""
+    store = instance.spec.backup.objectStore
+    if store is None:
+        return []
+    keys = store.credentials
+    refs = [
+        (
+            "spec.backup.objectStore.credentials.secretName",
+            keys.secretName,
+            [keys.accessKeyIdKey, keys.secretAccessKeyKey],
+        )
+    ]
+    if store.caBundle is not None:
+        refs.append(("spec.backup.objectStore.caBundle.name", store.caBundle.name, [store.caBundle.key]))
+    return refs
