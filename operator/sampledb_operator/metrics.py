@@ -74,7 +74,8 @@ def _remove_lag(key: tuple[str, str], pod: str) -> None:
 
 WAL_ARCHIVE_FAILING = Gauge(
     "sampledb_wal_archive_failing",
-    "1 while the primary's last attempt to archive a WAL segment failed (spec.backup.objectStore), else 0.",
+    "1 while the primary does not archive its WAL (spec.backup.objectStore): its last attempt failed, or archiving "
+    "is off (no pgbackrest in the image); else 0.",
     ["namespace", "name"],
 )
 WAL_ARCHIVE_PENDING = Gauge(

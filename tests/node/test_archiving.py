@@ -10,6 +10,7 @@ pgBackRest, and every segment between two points), not only what the status says
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,14 +73,16 @@ def archived_in_status(admin: KubeApi, namespace: str, name: str, segment: str) 
 
 
 def segments(store: ObjectStore, repository: str) -> list[str]:
-    """The WAL segment names in the repository (pgBackRest stores `<segment>-<checksum>.lz4`)."""
-    return sorted({Path(key).name[:24] for key in store.objects(repository) if key.startswith("archive/db/")
-                   and len(Path(key).name) > 24 and Path(key).name[:24].isalnum()})  # fmt: skip
+    """The whole WAL segments in the repository: `<segment>-<checksum>.lz4` (not `.partial`, `.history`)."""
+    names = [Path(key).name for key in store.objects(repository) if key.startswith("archive/db/")]
+    return sorted({name[:24] for name in names if name[:24].isalnum() and name[24:25] == "-"})
 
 
-def test_wal_reaches_the_object_store_bit_for_bit_and_catches_up_after_the_store_was_away(
-    admin: KubeApi, kubectl: Any, namespace: str, local_cluster: LocalCluster, k8s_api: k8s.ApiClient, tmp_path: Path
-) -> None:
+@pytest.fixture
+def object_store(
+    admin: KubeApi, namespace: str, local_cluster: LocalCluster, k8s_api: k8s.ApiClient, tmp_path: Path
+) -> Iterator[tuple[ObjectStore, dict[str, Any]]]:
+    """The store in the node's network, its DNS name, its key and CA Secrets; the objectStore naming them."""
     network = local_cluster.network
     assert network is not None
     store = start_object_store(
@@ -87,64 +90,109 @@ def test_wal_reaches_the_object_store_bit_for_bit_and_catches_up_after_the_store
     )
     try:
         expose(admin, k8s_api, namespace, store)
-        admin.create(
-            secret(namespace, "s3-keys", {"accessKeyId": store.access_key, "secretAccessKey": store.secret_key})
-        )
+        keys = {"accessKeyId": store.access_key, "secretAccessKey": store.secret_key}
+        admin.create(secret(namespace, "s3-keys", keys))
         admin.create(secret(namespace, "s3-ca", {"ca.crt": store.ca.read_text()}))
         spec = {"endpoint": store.endpoint, "bucket": BUCKET, "credentials": {"secretName": "s3-keys"},
                 "caBundle": {"name": "s3-ca", "key": "ca.crt"}}  # fmt: skip
-        admin.create(sampledb("arch", namespace, 17, backup={"objectStore": spec}))
-        ready = wait_phase(admin, namespace, "arch")
-        repository = ready.get("archive", {}).get("repositoryPath") or wait_for(
-            lambda: status(admin, namespace, "arch").get("archive", {}).get("repositoryPath"),
-            timeout=60, what="status.archive",
-        )  # fmt: skip
-        assert repository.startswith(f"/sampledb/{namespace}/arch/")
-
-        # A closed segment reaches the store, and pgBackRest gives back exactly the bytes the server wrote.
-        first = switch(kubectl, namespace, "arch-0", 100)
-        written = server(kubectl, namespace, "arch-0", "sha256sum", f"{PGDATA}/pg_wal/{first}").split()[0]
-        wait_for(lambda: archived_in_status(admin, namespace, "arch", first), timeout=120,
-                 what=f"status.archive to report {first} archived")  # fmt: skip
-        assert first in segments(store, repository)
-        fetch = f"{archive.RUN_DIR}/{first}"
-        server(
-            kubectl,
-            namespace,
-            "arch-0",
-            "sh",
-            f"/etc/sampledb/config/{archive.SCRIPT_FILE}",
-            "archive-get",
-            first,
-            fetch,
-        )
-        assert server(kubectl, namespace, "arch-0", "sha256sum", fetch).split()[0] == written
-
-        # The store goes away: the condition says so, naming the segment; the server keeps the WAL.
-        store.stop()
-        away = [switch(kubectl, namespace, "arch-0", 100) for _ in range(3)]
-        failing = wait_for(lambda: (c := condition(admin, namespace, "arch")).get("status") == "False" and c,
-                           timeout=180, what="ContinuousArchiving False while the store is away")  # fmt: skip
-        assert failing["reason"] == "ArchiveFailing" and "the object store does not answer" in failing["message"], (
-            failing
-        )
-        assert status(admin, namespace, "arch")["archive"]["pendingSegments"] >= 1
-
-        # Back: every segment written meanwhile is archived, none missing between the first and the last.
-        store.start()
-        last = switch(kubectl, namespace, "arch-0", 100)  # a new segment wakes the archiver
-        wait_for(lambda: archived_in_status(admin, namespace, "arch", last), timeout=180,
-                 what=f"{last} archived once the store is back")  # fmt: skip
-        stored = segments(store, repository)
-        span = [name for name in stored if first <= name <= last]
-        expected = [
-            f"{first[:16]}{int(first[16:], 16) + i:08X}" for i in range(int(last[16:], 16) - int(first[16:], 16) + 1)
-        ]
-        assert span == expected, f"a gap in the archive: {sorted(set(expected) - set(span))}"
-        assert set(away) <= set(stored)
-        log = str(kubectl("logs", "-n", namespace, "arch-0", "-c", "postgres"))
-        assert store.secret_key not in log and store.secret_key not in str(
-            kubectl("get", "sampledb,pod", "-n", namespace, "-o", "yaml")
-        )
+        yield store, spec
     finally:
         store.stop()
+
+
+def repository_of(admin: KubeApi, namespace: str, name: str) -> str:
+    path: str = wait_for(lambda: status(admin, namespace, name).get("archive", {}).get("repositoryPath"),
+                         timeout=60, what="status.archive.repositoryPath")  # fmt: skip
+    assert path.startswith(f"/sampledb/{namespace}/{name}/")
+    return path
+
+
+def following(first: str, last: str) -> list[str]:
+    """Every segment name from `first` to `last` on `first`'s timeline (the tests stay in one log file)."""
+    start, end = int(first[16:], 16), int(last[16:], 16)
+    return [f"{first[:16]}{n:08X}" for n in range(start, end + 1)]
+
+
+def test_wal_reaches_the_object_store_bit_for_bit_and_catches_up_after_the_store_was_away(
+    admin: KubeApi, kubectl: Any, namespace: str, object_store: tuple[ObjectStore, dict[str, Any]]
+) -> None:
+    store, spec = object_store
+    admin.create(sampledb("arch", namespace, 17, backup={"objectStore": spec}))
+    wait_phase(admin, namespace, "arch")
+    repository = repository_of(admin, namespace, "arch")
+
+    # A closed segment reaches the store, and pgBackRest gives back exactly the bytes the server wrote.
+    first = switch(kubectl, namespace, "arch-0", 100)
+    written = server(kubectl, namespace, "arch-0", "sha256sum", f"{PGDATA}/pg_wal/{first}").split()[0]
+    wait_for(lambda: archived_in_status(admin, namespace, "arch", first), timeout=120,
+             what=f"status.archive to report {first} archived")  # fmt: skip
+    assert first in segments(store, repository)
+    fetch = f"{archive.RUN_DIR}/{first}"
+    server(
+        kubectl,
+        namespace,
+        "arch-0",
+        "sh",
+        f"/etc/sampledb/config/{archive.SCRIPT_FILE}",
+        "archive-get",
+        first,
+        fetch,
+    )
+    assert server(kubectl, namespace, "arch-0", "sha256sum", fetch).split()[0] == written
+
+    # The store goes away: the condition says so, naming the segment; the server keeps the WAL.
+    store.stop()
+    away = [switch(kubectl, namespace, "arch-0", 100) for _ in range(3)]
+    failing = wait_for(lambda: (c := condition(admin, namespace, "arch")).get("status") == "False" and c,
+                       timeout=180, what="ContinuousArchiving False while the store is away")  # fmt: skip
+    # pgBackRest gives up connecting, or the push is cut at its bound: either way, said in the condition.
+    unreachable = ("the object store does not answer", "unable to connect")
+    assert failing["reason"] == "ArchiveFailing" and any(u in failing["message"] for u in unreachable), failing
+    assert status(admin, namespace, "arch")["archive"]["pendingSegments"] >= 1
+
+    # Back: every segment written meanwhile is archived, none missing between the first and the last.
+    store.start()
+    last = switch(kubectl, namespace, "arch-0", 100)  # a new segment wakes the archiver
+    wait_for(lambda: archived_in_status(admin, namespace, "arch", last), timeout=180,
+             what=f"{last} archived once the store is back")  # fmt: skip
+    stored = segments(store, repository)
+    span = [name for name in stored if first <= name <= last]
+    expected = following(first, last)
+    assert span == expected, f"a gap in the archive: {sorted(set(expected) - set(span))}"
+    assert set(away) <= set(stored)
+    log = str(kubectl("logs", "-n", namespace, "arch-0", "-c", "postgres"))
+    assert store.secret_key not in log and store.secret_key not in str(
+        kubectl("get", "sampledb,pod", "-n", namespace, "-o", "yaml")
+    )
+
+
+def test_a_failover_leaves_no_gap_in_the_archive(
+    admin: KubeApi, kubectl: Any, namespace: str, object_store: tuple[ObjectStore, dict[str, Any]]
+) -> None:
+    """Segments the lost primary closed but could not archive (the store was away) are archived by the new one."""
+    store, spec = object_store
+    admin.create(sampledb("gap", namespace, 17, instances=2, backup={"objectStore": spec}))
+    wait_for(lambda: status(admin, namespace, "gap").get("readyInstances") == 2, timeout=300, what="two servers")
+    wait_phase(admin, namespace, "gap")
+    repository = repository_of(admin, namespace, "gap")
+    first = switch(kubectl, namespace, "gap-0", 100)
+    wait_for(lambda: first in segments(store, repository), timeout=120, what=f"{first} archived")
+    store.stop()
+    unarchived = [switch(kubectl, namespace, "gap-0", 100) for _ in range(3)]
+    position = sql(kubectl, namespace, "gap-0", "select pg_current_wal_lsn()")
+    replayed = f"select pg_last_wal_replay_lsn() >= '{position}'"
+    wait_for(lambda: sql(kubectl, namespace, "gap-1", replayed) == "t", timeout=60, what="gap-1 to replay them")
+    assert not set(unarchived) & set(segments(store, repository)), "the store was away: nothing of them archived"
+
+    kubectl("delete", "pod", "-n", namespace, "gap-0", "--grace-period=0", "--force")
+    wait_for(lambda: (status(admin, namespace, "gap").get("failover") or {}).get("state") == "Completed",
+             timeout=180, what="the failover to gap-1")  # fmt: skip
+    assert status(admin, namespace, "gap")["currentPrimary"] == "gap-1"
+    store.start()
+    later = switch(kubectl, namespace, "gap-1", 100)  # on the new timeline; wakes the archiver
+    wait_for(lambda: later in segments(store, repository), timeout=180, what=f"{later} archived by gap-1")
+    wait_for(lambda: set(unarchived) <= set(segments(store, repository)), timeout=120,
+             what=f"the lost primary's unarchived segments {unarchived} archived by gap-1")  # fmt: skip
+    old_timeline = [s for s in segments(store, repository) if s[:8] == first[:8] and s >= first]
+    assert old_timeline[: len(following(first, unarchived[-1]))] == following(first, unarchived[-1])
+    assert later[:8] > first[:8], "the new primary archives on its own timeline"

@@ -275,6 +275,7 @@ def start_server(
         primary_port=upstream.port if upstream else server.port,
         config_dir=str(config_dir),
         credentials_dir=str(credentials_dir),
+        archive_run_dir=str(server.socket_dir / "pgbackrest"),
     )
     env = {
         "PGDATA": str(root / "data" / "pgdata"),

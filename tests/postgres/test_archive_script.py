@@ -92,9 +92,7 @@ def test_the_primary_archives_each_segment_to_its_own_repository_bit_for_bit(
     assert hashlib.sha256(fetched.read_bytes()).digest() == hashlib.sha256(copy.read_bytes()).digest()
     found = archiver(server)
     assert found.mode == "on" and found.error == "" and found.pending == 0
-    log = (server.root / "server.log").read_text()
-    assert "no stanza in this repository yet: creating it" in log, "the first push created the stanza"
-    assert store.secret_key not in log and store.access_key not in log
+    assert "pgBackRest stanza-create" in (server.root / "server.log").read_text(), "the first push created it"
 
 
 def test_a_wrong_key_is_reported_in_pgbackrests_words_and_a_rotated_key_is_used_without_a_restart(
@@ -110,6 +108,9 @@ def test_a_wrong_key_is_reported_in_pgbackrests_words_and_a_rotated_key_is_used_
     assert value is not None and value.status == "False" and value.reason == "ArchiveFailing"
     assert failing.failed_wal in value.message and "SignatureDoesNotMatch" in value.message
     assert good not in value.message and "not-the-key" not in value.message
+    log = (server.root / "server.log").read_text()
+    assert "SignatureDoesNotMatch" in log, "pgBackRest's whole message is in the server's log"
+    assert "not-the-key" not in log and "not-the-key" not in failing.error, "and no key in it"
     # The Secret's key rotated: the mounted file changes, the next push reads it.
     (server.root / "object-store" / archive.SECRET_KEY_FILE).write_text(good)
     later = switch_wal(server)  # a new segment wakes the archiver, which retries the failed one first
@@ -180,3 +181,19 @@ def test_a_promoted_standby_archives_what_it_streamed_and_the_lost_primary_never
     repository = archive.repository_path(instance)
     stored = lambda: {Path(k).name[:24] for k in store.objects(repository) if k.startswith("archive/db/")}  # noqa: E731
     wait_for(lambda: set(lost) <= stored(), f"the segments {lost} archived by the new primary", timeout=90)
+
+
+def test_a_new_cluster_of_a_newer_major_upgrades_the_stanza_and_archives_on(
+    make_server: Any, pg_upgrade_pair: tuple[Runtime, Runtime], store: ObjectStore
+) -> None:
+    """After a major upgrade the SampleDB's repository holds an older cluster's stanza: it is upgraded, not stuck."""
+    old, new = pg_upgrade_pair
+    instance = archiving_instance(store)
+    before = make_server(instance, old, name="old", store=store)
+    segment = switch_wal(before)
+    wait_for(lambda: archived(before, segment), f"{old.id}'s segment {segment} archived")
+    stop_server(before)
+    after = make_server(instance, new, name="new", store=store)  # a new cluster, as the upgrade makes
+    later = switch_wal(after)
+    wait_for(lambda: archived(after, later), f"{new.id}'s segment {later} archived")
+    assert "pgBackRest stanza-upgrade" in (after.root / "server.log").read_text()

@@ -30,9 +30,9 @@ STORE = {
 }
 STORE_INSTANCE = make_instance({"backup": {"objectStore": STORE}})
 PLAIN = make_instance()
-OK = "archiver|on|f|000000010000000000000007|2026-11-28T10:00:00Z|||2|"
+OK = "archiver|on|f|000000010000000000000007|2026-11-28T10:00:00Z|||2|f|"
 FAILING = (
-    "archiver|on|t|000000010000000000000006|2026-11-28T09:00:00Z|000000010000000000000007|2026-11-28T10:00:00Z|3|"
+    "archiver|on|t|000000010000000000000006|2026-11-28T09:00:00Z|000000010000000000000007|2026-11-28T10:00:00Z|3|f|"
     "ERROR: [103]: unable to find a valid repository:   NoSuchBucket: The specified bucket does not exist"
 )
 
@@ -45,6 +45,9 @@ FAILING = (
         ({"bucket": "Upper_Case"}, "bucket"),
         ({"path": "/a/../b"}, "path"),
         ({"credentials": {}}, "secretName"),
+        ({"endpoint": "https://s3.example:65536"}, "endpoint"),
+        ({"endpoint": "https://s3.example:0"}, "endpoint"),
+        ({"kmsKeyId": "key\n[global]\nrepo1-storage-verify-tls=n"}, "kmsKeyId"),
     ],
 )
 def test_an_object_store_the_tool_cannot_use_is_refused_naming_the_field(change: dict[str, Any], field: str) -> None:
@@ -131,22 +134,31 @@ def test_the_archivers_answer_becomes_the_status_and_the_condition() -> None:
         "pendingSegments": 2,
     }
     assert archiving.condition(STORE_INSTANCE, OK) == Value(
-        "True", "Archiving", "WAL segment 000000010000000000000007 archived at 2026-11-28T10:00:00Z; 2 waiting"
+        "True", "Archiving", "WAL is archived to /sampledb/team-a/db1/uid-1; see status.archive"
+    )
+    later = OK.replace("07|2026-11-28T10:00:00Z", "08|2026-11-28T10:00:30Z")
+    assert archiving.condition(STORE_INSTANCE, later) == archiving.condition(STORE_INSTANCE, OK), (
+        "a busy database does not rewrite the condition at every segment"
     )
     failing = archiving.condition(STORE_INSTANCE, "db1-1|streaming|async|0\n" + FAILING)
     assert failing is not None and (failing.status, failing.reason) == ("False", "ArchiveFailing")
     assert "000000010000000000000007" in failing.message and "NoSuchBucket" in failing.message
-    off = archiving.condition(STORE_INSTANCE, "archiver|off|f|||||0|")
-    assert off is not None and off.reason == "ArchiverMissing" and STORE_INSTANCE.image in off.message
-    none_yet = archiving.condition(STORE_INSTANCE, "archiver|on|f|||||0|")
-    assert none_yet is not None and none_yet.status == "Unknown"
+    no_tool = archiving.condition(STORE_INSTANCE, "archiver|off|f|||||0|t|")
+    assert no_tool is not None and no_tool.reason == "ArchiverMissing" and STORE_INSTANCE.image in no_tool.message
+    rolling = archiving.condition(STORE_INSTANCE, "archiver|off|f|||||0|f|")
+    assert rolling is not None and (rolling.status, rolling.reason) == ("Unknown", "ServerNotRestarted")
+    none_yet = archiving.condition(STORE_INSTANCE, "archiver|on|f|||||0|f|")
+    assert none_yet is not None and (none_yet.status, none_yet.reason) == ("Unknown", "NoSegmentYet")
+    assert [archiving.parse(a).broken for a in (OK, FAILING, "archiver|off|f|||||0|f|")] == [False, True, True]  # type: ignore[union-attr]
 
 
-def test_an_unanswered_read_keeps_the_last_archive_status_and_says_nothing_new() -> None:
+def test_what_the_primary_does_not_report_is_the_last_value_reported() -> None:
     before = archiving.status(STORE_INSTANCE, OK, None)
     assert archiving.status(STORE_INSTANCE, None, before) == before
     assert archiving.condition(STORE_INSTANCE, None) is None
     assert archiving.condition(PLAIN, OK) is None and archiving.status(PLAIN, OK, before) is None
+    new_primary = "archiver|on|f|||||1|f|"  # after a failover: its statistics start empty
+    assert archiving.status(STORE_INSTANCE, new_primary, before) == {**(before or {}), "pendingSegments": 1}
 
 
 def test_a_missing_key_secret_degrades_the_instance_naming_the_field_and_holds_the_pods() -> None:

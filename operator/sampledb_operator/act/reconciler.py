@@ -90,6 +90,7 @@ class Reconciler:
         snap = self.cache.snapshot(namespace, name)
         if snap is None:
             self._forget_replication((namespace, name))
+            metrics.forget_archiving((namespace, name))
             return Outcome()
         snap = self._with_replication(snap)
         rv = snap.sampledb["metadata"].get("resourceVersion")
@@ -128,6 +129,8 @@ class Reconciler:
         except ValidationError:
             return snap  # the decision reports the spec
         probe, every = primary_probe(instance, snap.database_pods()), period(instance)
+        if instance.spec.backup.objectStore is None:
+            metrics.forget_archiving(key)  # kept while the primary does not answer: the alert must not resolve then
         if probe is None or every is None:
             self._forget_replication(key)
             return snap
@@ -145,12 +148,9 @@ class Reconciler:
     def _forget_replication(self, key: tuple[str, str]) -> None:
         if self.replication.pop(key, None) is not None:
             metrics.record_replication(key, {})
-            metrics.forget_archiving(key)
 
 
 def _record_archiving(key: tuple[str, str], found: archiving.Archiver | None) -> None:
-    if found is None:
-        metrics.forget_archiving(key)
-        return
-    last = datetime.fromisoformat(found.archived_time).timestamp() if found.archived_time else None
-    metrics.record_archiving(key, found.failing, found.pending, last)
+    if found is not None:
+        last = datetime.fromisoformat(found.archived_time).timestamp() if found.archived_time else None
+        metrics.record_archiving(key, found.broken, found.pending, last)

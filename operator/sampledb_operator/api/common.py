@@ -27,7 +27,10 @@ DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 SQL_IDENTIFIER_PATTERN = r"^[a-z_][a-z0-9_]{0,62}$"
 SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"  # noqa: S105 - what the API server accepts as a Secret's key
 # https, a DNS name (pgBackRest matches only DNS names against a certificate), an optional port.
-OBJECT_STORE_ENDPOINT_PATTERN = r"^https://[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?(:[0-9]{1,5})?/?$"
+_PORT = r"([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"  # 1-65535
+OBJECT_STORE_ENDPOINT_PATTERN = rf"^https://[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?(:{_PORT})?/?$"
+# A KMS key ID, ARN or alias: one line of pgbackrest.conf, so no newline, '[' or space can get in.
+KMS_KEY_PATTERN = r"^[A-Za-z0-9:/_.+=@-]+$"
 BUCKET_PATTERN = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"  # S3's bucket naming rules
 
 # Names an application role must not take. The operator's Jobs log in as the superuser `postgres`

@@ -18,6 +18,7 @@ from sampledb_operator.api.common import (
     DATABASE_RULE,
     DEFAULT_MAJOR_VERSION,
     DNS_LABEL_PATTERN,
+    KMS_KEY_PATTERN,
     MAX_INSTANCES,
     OBJECT_STORE_ENDPOINT_PATTERN,
     ROLE_MESSAGE,
@@ -166,7 +167,7 @@ class ObjectStoreSpec(ApiModel):
     kmsKeyId: str | None = Field(
         None,
         description="Server-side encryption: the store's KMS key ID (aws:kms) for every object written.",
-        min_length=1,
+        pattern=KMS_KEY_PATTERN,
         max_length=2048,
     )
 

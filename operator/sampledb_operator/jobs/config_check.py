@@ -23,11 +23,12 @@ CHECK_DIR = "/tmp/sampledb-check"  # noqa: S108 - the Job's own emptyDir
 
 def check_script(conf: str, *, termination_log: str = TERMINATION_LOG) -> str:
     """Start and stop a scratch server with `conf`; report the server's own words if it refuses."""
-    # Only the scratch server's own paths change, and it never archives (its WAL is no database's);
-    # every other setting is the candidate's.
+    # Only the scratch server's own paths change, and its archive command does nothing (its WAL is
+    # no database's; archive_mode stays the candidate's, as checked against wal_level); every
+    # other setting is the candidate's.
     overrides = (
         f"-c config_file={CHECK_DIR}/postgresql.conf -c listen_addresses='' -c unix_socket_directories={CHECK_DIR}"
-        " -c archive_mode=off"
+        " -c archive_command=/bin/true"
     )
     return f"""set -eu
 export PGDATA={CHECK_DIR}/pgdata

@@ -45,6 +45,7 @@ SECRET_KEY_FILE = "secret-access-key"  # noqa: S105 - a file name
 CA_FILE = "ca.crt"
 RUN_DIR = f"{SOCKET_DIR}/pgbackrest"  # private to the Pod: the keys as pgBackRest reads them, the last error
 LAST_ERROR = f"{RUN_DIR}/last-error"
+NO_PGBACKREST_FILE = "no-pgbackrest"  # in RUN_DIR, written by the start script: the image lacks the tool
 PUSH_TIMEOUT_SECONDS = 60  # one segment's push, store unreachable or slow: then it fails, and is retried
 ARCHIVE_TIMEOUT = "30s"  # an idle-ish database still archives: at most this much of its writes at risk
 KEYS_VOLUME = "object-store-keys"
@@ -98,53 +99,57 @@ def pgbackrest_conf(instance: Instance) -> str | None:
 def script() -> str:
     """`pgbackrest.sh COMMAND [ARG...]`: pgBackRest with this instance's settings and the current keys.
 
-    `archive-push` that finds no stanza creates it and pushes again; a push that fails writes
-    pgBackRest's whole message to the server's log and its gist (first line, the store's error
-    codes) to LAST_ERROR (removed by the next success), and exits non-zero, so the server keeps
-    the segment and retries.
+    `archive-push` that finds no stanza creates it, and one that finds the stanza of an older
+    cluster (a major upgrade made a new one; the repository is this SampleDB's own) upgrades it,
+    then pushes again. A push that fails writes pgBackRest's whole message to the server's log
+    and its gist (first line, the store's error codes) to LAST_ERROR (removed by the next
+    success), and exits non-zero, so the server keeps the segment and retries.
     """
     return f"""#!/bin/sh
 # Managed by the SampleDB operator: pgBackRest with the object store's settings and keys.
 set -eu
-command -v pgbackrest >/dev/null || {{ echo "sampledb: this image has no pgbackrest" >&2; exit 1; }}
 umask 077
 mkdir -p {RUN_DIR}/conf.d
+remember() {{  # the gist of a failure for the condition: printable, bounded
+  printf '%s\\n' "$1" | LC_ALL=C tr -cd '\\11\\12\\40-\\176' | head -c 800 > {LAST_ERROR}
+}}
+fail() {{ printf '%s\\n' "$1" >&2; remember "$1"; exit 1; }}
+command -v pgbackrest >/dev/null || fail "sampledb: this image has no pgbackrest"
+[ -r {KEYS_DIR}/{ACCESS_KEY_FILE} ] && [ -r {KEYS_DIR}/{SECRET_KEY_FILE} ] ||
+  fail "sampledb: the object store's keys are not mounted at {KEYS_DIR}"
 {{
   printf '[global]\\nrepo1-s3-key='; tr -d '\\n' < {KEYS_DIR}/{ACCESS_KEY_FILE}
   printf '\\nrepo1-s3-key-secret='; tr -d '\\n' < {KEYS_DIR}/{SECRET_KEY_FILE}; printf '\\n'
 }} > {RUN_DIR}/conf.d/keys.conf.$$
 mv {RUN_DIR}/conf.d/keys.conf.$$ {RUN_DIR}/conf.d/keys.conf
 pgbackrest="pgbackrest --config={CONFIG_DIR}/{CONF_FILE} --config-include-path={RUN_DIR}/conf.d --stanza={STANZA}"
-if [ "$1" != archive-push ]; then
-  exec $pgbackrest "$@"
-fi
-# A push that cannot finish within PUSH_TIMEOUT_SECONDS fails, so pg_stat_archiver says so; the
-# server retries it.
+[ "$1" = archive-push ] || exec $pgbackrest "$@"
+# A push (or a stanza change) that cannot finish within PUSH_TIMEOUT_SECONDS fails, so that
+# pg_stat_archiver says so (the server retries it): a store that does not answer is a failure.
+bounded() {{ timeout -k 5 {PUSH_TIMEOUT_SECONDS} $pgbackrest "$@"; }}
 rc=0
-out="$(timeout {PUSH_TIMEOUT_SECONDS} $pgbackrest "$@" 2>&1)" || rc=$?
-if [ "$rc" -eq 0 ]; then
-  rm -f {LAST_ERROR}
-  exit 0
+out="$(bounded "$@" 2>&1)" || rc=$?
+case "$rc:$out" in
+  0:*) rm -f {LAST_ERROR}; exit 0 ;;
+  *"archive.info"*"missing"*) change=stanza-create ;;  # the repository's first push
+  *"do not match"*"stanza"*) change=stanza-upgrade ;;  # a new cluster after a major upgrade, the same repository
+  *) change= ;;
+esac
+if [ -n "$change" ]; then
+  echo "sampledb: pgBackRest $change on this SampleDB's repository"
+  rc=0
+  out="$(bounded $change 2>&1 && bounded "$@" 2>&1)" || rc=$?
+  if [ "$rc" -eq 0 ]; then rm -f {LAST_ERROR}; exit 0; fi
 fi
 if [ "$rc" -eq 124 ]; then
   out="sampledb: the push did not finish within {PUSH_TIMEOUT_SECONDS} s: the object store does not answer \\
 (or too slowly)
 $out"
 fi
-case "$out" in
-  *"archive.info"*"missing"*)
-    echo "sampledb: no stanza in this repository yet: creating it"
-    if out="$($pgbackrest stanza-create 2>&1 && timeout {PUSH_TIMEOUT_SECONDS} $pgbackrest "$@" 2>&1)"; then
-      rm -f {LAST_ERROR}
-      exit 0
-    fi ;;
-esac
 printf '%s\\n' "$out" >&2
-# The gist for the condition: pgBackRest's first line, and what the store said (its error codes).
-{{
-  printf '%s\\n' "$out" | sed -n 1p
-  printf '%s\\n' "$out" | sed -n 's/.*<Code>\\([^<]*\\)<\\/Code><Message>\\([^<]*\\)<.*/\\1: \\2/p' | sort -u
-}} > {LAST_ERROR}
+# For the condition: pgBackRest's first line, and what the store said (its error codes).
+remember "$(printf '%s\\n' "$out" | sed -n 1p
+  printf '%s\\n' "$out" | sed -n 's/.*<Code>\\([^<]*\\)<\\/Code><Message>\\([^<]*\\)<.*/\\1: \\2/p' | sort -u)"
 exit 1
 """
 

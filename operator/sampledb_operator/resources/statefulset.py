@@ -52,6 +52,7 @@ def start_script(
     primary_port: int = POSTGRES_PORT,
     config_dir: str = CONFIG_DIR,
     credentials_dir: str = CREDENTIALS_DIR,
+    archive_run_dir: str = archive.RUN_DIR,
 ) -> str:
     """Prepare the data directory by the server's role, then exec the server with our configuration.
 
@@ -126,8 +127,10 @@ else
   fi
 fi
 set --
+rm -f {archive_run_dir}/{archive.NO_PGBACKREST_FILE}
 if [ -f {config_dir}/{archive.CONF_FILE} ] && ! command -v pgbackrest >/dev/null; then
   echo "sampledb: spec.backup.objectStore is set but this image has no pgbackrest: WAL is not archived" >&2
+  mkdir -p {archive_run_dir} && : > {archive_run_dir}/{archive.NO_PGBACKREST_FILE}
   set -- -c archive_mode=off
 fi
 exec postgres -D "$PGDATA" -c config_file={config_dir}/{CONFIG_FILE} -c hba_file={config_dir}/{HBA_FILE} \\
