@@ -129,7 +129,7 @@ class Reconciler:
         except ValidationError:
             return snap  # the decision reports the spec
         probe, every = primary_probe(instance, snap.database_pods()), period(instance)
-        if instance.spec.backup.objectStore is None:
+        if not instance.archives:
             metrics.forget_archiving(key)  # kept while the primary does not answer: the alert must not resolve then
         if probe is None or every is None:
             self._forget_replication(key)

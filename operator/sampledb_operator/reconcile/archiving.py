@@ -71,7 +71,7 @@ def status(instance: Instance, answer: str | None, previous: dict[str, Any] | No
     A value the primary does not report is the last one reported: while it does not answer, and
     after a failover (the new primary's pg_stat_archiver starts empty) until it archives.
     """
-    if instance.spec.backup.objectStore is None:
+    if not instance.archives:
         return None
     kept = {**(previous or {}), "repositoryPath": archive.repository_path(instance)}
     found = parse(answer)
@@ -92,7 +92,7 @@ def condition(instance: Instance, answer: str | None) -> Value | None:
     Its message changes only with what it says (not with each segment archived: those are in
     status.archive), so a busy database does not rewrite it at every read.
     """
-    found = parse(answer) if instance.spec.backup.objectStore is not None else None
+    found = parse(answer) if instance.archives else None
     if found is None:
         return None
     if found.no_tool:

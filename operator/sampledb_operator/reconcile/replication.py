@@ -48,8 +48,7 @@ class Standby:
 def period(instance: Instance) -> float | None:
     """Seconds between two reads of the primary; None: never read (one server and no archiving, or reads off)."""
     seconds = instance.settings.replication_probe_seconds
-    archiving = instance.spec.backup.objectStore is not None
-    return float(seconds) if seconds and (instance.has_standbys or archiving) else None
+    return float(seconds) if seconds and (instance.has_standbys or instance.archives) else None
 
 
 def primary_probe(instance: Instance, pods: Iterable[dict[str, Any]]) -> Action | None:
@@ -62,7 +61,7 @@ def primary_probe(instance: Instance, pods: Iterable[dict[str, Any]]) -> Action 
     primary = instance.serving_primary
     if not any(p["metadata"]["name"] == primary and pod_ready(p) for p in pods):
         return None
-    queries = [LAG_SQL] if instance.spec.backup.objectStore is None else [LAG_SQL, archiving.ARCHIVE_SQL]
+    queries = [LAG_SQL, archiving.ARCHIVE_SQL] if instance.archives else [LAG_SQL]
     body = {"container": SERVER_CONTAINER, "command": server_sql(*queries)}
     return Action(Verb.EXEC, "Pod", primary, "ReadPrimary", body)
 

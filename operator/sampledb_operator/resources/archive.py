@@ -173,14 +173,14 @@ fi
 
 def promote_command(instance: Instance, command: list[str]) -> list[str]:
     """`command` (the promotion), preceded by REARCHIVE_STREAMED when the instance archives."""
-    if instance.spec.backup.objectStore is None:
+    if not instance.archives:
         return command
     return ["sh", "-c", REARCHIVE_STREAMED + 'exec "$@"', "promote", *command]
 
 
 def postgresql_settings(instance: Instance) -> list[str]:
     """The lines of postgresql.conf that archive (before the user's: archive_timeout may be tuned)."""
-    if instance.spec.backup.objectStore is None:
+    if not instance.archives:
         return []
     return [
         "archive_mode = 'on'",

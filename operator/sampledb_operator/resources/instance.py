@@ -90,6 +90,11 @@ class Instance:
         return self.spec.credentials.secretName is None
 
     @property
+    def archives(self) -> bool:
+        """The primary archives its WAL to an object store (`spec.backup.objectStore`)."""
+        return self.spec.backup.objectStore is not None
+
+    @property
     def config_map(self) -> str:  # noqa: D102
         return f"{self.name}-config"
 
