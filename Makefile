@@ -81,7 +81,7 @@ lint: $(PYTHON) ## ruff (lint + format check) and mypy --strict.
 ##@ Tests
 .PHONY: test
 test: lint test-tools base-images ## Everything CI runs: lint; unit, PostgreSQL 15+17+18 and integration tests; the real node; e2e; faults.
-	@# Separate pytest runs, two at a time (hack/test-tiers.sh says why): each tier starts its own
+	@# Separate pytest runs, in two lanes side by side (hack/test-tiers.sh says why): each tier starts its own
 	@# cluster and operator, which must not share a cluster with another tier's operator.
 	SAMPLEDB_REQUIRE_PG_MAJORS=15,17,18 PYTHON='$(PYTHON)' PYTEST_ARGS='$(PYTEST_ARGS)' hack/test-tiers.sh
 

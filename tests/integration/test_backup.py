@@ -72,3 +72,24 @@ def test_backup_spec_is_immutable(admin: KubeApi, namespace: str) -> None:
     admin.create(backup_object("fixed", namespace, "a"))
     with pytest.raises(ApiError, match="spec is immutable"):
         admin.merge_patch("SampleDBBackup", namespace, "fixed", {"spec": {"instance": "b"}})
+
+
+def test_physical_backups_are_checked_at_admission_and_need_an_object_store(admin: KubeApi, namespace: str) -> None:
+    """What needs no real Pod: the API's rules, and a SampleDB without an object store (the rest: tests/node)."""
+    with pytest.raises(ApiError) as refused:
+        admin.create(backup_object("checked", namespace, "plain", method="Physical", verify=True))
+    assert refused.value.status == 422 and "verify is not available for method Physical" in refused.value.message
+    store = {
+        "endpoint": "https://s3.example.com",
+        "bucket": "pg-archive",
+        "credentials": {"secretName": "k"},
+        "retention": {},
+    }
+    with pytest.raises(ApiError) as refused:
+        admin.create(sampledb("kept", namespace, {"backup": {"objectStore": store}}))
+    assert refused.value.status == 422 and "exactly one of fullBackups or recoveryWindowDays" in refused.value.message
+    admin.create(sampledb("plain", namespace, {"storage": {"size": "1Gi"}, "deletionPolicy": "Delete"}))
+    admin.create(backup_object("base-1", namespace, "plain", method="Physical"))
+    wait_for(lambda: phase(admin, namespace, "base-1") == "Failed", timeout=60, what="the base backup to fail")
+    message = admin.get("SampleDBBackup", namespace, "base-1")["status"]["message"]  # type: ignore[index]
+    assert "SampleDB plain has no spec.backup.objectStore" in message, message

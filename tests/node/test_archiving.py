@@ -196,3 +196,77 @@ def test_a_failover_leaves_no_gap_in_the_archive(
     old_timeline = [s for s in segments(store, repository) if s[:8] == first[:8] and s >= first]
     assert old_timeline[: len(following(first, unarchived[-1]))] == following(first, unarchived[-1])
     assert later[:8] > first[:8], "the new primary archives on its own timeline"
+
+
+def backup_status(admin: KubeApi, namespace: str, name: str) -> dict[str, Any]:
+    return (admin.get("SampleDBBackup", namespace, name) or {}).get("status") or {}
+
+
+def physical_backup(admin: KubeApi, namespace: str, name: str, instance: str) -> dict[str, Any]:
+    """A SampleDBBackup of method Physical, taken to its end; its status."""
+    admin.create({"apiVersion": "sampledb.io/v1", "kind": "SampleDBBackup",
+                  "metadata": {"name": name, "namespace": namespace},
+                  "spec": {"instance": instance, "method": "Physical"}})  # fmt: skip
+    done: dict[str, Any] = wait_for(
+        lambda: (s := backup_status(admin, namespace, name)).get("phase") in ("Succeeded", "Failed") and s,
+        timeout=300, what=f"the base backup {name} to finish")  # fmt: skip
+    assert done["phase"] == "Succeeded", done
+    return done
+
+
+def in_backup_container(kubectl: Any, namespace: str, pod: str, script: str) -> str:
+    return str(kubectl("exec", "-n", namespace, pod, "-c", archive.BACKUP_CONTAINER, "--", "sh", "-c", script)).strip()
+
+
+def test_a_physical_backup_runs_beside_the_primary_and_restores_to_exactly_the_rows_before_it(
+    admin: KubeApi, kubectl: Any, namespace: str, object_store: tuple[ObjectStore, dict[str, Any]]
+) -> None:
+    store, spec = object_store
+    admin.create(sampledb("base", namespace, 17, backup={"objectStore": {**spec, "retention": {"fullBackups": 1}}}))
+    wait_phase(admin, namespace, "base")
+    repository = repository_of(admin, namespace, "base")
+    switch(kubectl, namespace, "base-0", 5000)
+    rows = "select count(*), sum(hashtext(id::text || at::text)) from t"
+    before = sql(kubectl, namespace, "base-0", rows)
+
+    first = physical_backup(admin, namespace, "base-full-1", "base")
+    label = first["backupLabel"]
+    assert first["pod"] == "base-0" and first["startLSN"] <= first["stopLSN"], first
+    assert first["bytes"] > 10_000_000 and 0 < first["repositoryBytes"] < first["bytes"], first
+    assert first["location"] == f"s3://{BUCKET}{repository}/backup/db/{label}", first
+    assert f"backup/db/{label}/backup.manifest" in store.objects(repository)
+    reasons = [e["reason"] for e in admin.list_objects("Event", namespace) if e["regarding"]["name"] == "base-full-1"]
+    assert "BackupStarted" in reasons and "BackupSucceeded" in reasons, reasons
+    switch(kubectl, namespace, "base-0", 100)  # written after the backup: not in what it restores to
+    assert sql(kubectl, namespace, "base-0", rows) != before
+
+    # Restored in the Pod's backup container (into its scratch folder), to the backup's consistency point.
+    check = "/tmp/restore-check"
+    restored = in_backup_container(
+        kubectl,
+        namespace,
+        "base-0",
+        f"""set -e
+sh /etc/sampledb/config/{archive.SCRIPT_FILE} restore --pg1-path={check} --set={label} --type=immediate \
+  --target-action=promote >/dev/null
+echo "local all all trust" > {check}/pg_hba.conf && : > {check}/postgresql.conf
+pg_ctl start -D {check} -w -t 120 -l {check}.log -o "-c port=5499 -c listen_addresses='' \
+  -c unix_socket_directories=/tmp -c archive_mode=off" >/dev/null
+until [ "$(psql -h /tmp -p 5499 -U postgres -d postgres -XAtc 'select pg_is_in_recovery()')" = f ]; do sleep 1; done
+psql -h /tmp -p 5499 -U postgres -d app -XAtc '{rows}'
+pg_ctl stop -D {check} -m fast >/dev/null && rm -rf {check} {check}.log""",
+    )
+    assert restored == before, "the base backup holds exactly the rows committed before it"
+
+    # Retention (fullBackups 1): the next backup expires the first one.
+    second = physical_backup(admin, namespace, "base-full-2", "base")
+    assert second["backupLabel"] != label
+    kept = {key.split("/")[2] for key in store.objects(repository) if key.startswith("backup/db/2")}
+    assert kept == {second["backupLabel"]}, kept
+    # The backup container's main process reaped what it ran (and the restore's server): no zombie left.
+    zombies = in_backup_container(kubectl, namespace, "base-0", "grep -l '^State:.*Z' /proc/[0-9]*/status || :")
+    assert zombies == "", zombies
+    log = str(kubectl("logs", "-n", namespace, "base-0", "-c", archive.BACKUP_CONTAINER))
+    assert store.secret_key not in log and store.secret_key not in str(
+        kubectl("get", "sampledbbackup", "-n", namespace, "-o", "yaml")
+    )

@@ -88,7 +88,17 @@ KINDS = {
 FULL_SPEC: Obj = {
     "postgres": {"version": 17, "parameters": {"work_mem": "8MB", "max_connections": "200"}},
     "storage": {"size": "20Gi", "storageClassName": "standard"},
-    "backup": {"schedule": "0 3 * * *", "retention": 5, "verify": True},
+    "backup": {
+        "schedule": "0 3 * * *",
+        "retention": 5,
+        "verify": True,
+        "objectStore": {
+            "endpoint": "https://s3.example.com",
+            "bucket": "pg-archive",
+            "credentials": {"secretName": "s3-keys"},
+            "retention": {"fullBackups": 2},
+        },
+    },
     "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}},
     "database": {"name": "shop", "owner": "shop_owner"},
     "credentials": {"secretName": "shop-credentials"},
@@ -626,13 +636,9 @@ SQL = {
 }
 
 
-def backup_record(name: str, instance: str, status: Obj | None) -> Obj:
-    manifest = {
-        "apiVersion": "sampledb.io/v1",
-        "kind": "SampleDBBackup",
-        "metadata": {"name": name},
-        "spec": {"instance": instance, "verify": True},
-    }
+def backup_record(name: str, instance: str, status: Obj | None, *, physical: bool = False) -> Obj:
+    spec = {"instance": instance, "method": "Physical"} if physical else {"instance": instance, "verify": True}
+    manifest = {"apiVersion": "sampledb.io/v1", "kind": "SampleDBBackup", "metadata": {"name": name}, "spec": spec}
     return served(manifest, status=status, generation=1, applied=True)
 
 
@@ -653,6 +659,36 @@ BACKUP_STATUSES: dict[str, Obj | None] = {
     },
     "no-location": {"phase": "Succeeded", "job": "nightly", "message": "no summary"},
 }
+# A base backup: not started, started on the primary (Pod 0, or a Pod gone since), finished.
+PHYSICAL_STATUSES: dict[str, Obj | None] = {
+    "new": None,
+    "running": {"phase": "Running", "pod": "db1-0", "startTime": T0, "message": "P00 INFO: backup start"},
+    "running-elsewhere": {"phase": "Running", "pod": "db1-1", "startTime": T0},
+    "succeeded": {"phase": "Succeeded", "pod": "db1-0", "backupLabel": "20261120-100000F"},
+}
+# What `backup-status` answers, by state.
+BACKUP_ANSWERS = {
+    "running": "running\nP00 INFO: backup start archive = 000000010000000000000003",
+    "succeeded": "succeeded\n"
+    + json.dumps(
+        [
+            {
+                "name": "db",
+                "backup": [
+                    {
+                        "annotation": {"sampledb.io/backup": "uid-nightly"},
+                        "label": "20261120-100000F",
+                        "lsn": {"start": "0/3000028", "stop": "0/3000100"},
+                        "archive": {"start": "000000010000000000000003", "stop": "000000010000000000000003"},
+                        "timestamp": {"start": 1795000000, "stop": 1795000042},
+                        "info": {"size": 23000000, "repository": {"size": 3000000}},
+                    }
+                ],
+            }
+        ]
+    ),
+    "failed": "failed\nERROR: [082]: WAL segment 000000010000000000000003 was not archived before the 60000ms timeout",
+}
 
 
 # -- a fake API for the one driver whose reads are tested whole ------------------------------------
@@ -661,11 +697,16 @@ BACKUP_STATUSES: dict[str, Obj | None] = {
 class RecordingApi:
     """What `BackupReconciler` reads, served through a view; what it writes, recorded."""
 
-    def __init__(self, view: View, objects: Mapping[tuple[str, str], Obj], pods: list[Obj]) -> None:
+    def __init__(self, view: View, objects: Mapping[tuple[str, str], Obj], pods: list[Obj], answer: str = "") -> None:
         self.view = view
         self.objects = dict(objects)
         self.pods = pods
+        self.answer = answer  # of every exec
         self.calls: list[Any] = []
+
+    def exec(self, namespace: str, pod: str, container: str, command: list[str], *, timeout: float) -> str:
+        self.calls.append(("exec", pod, container, command))
+        return self.answer
 
     def get(self, kind: str, namespace: str | None, name: str) -> Obj | None:
         return self.view(kind, self.objects.get((kind, name)))
@@ -1127,10 +1168,26 @@ class World:
                         f"BackupReconciler[{jstate}][{dname}][{sname}]",
                         lambda v, o=objects, ps=pods: backup_run(v, o, ps),
                     )
+        for pname, pod in (
+            ("ready", database_pod(self.inst, ready=True, noise=self.noise)),
+            ("unready", database_pod(self.inst, ready=False, noise=self.noise)),
+            ("absent", None),
+        ):
+            for sname, status in PHYSICAL_STATUSES.items():
+                for aname, answer in BACKUP_ANSWERS.items():
+                    record = backup_record("nightly", "db1", status, physical=True)
+                    record["metadata"]["uid"] = "uid-nightly"
+                    objects = {("SampleDBBackup", "nightly"): record, ("SampleDB", "db1"): sdb}
+                    if pod is not None:
+                        objects[("Pod", pod["metadata"]["name"])] = pod
+                    self.add(
+                        f"BackupReconciler[physical][{pname}][{sname}][{aname}]",
+                        lambda v, o=objects, a=answer: backup_run(v, o, [], a),
+                    )
 
 
-def backup_run(view: View, objects: Mapping[tuple[str, str], Obj], pods: list[Obj]) -> Any:
-    api = RecordingApi(view, objects, pods)
+def backup_run(view: View, objects: Mapping[tuple[str, str], Obj], pods: list[Obj], answer: str = "") -> Any:
+    api = RecordingApi(view, objects, pods, answer)
     reconciler = BackupReconciler(api, api, SETTINGS, clock=lambda: STAMP)  # type: ignore[arg-type]
     return reconciler.reconcile(NS, "nightly"), api.calls
 

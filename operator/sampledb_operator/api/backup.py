@@ -1,7 +1,8 @@
 """`sampledb.io/v1` SampleDBBackup: one on-demand backup of a SampleDB, and its outcome.
 
-The spec is immutable (a backup is a record of something that happened); deleting the object
-does not delete the dump file, which stays on the instance's backup volume.
+The spec is immutable (a backup is a record of something that happened). A logical backup is a
+dump file on the instance's backup volume; a physical one is a pgBackRest base backup in the
+SampleDB's object-store repository. Deleting the object deletes neither.
 """
 
 from __future__ import annotations
@@ -28,19 +29,48 @@ class BackupPhase(StrEnum):
     FAILED = "Failed"
 
 
+class BackupMethod(StrEnum):
+    """How the backup is taken."""
+
+    LOGICAL = "Logical"
+    PHYSICAL = "Physical"
+
+
+PHYSICAL_VERIFY_MESSAGE = "verify is not available for method Physical yet: leave it false"
+
+
 class SampleDBBackupSpec(ApiModel):
     """What to back up."""
 
     model_config = ApiModel.model_config | {
         "json_schema_extra": k8s_extra(
-            **{"x-kubernetes-validations": [cel("self == oldSelf", "spec is immutable: create a new SampleDBBackup")]}
+            **{
+                "x-kubernetes-validations": [
+                    cel("self == oldSelf", "spec is immutable: create a new SampleDBBackup"),
+                    cel(
+                        "!(has(self.method) && self.method == 'Physical' && has(self.verify) && self.verify)",
+                        PHYSICAL_VERIFY_MESSAGE,
+                        field_path=".verify",
+                    ),
+                ]
+            }
         )
     }
 
     instance: str = Field(
         description="Name of the SampleDB, in the same namespace, to back up.", pattern=DNS_LABEL_PATTERN, max_length=63
     )
-    verify: bool = Field(False, description="Restore the dump into a scratch database to prove it restores.")
+    method: BackupMethod = Field(
+        BackupMethod.LOGICAL,
+        description=(
+            "Logical: a pg_dump of the application database on the backup volume. Physical: an online base "
+            "backup of the whole cluster to spec.backup.objectStore (pgBackRest, from the primary), the "
+            "starting point of a point-in-time recovery."
+        ),
+    )
+    verify: bool = Field(
+        False, description="Restore the dump into a scratch database to prove it restores (method Logical)."
+    )
 
 
 class SampleDBBackupStatus(ApiModel):
@@ -57,6 +87,18 @@ class SampleDBBackupStatus(ApiModel):
         None, description="True when the dump was restored successfully into a scratch database."
     )
     message: str | None = Field(None, description="Why the backup failed, or other detail.")
+    pod: str | None = Field(None, description="Physical: the primary's Pod the base backup is taken on.")
+    backupLabel: str | None = Field(None, description="Physical: pgBackRest's label of the base backup.")
+    startLSN: str | None = Field(None, description="Physical: the WAL position the backup starts at.")
+    stopLSN: str | None = Field(
+        None, description="Physical: the WAL position it is consistent at (the earliest point it recovers to)."
+    )
+    startWAL: str | None = Field(None, description="Physical: the first WAL segment the backup needs.")
+    stopWAL: str | None = Field(None, description="Physical: the last WAL segment the backup needs.")
+    repositoryBytes: int | None = Field(
+        None, description="Physical: what the backup takes in the object store (compressed).", ge=0
+    )
+    durationSeconds: int | None = Field(None, description="Physical: how long the backup took.", ge=0)
 
 
 class SampleDBBackup(ApiModel):

@@ -212,10 +212,12 @@ def sampledb_backup_crd() -> SchemaDict:
     schema["required"] = ["spec"]
     columns = [
         {"name": "Instance", "type": "string", "jsonPath": ".spec.instance"},
+        {"name": "Method", "type": "string", "jsonPath": ".spec.method"},
         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
         {"name": "Bytes", "type": "integer", "jsonPath": ".status.bytes"},
         {"name": "Verified", "type": "boolean", "jsonPath": ".status.verified"},
         {"name": "Location", "type": "string", "jsonPath": ".status.location", "priority": 1},
+        {"name": "Stop LSN", "type": "string", "jsonPath": ".status.stopLSN", "priority": 1},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]
     version = {

@@ -132,6 +132,40 @@ class ObjectStoreCredentials(ApiModel):
     )
 
 
+RETENTION_MESSAGE = "objectStore.retention needs exactly one of fullBackups or recoveryWindowDays"
+
+
+class ObjectStoreRetention(ApiModel):
+    """Which physical base backups to keep (pgBackRest expires the rest, and the WAL only they needed).
+
+    Applied after each base backup. By count, or as a recovery window: a full backup older than
+    the window is removed only when a newer one is itself at least that old, so a point anywhere in
+    the window stays recoverable.
+    """
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": k8s_extra(
+            **{
+                "x-kubernetes-validations": [
+                    cel("has(self.fullBackups) != has(self.recoveryWindowDays)", RETENTION_MESSAGE)
+                ]
+            }
+        )
+    }
+
+    fullBackups: int | None = Field(None, description="Keep this many full base backups.", ge=1, le=9999)
+    recoveryWindowDays: int | None = Field(
+        None, description="Keep what recovery to any point of the last N days needs.", ge=1, le=9999
+    )
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> ObjectStoreRetention:
+        """The model's copy of the CEL rule (a v1beta1 write is checked by the model only)."""
+        if (self.fullBackups is None) == (self.recoveryWindowDays is None):
+            raise ValueError(RETENTION_MESSAGE)
+        return self
+
+
 class ObjectStoreSpec(ApiModel):
     """An S3-compatible object store that receives the write-ahead log continuously (pgBackRest)."""
 
@@ -169,6 +203,13 @@ class ObjectStoreSpec(ApiModel):
         description="Server-side encryption: the store's KMS key ID (aws:kms) for every object written.",
         pattern=KMS_KEY_PATTERN,
         max_length=2048,
+    )
+    retention: ObjectStoreRetention | None = Field(
+        None,
+        description=(
+            "Which physical base backups (SampleDBBackup method Physical) to keep; all of them, and every "
+            "segment of WAL, when unset."
+        ),
     )
 
 

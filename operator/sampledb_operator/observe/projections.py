@@ -26,8 +26,9 @@ SampleDB               spec (whole)                               instance.py:In
                        metadata generation, uid, finalizers,      Instance.from_object, Reconciler.reconcile,
                        resourceVersion, deletionTimestamp         _ensure_finalizer, decide.py:_finalizer, emit_event
                        annotations[sampledb.io/switchover-to]     failover.py:switchover_request
-SampleDBBackup         spec (whole: instance, verify)             backup.py:BackupReconciler.reconcile
+SampleDBBackup         spec (whole: instance, method, verify)     backup.py:BackupReconciler.reconcile
                        status.phase, .location, .message          restore.py:plan_restore, BackupReconciler.reconcile
+                       status.pod                                 backup.py:BackupReconciler._physical
                        apiVersion, metadata.uid                   backup.py:BackupReconciler._owned_job
 StatefulSet            D                                          children.py:plan_child
                        spec.replicas                              plan_child (drift_paths), upgrade.py:_scaled_down,
@@ -55,7 +56,7 @@ Pod                    metadata.creationTimestamp                 status.py:term
                          terminated message].state.terminated       of backup, config-check, migration, upgrade Jobs)
                          .message
                        status.conditions[type Ready].type,        status.py:pod_ready (database Pods),
-                                                                  failover.py:lost
+                                                                  failover.py:lost, BackupReconciler._physical
                          .status
                        metadata.name, labels[sampledb.io/role],   replicas.py:role_labels, removed_standby_claims
                          deletionTimestamp                          (identity: kept for every kind)
@@ -166,7 +167,7 @@ KEPT: dict[str, Mapping[str, Keep]] = {
     "SampleDB": _kind(
         metadata={"resourceVersion": True, "annotations": {SWITCHOVER_ANNOTATION: True}}, spec=True, status=True
     ),
-    "SampleDBBackup": _kind(spec=True, status={"phase": True, "location": True, "message": True}),
+    "SampleDBBackup": _kind(spec=True, status={"phase": True, "location": True, "message": True, "pod": True}),
     "StatefulSet": _kind(
         hashed=True,
         spec={

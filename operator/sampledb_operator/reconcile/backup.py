@@ -1,6 +1,7 @@
 """Drive one SampleDBBackup: a single backup Job, its outcome copied into the status.
 
-Steps:
+A physical backup (`method: Physical`) runs on the primary instead: `reconcile/base_backup.py`.
+Steps of a logical one:
 1. a backup that already Succeeded or Failed is final: nothing more is done;
 2. the SampleDB must exist (else Failed, naming it); its backup volume is created if missing;
 3. the Job, named after the SampleDBBackup and owned by it, is created once (an operator restart
@@ -22,8 +23,10 @@ from pydantic import ValidationError
 from sampledb_operator.api import GROUP, backup
 from sampledb_operator.jobs.backup import BACKUP_MOUNT, backup_job, backup_pvc
 from sampledb_operator.k8s.api import ApiError, KubeApi
+from sampledb_operator.reconcile import base_backup
 from sampledb_operator.reconcile.outcome import Outcome
-from sampledb_operator.reconcile.status import JobState, job_failure_message, job_state, termination_summary
+from sampledb_operator.reconcile.status import JobState, job_failure_message, job_state, pod_ready, termination_summary
+from sampledb_operator.resources import archive
 from sampledb_operator.resources.instance import Instance
 from sampledb_operator.settings import Settings
 
@@ -99,6 +102,8 @@ class BackupReconciler:
                     "message": f"SampleDB {db['metadata']['name']} has an invalid spec: {err.errors()[0]['msg']}",
                 },
             )
+        if spec.get("method") == backup.BackupMethod.PHYSICAL:
+            return self._physical(obj, instance)
         job = self.observed.get("Job", namespace, name) or self._start(obj, instance, verify=bool(spec.get("verify")))
         if job_state(job) is JobState.RUNNING:
             running = {
@@ -112,6 +117,65 @@ class BackupReconciler:
         pods = self.observed.job_pods(namespace, instance.name, name)
         return self._finish(obj, outcome_status(instance, job, termination_summary(pods)))
 
+    def _physical(self, obj: dict[str, Any], instance: Instance) -> Outcome:
+        """A base backup (`reconcile/base_backup.py`, where its states are)."""
+        status, uid = obj.get("status") or {}, obj["metadata"]["uid"]
+        if not instance.archives:
+            message = (
+                f"spec.method Physical: SampleDB {instance.name} has no spec.backup.objectStore to take "
+                "base backups to; set it, or use method Logical"
+            )
+            return self._finish(obj, {"phase": backup.BackupPhase.FAILED.value, "message": message})
+        pod = status.get("pod")
+        if pod is None:
+            return self._start_physical(obj, instance, status)
+        if self.observed.get("Pod", instance.namespace, pod) is None:
+            message = f"interrupted: Pod {pod}, which ran the base backup, is gone; create a new SampleDBBackup"
+            return self._finish(obj, {"phase": backup.BackupPhase.FAILED.value, "message": message})
+        try:
+            answer = self.api.exec(
+                instance.namespace, pod, archive.BACKUP_CONTAINER, base_backup.command("backup-status", uid), timeout=30
+            )
+        except ApiError as err:
+            logger.info("%s/%s: base backup status not read (%s): polling again", instance.namespace, uid, err)
+            return Outcome(phase=backup.BackupPhase.RUNNING.value, requeue_after=base_backup.POLL_SECONDS)
+        progress = base_backup.parse(answer)
+        final = base_backup.outcome(instance, uid, pod, progress)
+        if final is not None:
+            return self._finish(obj, final)
+        if progress.detail and progress.detail != status.get("message"):
+            self._write(obj, {"message": progress.detail})
+        return Outcome(phase=backup.BackupPhase.RUNNING.value, requeue_after=base_backup.POLL_SECONDS)
+
+    def _start_physical(self, obj: dict[str, Any], instance: Instance, status: dict[str, Any]) -> Outcome:
+        pod, uid = instance.serving_primary, obj["metadata"]["uid"]
+        found = self.observed.get("Pod", instance.namespace, pod)
+        problem = None if found is not None and pod_ready(found) else f"waiting for the primary's Pod {pod} to be ready"
+        if problem is None:
+            try:
+                self.api.exec(
+                    instance.namespace,
+                    pod,
+                    archive.BACKUP_CONTAINER,
+                    base_backup.command("backup-start", uid),
+                    timeout=30,
+                )
+            except ApiError as err:
+                if archive.NO_PGBACKREST_MESSAGE in str(err):
+                    message = f"the image {instance.image} has no pgbackrest: base backups need it"
+                    return self._finish(obj, {"phase": backup.BackupPhase.FAILED.value, "message": message})
+                problem = f"could not start the base backup on Pod {pod} (retrying): {err}"
+        if problem is not None:
+            if status.get("message") != problem:
+                self._write(obj, {"phase": backup.BackupPhase.PENDING.value, "message": problem})
+            return Outcome(phase=backup.BackupPhase.PENDING.value, requeue_after=base_backup.POLL_SECONDS)
+        self._write(
+            obj,
+            {"phase": backup.BackupPhase.RUNNING.value, "pod": pod, "startTime": self.clock(), "message": None},
+        )
+        self._started(obj, f"base backup of {instance.name} started on Pod {pod}")
+        return Outcome(phase=backup.BackupPhase.RUNNING.value, requeue_after=base_backup.POLL_SECONDS)
+
     def _start(self, obj: dict[str, Any], instance: Instance, *, verify: bool) -> dict[str, Any]:
         name = obj["metadata"]["name"]
         job = self._owned_job(obj, instance, verify=verify)
@@ -121,14 +185,11 @@ class BackupReconciler:
             except ApiError as err:
                 if not err.conflict:
                     raise
-        self.api.emit_event(
-            obj,
-            type_="Normal",
-            reason="BackupStarted",
-            note=f"Job {name} is backing up {instance.name}",
-            action="Backup",
-        )
+        self._started(obj, f"Job {name} is backing up {instance.name}")
         return self.observed.get("Job", instance.namespace, name) or job
+
+    def _started(self, obj: dict[str, Any], note: str) -> None:
+        self.api.emit_event(obj, type_="Normal", reason="BackupStarted", note=note, action="Backup")
 
     @staticmethod
     def _owned_job(obj: dict[str, Any], instance: Instance, *, verify: bool) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sampledb_operator.api.backup import BackupPhase
+from sampledb_operator.api.backup import BackupMethod, BackupPhase
 from sampledb_operator.jobs.backup import BACKUP_MOUNT
 from sampledb_operator.reconcile.status import Problem
 from sampledb_operator.resources.instance import Instance
@@ -42,6 +42,12 @@ def plan_restore(instance: Instance, backup: dict[str, Any] | None, claim: dict[
         return RestorePlan(
             problem=Problem("RestoreSourceMissing", f"{field}: SampleDBBackup not found in {instance.namespace}")
         )
+    if (backup.get("spec") or {}).get("method") == BackupMethod.PHYSICAL:
+        message = (
+            f"{field} is a physical base backup, which spec.restore cannot load (it restores logical backups); "
+            "name a backup of method Logical"
+        )
+        return RestorePlan(problem=Problem("RestoreSourcePhysical", message))
     status = backup.get("status") or {}
     phase, location = status.get("phase"), status.get("location", "")
     if phase == BackupPhase.FAILED:

@@ -45,6 +45,7 @@ SECRET_KEY_FILE = "secret-access-key"  # noqa: S105 - a file name
 CA_FILE = "ca.crt"
 RUN_DIR = f"{SOCKET_DIR}/pgbackrest"  # private to the Pod: the keys as pgBackRest reads them, the last error
 LAST_ERROR = f"{RUN_DIR}/last-error"
+NO_PGBACKREST_MESSAGE = "this image has no pgbackrest"
 NO_PGBACKREST_FILE = "no-pgbackrest"  # in RUN_DIR, written by the start script: the image lacks the tool
 PUSH_TIMEOUT_SECONDS = 60  # one segment's push, store unreachable or slow: then it fails, and is retried
 ARCHIVE_TIMEOUT = "30s"  # an idle-ish database still archives: at most this much of its writes at risk
@@ -80,6 +81,10 @@ def pgbackrest_conf(instance: Instance) -> str | None:
         lines.append(f"repo1-storage-ca-file={CA_DIR}/{CA_FILE}")
     if store.kmsKeyId is not None:
         lines.append(f"repo1-s3-kms-key-id={store.kmsKeyId}")
+    if store.retention is not None:  # applied after each base backup (pgBackRest's expire-auto)
+        count = store.retention.fullBackups
+        kind, value = ("count", count) if count is not None else ("time", store.retention.recoveryWindowDays)
+        lines += [f"repo1-retention-full-type={kind}", f"repo1-retention-full={value}"]
     lines += [
         "compress-type=lz4",  # fast: the archiver pushes one segment at a time
         # A store that does not answer: pgBackRest retries each request until its I/O timeout, which
@@ -102,19 +107,23 @@ def script() -> str:
     `archive-push` that finds no stanza creates it, and one that finds the stanza of an older
     cluster (a major upgrade made a new one; the repository is this SampleDB's own) upgrades it,
     then pushes again. A push that fails writes pgBackRest's whole message to the server's log
-    and its gist (first line, the store's error codes) to LAST_ERROR (removed by the next
+    and its gist (first error, the store's error codes) to LAST_ERROR (removed by the next
     success), and exits non-zero, so the server keeps the segment and retries.
+    The base-backup commands are in BACKUP_COMMANDS.
     """
     return f"""#!/bin/sh
 # Managed by the SampleDB operator: pgBackRest with the object store's settings and keys.
 set -eu
 umask 077
 mkdir -p {RUN_DIR}/conf.d
-remember() {{  # the gist of a failure for the condition: printable, bounded
-  printf '%s\\n' "$1" | LC_ALL=C tr -cd '\\11\\12\\40-\\176' | head -c 800 > {LAST_ERROR}
+gist() {{  # the gist of pgBackRest's output for a condition or a status: printable, bounded
+  out="$(cat)"
+  {{ printf '%s\\n' "$out" | grep -m1 ERROR || printf '%s\\n' "$out" | sed -n 1p
+    printf '%s\\n' "$out" | sed -n 's/.*<Code>\\([^<]*\\)<\\/Code><Message>\\([^<]*\\)<.*/\\1: \\2/p' | sort -u
+  }} | LC_ALL=C tr -cd '\\11\\12\\40-\\176' | head -c 800
 }}
-fail() {{ printf '%s\\n' "$1" >&2; remember "$1"; exit 1; }}
-command -v pgbackrest >/dev/null || fail "sampledb: this image has no pgbackrest"
+fail() {{ printf '%s\\n' "$1" >&2; printf '%s\\n' "$1" | gist > {LAST_ERROR}; exit 1; }}
+command -v pgbackrest >/dev/null || fail "sampledb: {NO_PGBACKREST_MESSAGE}"
 [ -r {KEYS_DIR}/{ACCESS_KEY_FILE} ] && [ -r {KEYS_DIR}/{SECRET_KEY_FILE} ] ||
   fail "sampledb: the object store's keys are not mounted at {KEYS_DIR}"
 {{
@@ -123,10 +132,10 @@ command -v pgbackrest >/dev/null || fail "sampledb: this image has no pgbackrest
 }} > {RUN_DIR}/conf.d/keys.conf.$$
 mv {RUN_DIR}/conf.d/keys.conf.$$ {RUN_DIR}/conf.d/keys.conf
 pgbackrest="pgbackrest --config={CONFIG_DIR}/{CONF_FILE} --config-include-path={RUN_DIR}/conf.d --stanza={STANZA}"
-[ "$1" = archive-push ] || exec $pgbackrest "$@"
 # A push (or a stanza change) that cannot finish within PUSH_TIMEOUT_SECONDS fails, so that
 # pg_stat_archiver says so (the server retries it): a store that does not answer is a failure.
 bounded() {{ timeout -k 5 {PUSH_TIMEOUT_SECONDS} $pgbackrest "$@"; }}
+{BACKUP_COMMANDS}[ "$1" = archive-push ] || exec $pgbackrest "$@"
 rc=0
 out="$(bounded "$@" 2>&1)" || rc=$?
 case "$rc:$out" in
@@ -147,10 +156,69 @@ if [ "$rc" -eq 124 ]; then
 $out"
 fi
 printf '%s\\n' "$out" >&2
-# For the condition: pgBackRest's first line, and what the store said (its error codes).
-remember "$(printf '%s\\n' "$out" | sed -n 1p
-  printf '%s\\n' "$out" | sed -n 's/.*<Code>\\([^<]*\\)<\\/Code><Message>\\([^<]*\\)<.*/\\1: \\2/p' | sort -u)"
+printf '%s\\n' "$out" | gist > {LAST_ERROR}
 exit 1
+"""
+
+
+# The base backups (`reconcile/base_backup.py` drives them through exec in BACKUP_CONTAINER, whose
+# PID 1 reaps what `backup-start` leaves running). ID is the SampleDBBackup's UID; its files are in
+# BACKUPS_DIR, on the Pod's private emptyDir, so they outlive a restart of the container, not of the Pod.
+# - `backup-start ID`: start the base backup ID in the background, once (a second start, after a
+#   status write that failed, finds the first);
+# - `backup-run ID`: the backup itself, in the foreground: the stanza made this cluster's (created,
+#   or upgraded after a major upgrade; retried while the archiver's push holds the lock), then an
+#   online full backup (fast checkpoint) annotated with ID, then pgBackRest's `info` as JSON (the
+#   operator finds the backup by its annotation); its output goes to ID.log, its exit code to ID.rc;
+# - `backup-status ID`: a first line `succeeded` (then the JSON), `failed` (then the gist of the
+#   error), `running` (then the last line of progress), `lost` (started, no process, no outcome:
+#   the container restarted) or `unknown` (never started here: the Pod is a new one).
+BACKUP_CONTAINER = "pgbackrest"
+# Its main process: it only waits (TERM ends it at once), and reaps the backups `backup-start`
+# leaves behind (an orphan's parent becomes PID 1; the shell's `wait` collects any child). Not the
+# server's container: there PID 1 is the postmaster, which takes an unknown child's exit code as a
+# crashed backend and restarts every session.
+BACKUP_CONTAINER_COMMAND = "trap 'exit 0' TERM INT\nwhile :; do sleep 3600 & wait $!; done\n"
+BACKUP_CONTAINER_RESOURCES = {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "512Mi"}}
+BACKUPS_DIR = f"{RUN_DIR}/backups"
+ANNOTATION = "sampledb.io/backup"
+BACKUP_COMMANDS = rf"""case "$1" in backup-*)
+  case "${{2:-}}" in ""|*[!0-9a-z-]*) echo "sampledb: $1 needs the backup's ID" >&2; exit 2 ;; esac
+  mkdir -p {BACKUPS_DIR}
+  f={BACKUPS_DIR}/$2 ;;
+esac
+case "$1" in
+  backup-start)
+    if ( set -C; : > "$f.started" ) 2>/dev/null; then
+      trap '' HUP
+      sh "$0" backup-run "$2" > /dev/null 2>&1 < /dev/null &
+      echo $! > "$f.pid"
+    fi
+    echo started; exit 0 ;;
+  backup-run)
+    locked() {{  # a stanza command, retried while a push holds the repository's archive lock
+      n=0
+      until out="$(bounded "$@" 2>&1)"; do
+        n=$((n + 1))
+        case "$out" in *"acquire lock"*) [ "$n" -lt 30 ] && sleep 1 && continue ;; esac
+        printf '%s\n' "$out"; return 1
+      done
+    }}
+    exec > "$f.log" 2>&1
+    rc=0
+    {{ locked stanza-create || case "$out" in *"do not match"*) locked stanza-upgrade ;; *) false ;; esac
+    }} && $pgbackrest backup --type=full --start-fast --log-level-console=info --annotation={ANNOTATION}="$2" &&
+      $pgbackrest info --output=json > "$f.json" || rc=$?
+    echo "$rc" > "$f.rc"; exit "$rc" ;;
+  backup-status)
+    if [ "$(cat "$f.rc" 2>/dev/null)" = 0 ]; then echo succeeded; cat "$f.json"
+    elif [ -f "$f.rc" ]; then echo failed; gist < "$f.log"
+    elif [ ! -f "$f.started" ]; then echo unknown
+    elif [ ! -f "$f.pid" ] || kill -0 "$(cat "$f.pid")" 2>/dev/null; then
+      echo running; tail -n 1 "$f.log" 2>/dev/null || :
+    else echo lost; fi
+    exit 0 ;;
+esac
 """
 
 

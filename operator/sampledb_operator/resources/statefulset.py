@@ -175,6 +175,38 @@ def _probe(*, period: int, failures: int) -> dict[str, Any]:
     }
 
 
+def _mounts(instance: Instance, *, credentials: bool) -> list[dict[str, Any]]:
+    """The data, its configuration, (the superuser's password,) the private sockets and scratch, the object store's."""
+    return [
+        {"name": instance.data_volume, "mountPath": DATA_MOUNT},
+        {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+        *([{"name": "credentials", "mountPath": CREDENTIALS_DIR, "readOnly": True}] if credentials else []),
+        {"name": "run", "mountPath": SOCKET_DIR},
+        {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - an emptyDir private to the Pod
+        *archive.mounts(instance),
+    ]
+
+
+def _backup_container(instance: Instance) -> list[dict[str, Any]]:
+    """With an object store, the container base backups run in (`resources/archive.py`); none otherwise.
+
+    Beside the server, on its volumes: pgBackRest copies the data directory itself.
+    """
+    if not instance.archives:
+        return []
+    return [
+        {
+            "name": archive.BACKUP_CONTAINER,
+            "image": instance.image,
+            "imagePullPolicy": "IfNotPresent",
+            "command": ["/bin/sh", "-c", archive.BACKUP_CONTAINER_COMMAND],
+            "resources": archive.BACKUP_CONTAINER_RESOURCES,
+            "securityContext": security.container_security_context(),
+            "volumeMounts": _mounts(instance, credentials=False),
+        }
+    ]
+
+
 def _container(instance: Instance) -> dict[str, Any]:
     return {
         "name": SERVER_CONTAINER,
@@ -194,14 +226,7 @@ def _container(instance: Instance) -> dict[str, Any]:
         "readinessProbe": _probe(period=5, failures=3),
         "livenessProbe": _probe(period=10, failures=6),
         "lifecycle": {"preStop": {"exec": {"command": stop_command()}}},
-        "volumeMounts": [
-            {"name": instance.data_volume, "mountPath": DATA_MOUNT},
-            {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
-            {"name": "credentials", "mountPath": CREDENTIALS_DIR, "readOnly": True},
-            {"name": "run", "mountPath": SOCKET_DIR},
-            {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - an emptyDir private to the Pod
-            *archive.mounts(instance),
-        ],
+        "volumeMounts": _mounts(instance, credentials=True),
     }
 
 
@@ -252,7 +277,7 @@ def statefulset(instance: Instance) -> dict[str, Any]:
                     "terminationGracePeriodSeconds": 60,
                     "securityContext": security.pod_security_context(),
                     "affinity": _spread(instance),
-                    "containers": [_container(instance)],
+                    "containers": [_container(instance), *_backup_container(instance)],
                     "volumes": [
                         {"name": "config", "configMap": {"name": instance.config_map}},
                         {
