@@ -134,7 +134,7 @@ BENCH_UPGRADE_ARGS ?=
 BENCH_LIFECYCLE_ARGS ?=
 
 .PHONY: bench
-bench: ## Every benchmark (not tests), one after the other: conversion, scale, restart, lifecycle, the real node, upgrade downtime, failover.
+bench: ## Every benchmark (not tests), one after the other: conversion, scale, restart, lifecycle, the real node, upgrade downtime, failover, archiving.
 	@# One at a time even under `make -j`: on a small machine they would distort each other's figures.
 	$(MAKE) --no-print-directory bench-conversion
 	$(MAKE) --no-print-directory bench-scale
@@ -143,6 +143,7 @@ bench: ## Every benchmark (not tests), one after the other: conversion, scale, r
 	$(MAKE) --no-print-directory bench-node
 	$(MAKE) --no-print-directory bench-upgrade
 	$(MAKE) --no-print-directory bench-failover
+	$(MAKE) --no-print-directory bench-archive
 
 .PHONY: bench-conversion
 bench-conversion: $(PYTHON) cluster-tools ## Conversion webhook latency, v1beta1 LIST and GET cost against v1 (results/conversion-*.md).
@@ -167,6 +168,10 @@ bench-upgrade: $(PYTHON) node-tools base-images ## The real node: major-upgrade 
 .PHONY: bench-failover
 bench-failover: $(PYTHON) node-tools base-images ## The real node: writes stopped by a failover and a switchover, 5 runs each (root; results/failover-*.md).
 	PYTHONPATH=.:operator $(PYTHON) benchmarks/bench_failover.py $(BENCH_FAILOVER_ARGS)
+
+.PHONY: bench-archive
+bench-archive: $(PYTHON) test-tools ## WAL archiving's recovery point with the defaults: this machine's PostgreSQL, a real S3 store, 5 runs (root; results/archive-*.md).
+	PYTHONPATH=.:operator $(PYTHON) benchmarks/bench_archive.py $(BENCH_ARCHIVE_ARGS)
 
 .PHONY: bench-lifecycle
 bench-lifecycle: $(PYTHON) base-images ## Backup/restore scripts vs plain pg_dump/pg_restore by CPU time, upgrade step times, 1 GiB (results/lifecycle-*.md).

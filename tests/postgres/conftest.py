@@ -276,6 +276,8 @@ def start_server(
         config_dir=str(config_dir),
         credentials_dir=str(credentials_dir),
         archive_run_dir=str(server.socket_dir / "pgbackrest"),
+        socket_dir=str(server.socket_dir),
+        port=server.port,
     )
     env = {
         "PGDATA": str(root / "data" / "pgdata"),

@@ -197,3 +197,25 @@ def test_a_new_cluster_of_a_newer_major_upgrades_the_stanza_and_archives_on(
     later = switch_wal(after)
     wait_for(lambda: archived(after, later), f"{new.id}'s segment {later} archived")
     assert "pgBackRest stanza-upgrade" in (after.root / "server.log").read_text()
+
+
+def test_an_idle_primary_archives_within_archive_timeout_from_its_start(
+    make_server: Any, pg: Runtime, store: ObjectStore
+) -> None:
+    """After a start the checkpointer sleeps checkpoint_timeout (5 min) before it applies archive_timeout,
+    unless woken: the start script's helper wakes it, and exits as the postmaster's child without harm."""
+    spec = archiving_instance(store).spec.backup.objectStore
+    assert spec is not None
+    store_spec = spec.model_dump(mode="json", exclude_none=True)
+    instance = make_instance(
+        {"backup": {"objectStore": store_spec}, "postgres": {"parameters": {"archive_timeout": "10s"}}}
+    )
+    server = make_server(instance, pg, store=store)
+    started = server.psql("SELECT pg_postmaster_start_time()")
+    server.psql("CREATE TABLE t (id serial, at timestamptz default now())")
+    server.psql("INSERT INTO t DEFAULT VALUES")  # no switch asked for: only archive_timeout closes the segment
+    segment = server.psql("SELECT pg_walfile_name(pg_current_wal_lsn())")
+    wait_for(lambda: archived(server, segment), f"{segment} archived by archive_timeout alone", timeout=45)
+    assert server.psql("SELECT pg_postmaster_start_time()") == started, "the server did not restart"
+    log = (server.root / "server.log").read_text()
+    assert "terminating any other active server processes" not in log and "was terminated by" not in log, log[-2000:]

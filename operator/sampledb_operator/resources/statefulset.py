@@ -53,6 +53,8 @@ def start_script(
     config_dir: str = CONFIG_DIR,
     credentials_dir: str = CREDENTIALS_DIR,
     archive_run_dir: str = archive.RUN_DIR,
+    socket_dir: str = SOCKET_DIR,
+    port: int = POSTGRES_PORT,
 ) -> str:
     """Prepare the data directory by the server's role, then exec the server with our configuration.
 
@@ -73,6 +75,12 @@ def start_script(
     Pod's private socket folder, from the Secret file ($PASSWORD_FILE).
     With an object store configured and no pgbackrest in the image, the server starts without
     archiving (`resources/archive.py`) rather than keep every segment for a command that cannot run.
+    With it, a helper reloads the configuration once the server accepts connections: the
+    checkpointer applies archive_timeout only from its first wake after the start (it sleeps
+    checkpoint_timeout, 5 min, before that: measured on 15, `benchmarks/bench_archive.py`), so an
+    idle-ish primary would keep its first commits unarchived for minutes after every start. The
+    helper becomes the server's child when the script execs it, and always exits 0, which the
+    postmaster takes for a normal exit (any other code from a child it does not know, for a crash).
     """
     upstream = f"host={primary_host} port={primary_port} user={REPLICATION_USER} dbname=postgres connect_timeout=5"
     # PID 1 ignores signals it has no handler for: without the trap, a standby waiting for its
@@ -132,6 +140,15 @@ if [ -f {config_dir}/{archive.CONF_FILE} ] && ! command -v pgbackrest >/dev/null
   echo "sampledb: spec.backup.objectStore is set but this image has no pgbackrest: WAL is not archived" >&2
   mkdir -p {archive_run_dir} && : > {archive_run_dir}/{archive.NO_PGBACKREST_FILE}
   set -- -c archive_mode=off
+elif [ -f {config_dir}/{archive.CONF_FILE} ]; then
+  (
+    trap '' HUP INT TERM
+    tries=0
+    until psql -h {socket_dir} -p {port} -U postgres -d postgres -XAtqc 'select pg_reload_conf()'; do
+      tries=$((tries + 1)); [ "$tries" -lt 300 ] || break; sleep 1
+    done
+    exit 0
+  ) < /dev/null > /dev/null 2>&1 &
 fi
 exec postgres -D "$PGDATA" -c config_file={config_dir}/{CONFIG_FILE} -c hba_file={config_dir}/{HBA_FILE} \\
   -c cluster_name="$HOSTNAME" "$@"
