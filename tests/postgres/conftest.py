@@ -27,7 +27,7 @@ import pytest
 
 from sampledb_operator.resources import archive, config, paths, statefulset
 from sampledb_operator.resources.instance import POSTGRES_PORT, Instance
-from tests.objectstore import ObjectStore
+from tests.objectstore import ObjectStore, start_object_store
 from tests.webhook_process import free_port
 
 PG_ROOT = Path("/usr/lib/postgresql")
@@ -311,6 +311,14 @@ def pg_workdir() -> Iterator[Path]:
     path.chmod(0o755)
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def store(pg_workdir: Path) -> Iterator[ObjectStore]:
+    """A real S3 store (versitygw, TLS) on loopback, for the archiving and base-backup tests."""
+    started = start_object_store(pg_workdir / "object-store")
+    yield started
+    started.stop()
 
 
 @pytest.fixture

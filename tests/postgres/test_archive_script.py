@@ -10,28 +10,20 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from sampledb_operator.reconcile import archiving
 from sampledb_operator.resources import archive, paths
 from sampledb_operator.resources.instance import Instance
-from tests.objectstore import BUCKET, ObjectStore, start_object_store
+from tests.objectstore import BUCKET, ObjectStore
 from tests.postgres.conftest import Runtime, Server, installed_majors, stop_server
 from tests.unit.conftest import make_instance
 
 
-@pytest.fixture
-def store(pg_workdir: Path) -> Iterator[ObjectStore]:
-    started = start_object_store(pg_workdir / "object-store")
-    yield started
-    started.stop()
-
-
-def archiving_instance(store: ObjectStore, instances: int = 1, **changes: Any) -> Instance:
+def archiving_instance(
+    store: ObjectStore, instances: int = 1, *, parameters: dict[str, str] | None = None, **changes: Any
+) -> Instance:
     spec = {
         "endpoint": store.endpoint,
         "bucket": BUCKET,
@@ -39,7 +31,8 @@ def archiving_instance(store: ObjectStore, instances: int = 1, **changes: Any) -
         "caBundle": {"name": "s3-ca", "key": "ca.crt"},
         **changes,
     }
-    return make_instance({"instances": instances, "backup": {"objectStore": spec}})
+    tuned = {"postgres": {"parameters": parameters}} if parameters else {}
+    return make_instance({"instances": instances, "backup": {"objectStore": spec}, **tuned})
 
 
 def answer(server: Server) -> str:
@@ -204,12 +197,7 @@ def test_an_idle_primary_archives_within_archive_timeout_from_its_start(
 ) -> None:
     """After a start the checkpointer sleeps checkpoint_timeout (5 min) before it applies archive_timeout,
     unless woken: the start script's helper wakes it, and exits as the postmaster's child without harm."""
-    spec = archiving_instance(store).spec.backup.objectStore
-    assert spec is not None
-    store_spec = spec.model_dump(mode="json", exclude_none=True)
-    instance = make_instance(
-        {"backup": {"objectStore": store_spec}, "postgres": {"parameters": {"archive_timeout": "10s"}}}
-    )
+    instance = archiving_instance(store, parameters={"archive_timeout": "10s"})
     server = make_server(instance, pg, store=store)
     started = server.psql("SELECT pg_postmaster_start_time()")
     server.psql("CREATE TABLE t (id serial, at timestamptz default now())")

@@ -20,9 +20,7 @@ from sampledb_operator.resources.instance import Instance
 from sampledb_operator.settings import Settings
 from tests.objectstore import BUCKET, ObjectStore
 from tests.postgres.conftest import Runtime, Server, installed_majors, start_server, stop_server
-from tests.postgres.test_archive_script import archived, archiving_instance, store, switch_wal, wait_for
-
-__all__ = ["store"]  # the object store fixture, shared with the archiving tests
+from tests.postgres.test_archive_script import archived, archiving_instance, switch_wal, wait_for
 
 ROWS = "SELECT count(*), md5(coalesce(string_agg(id::text || ':' || at::text, ',' ORDER BY id), '')) FROM t"
 
