@@ -225,6 +225,9 @@ def present(obj: Any, path: Path) -> bool:
 # -- strategies from the schema ------------------------------------------------------------------------
 
 
+SMALL_CHOICE = 3  # objects of at most this many fields, all optional, also come with one field alone
+
+
 class UnsupportedSchema(ValueError):
     """A schema construct the generator does not know: extend it rather than let a field go ungenerated."""
 
@@ -322,10 +325,16 @@ class _Generator:
             raise UnsupportedSchema(f"{model.__name__}: fields {sorted(unnamed)} have no property in the schema")
         required = set(schema.get("required", []))
         fields = {name: self.value(sub, (*path, name)) for name, sub in properties.items()}
-        return st.fixed_dictionaries(
+        any_subset = st.fixed_dictionaries(
             {k: v for k, v in fields.items() if k in required},
             optional={k: v for k, v in fields.items() if k not in required},
-        ).filter(_accepted(model))
+        )
+        if required or not 1 < len(fields) <= SMALL_CHOICE:
+            return any_subset.filter(_accepted(model))
+        # A small object of optional fields is often a choice ("exactly one of", "at most one of"),
+        # which refuses most subsets; half the time one field alone, so that each is generated.
+        alone = [st.fixed_dictionaries({k: v}) for k, v in fields.items()]
+        return st.one_of(any_subset, st.one_of(alone)).filter(_accepted(model))
 
 
 def model_objects(model: type[BaseModel]) -> st.SearchStrategy[Obj]:

@@ -93,3 +93,31 @@ def test_physical_backups_are_checked_at_admission_and_need_an_object_store(admi
     wait_for(lambda: phase(admin, namespace, "base-1") == "Failed", timeout=60, what="the base backup to fail")
     message = admin.get("SampleDBBackup", namespace, "base-1")["status"]["message"]  # type: ignore[index]
     assert "SampleDB plain has no spec.backup.objectStore" in message, message
+
+
+def test_recovery_is_checked_at_admission_and_immutable(admin: KubeApi, namespace: str) -> None:
+    """spec.recovery's rules, on the API server (what it recovers to: tests/postgres, tests/node)."""
+    store = {"endpoint": "https://s3.example.com", "bucket": "pg-archive", "credentials": {"secretName": "k"}}
+    source = {"repositoryPath": "/sampledb/team-a/old/uid-old"}
+    refused_specs = {
+        "needs exactly one of repositoryPath and backup": {"recovery": {**source, "backup": "b"}},
+        "spec.recovery reads from spec.backup.objectStore": {"recovery": source},
+        "cannot both be set": {"recovery": source, "restore": {"backup": "b"}, "backup": {"objectStore": store}},
+        "at most one of time, lsn and name": {
+            "recovery": {**source, "target": {"lsn": "0/1", "name": "x"}},
+            "backup": {"objectStore": store},
+        },
+    }
+    for words, spec in refused_specs.items():
+        with pytest.raises(ApiError) as refused:
+            admin.create(sampledb("refused", namespace, spec))
+        assert refused.value.status == 422 and words in refused.value.message, refused.value.message
+    spec = {
+        "recovery": {**source, "target": {"name": "x"}},
+        "backup": {"objectStore": store},
+        "deletionPolicy": "Delete",
+    }
+    admin.create(sampledb("recovering", namespace, spec))
+    with pytest.raises(ApiError) as refused:
+        admin.merge_patch("SampleDB", namespace, "recovering", {"spec": {"recovery": {"target": {"name": "y"}}}})
+    assert refused.value.status == 422 and "recovery is immutable" in refused.value.message

@@ -23,7 +23,7 @@ from sampledb_operator.reconcile.conditions import ARCHIVING
 from sampledb_operator.resources import archive
 from sampledb_operator.resources.paths import PGDATA
 from tests.node.conftest import SOCKET_DIR, wait_for
-from tests.node.test_journey import sampledb, status, wait_phase
+from tests.node.test_journey import app_sql, degraded, sampledb, start_client, status, wait_phase
 from tests.objectstore import BUCKET, ObjectStore, start_object_store
 
 pytestmark = pytest.mark.timeout(900)
@@ -270,3 +270,64 @@ pg_ctl stop -D {check} -m fast >/dev/null && rm -rf {check} {check}.log""",
     assert store.secret_key not in log and store.secret_key not in str(
         kubectl("get", "sampledbbackup", "-n", namespace, "-o", "yaml")
     )
+
+
+def lsn(text: str) -> int:
+    high, _, low = text.partition("/")
+    return (int(high, 16) << 32) + int(low, 16)
+
+
+def recovering(name: str, namespace: str, spec: dict[str, Any], **recovery: Any) -> dict[str, Any]:
+    return sampledb(name, namespace, 17, backup={"objectStore": spec}, recovery=recovery, deletionPolicy="Delete")
+
+
+def test_point_in_time_recovery_to_a_time_holds_exactly_the_rows_before_it_and_to_the_latest_every_commit(
+    admin: KubeApi, kubectl: Any, namespace: str, object_store: tuple[ObjectStore, dict[str, Any]]
+) -> None:
+    """The issue's scenario on real Pods: rows with timestamps, a base backup, a point, more rows; then new SampleDBs
+    recovered to the point, and to the latest point after the source and its volume are deleted."""
+    _store, spec = object_store
+    admin.create(sampledb("src", namespace, 17, backup={"objectStore": spec}, deletionPolicy="Delete"))
+    wait_phase(admin, namespace, "src")
+    repository = repository_of(admin, namespace, "src")
+    rows = "select count(*), sum(hashtext(id::text || at::text)) from t"
+    now = "select to_char(clock_timestamp() at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+    too_early = sql(kubectl, namespace, "src-0", now)  # before any base backup
+    switch(kubectl, namespace, "src-0", 2000)
+    base = physical_backup(admin, namespace, "src-base", "src")
+    switch(kubectl, namespace, "src-0", 300)
+    before = sql(kubectl, namespace, "src-0", rows)
+    point = sql(kubectl, namespace, "src-0", now)
+    sql(kubectl, namespace, "src-0", "select pg_sleep(1)")
+    last = switch(kubectl, namespace, "src-0", 400)
+    everything = sql(kubectl, namespace, "src-0", rows)
+    wait_for(lambda: archived_in_status(admin, namespace, "src", last), timeout=120, what=f"{last} archived")
+
+    # To the point, from the base backup: exactly the rows committed before it, and the new Secret's passwords.
+    admin.create(recovering("to-point", namespace, spec, backup="src-base", target={"time": point}))
+    recovered = wait_phase(admin, namespace, "to-point", timeout=300)
+    assert sql(kubectl, namespace, "to-point-0", rows) == before != everything
+    client = start_client(admin, namespace, "to-point", 17)
+    assert app_sql(kubectl, namespace, client, "select current_user") == "app", "through the Service, its password"
+    reached = recovered["recovery"]
+    assert reached["repositoryPath"] == repository and reached["backupLabel"] == base["backupLabel"], reached
+    assert reached["target"] == f"time {point}" and reached["reached"].startswith("before "), reached
+    assert reached["timeline"] == 2 and lsn(reached["lsn"]) > lsn(base["stopLSN"]), reached
+    assert repository_of(admin, namespace, "to-point") != repository, "it archives to its own repository"
+
+    # The source and its volume gone: to the latest point, every commit it acknowledged (all archived).
+    admin.delete("SampleDB", namespace, "src")
+    wait_for(lambda: admin.get("PersistentVolumeClaim", namespace, "data-src-0") is None, timeout=240,
+             what="the source's volume to be deleted")  # fmt: skip
+    admin.create(recovering("latest", namespace, spec, repositoryPath=repository))
+    wait_phase(admin, namespace, "latest", timeout=300)
+    assert sql(kubectl, namespace, "latest-0", rows) == everything
+    assert status(admin, namespace, "latest")["recovery"]["reached"] == "no recovery target specified"
+
+    # Before the oldest base backup: refused, with what the repository holds, and nothing served.
+    admin.create(recovering("early", namespace, spec, repositoryPath=repository, target={"time": too_early}))
+    failed = wait_for(lambda: (c := degraded(admin, namespace, "early")).get("reason") == "RecoveryFailed" and c,
+                      timeout=240, what="early to be refused")  # fmt: skip
+    assert "no base backup ends before the target" in failed["message"], failed
+    assert f"the repository {repository} holds base backups ending from" in failed["message"], failed
+    assert status(admin, namespace, "early").get("readyInstances", 0) == 0

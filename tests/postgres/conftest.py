@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from sampledb_operator.resources import archive, config, paths, statefulset
+from sampledb_operator.resources import archive, config, paths, recovery, statefulset
 from sampledb_operator.resources.instance import POSTGRES_PORT, Instance
 from tests.objectstore import ObjectStore, start_object_store
 from tests.webhook_process import free_port
@@ -230,7 +230,7 @@ def write_archive_files(instance: Instance, server: Server, store: ObjectStore) 
         f"pg1-port={POSTGRES_PORT}": f"pg1-port={server.port}",
         "lock-path=/tmp/": f"lock-path={root}/",
     }
-    for name, text in archive.config_files(instance).items():
+    for name, text in {**archive.config_files(instance), **recovery.config_files(instance)}.items():
         for old, new in moved.items():
             text = text.replace(old, new)
         (root / "config" / name).write_text(text)
@@ -278,6 +278,7 @@ def start_server(
         archive_run_dir=str(server.socket_dir / "pgbackrest"),
         socket_dir=str(server.socket_dir),
         port=server.port,
+        termination_log=str(root / "termination-log"),
     )
     env = {
         "PGDATA": str(root / "data" / "pgdata"),

@@ -117,3 +117,12 @@ def test_a_stored_object_the_model_now_refuses_can_be_updated_to_a_valid_one() -
     old = with_kept(stored(), database={"name": "app", "owner": "postgres"})  # a reserved role, refused today
     result = answer(review(old, with_kept(old, database={"name": "app", "owner": "app"})))
     assert result == {"uid": "u-1", "allowed": True}
+
+
+def test_a_recovery_target_changed_through_the_annotation_is_refused_naming_the_field() -> None:
+    old = stored(recovery={"repositoryPath": "/sampledb/a/b/c", "target": {"name": "x"}})
+    result = answer(
+        review(old, with_kept(old, recovery={"repositoryPath": "/sampledb/a/b/c", "target": {"name": "y"}}))
+    )
+    assert result["allowed"] is False
+    assert result["status"]["message"].count("spec.recovery: Invalid value: recovery is immutable") == 1

@@ -204,3 +204,12 @@ def test_a_cordoned_node_wakes_the_sampledbs_with_a_pod_on_it(running: Running) 
     snap = running.cache.snapshot(NS, "db1")
     assert snap is not None and snap.objects[("Node", "node-a")]["spec"] == {"unschedulable": True}
     assert "status" not in snap.objects[("Node", "node-a")], "a Node keeps whether it is cordoned, nothing more"
+
+
+def test_the_backup_a_recovery_names_is_in_its_snapshot_and_wakes_it(running: Running) -> None:
+    running.start()
+    running.woken_by("SampleDB", sampledb("db3", {"recovery": {"backup": "base"}}))
+    base = obj("SampleDBBackup", "base", spec={"instance": "old", "method": "Physical"})
+    assert running.woken_by("SampleDBBackup", base) == [(NS, "db3")]
+    snap = running.cache.snapshot(NS, "db3")
+    assert snap is not None and ("SampleDBBackup", "base") in snap.objects

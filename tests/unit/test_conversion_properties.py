@@ -311,7 +311,7 @@ def test_every_transition_rule_of_a_v1_home_also_holds_for_its_v1beta1_field() -
 
 
 def never_generated(strategy: st.SearchStrategy[Any], targets: dict[str, Callable[[Any], bool]]) -> list[str]:
-    """The targets no example of `strategy` meets, out of up to 3000 examples (it stops once all are met)."""
+    """The targets no example of `strategy` meets, out of up to 20,000 examples (it stops once all are met)."""
     remaining = dict(targets)
 
     def meets_the_rest(example: Any) -> bool:
@@ -320,7 +320,7 @@ def never_generated(strategy: st.SearchStrategy[Any], targets: dict[str, Callabl
         return not remaining
 
     with contextlib.suppress(NoSuchExample):
-        find(strategy, meets_the_rest, settings=settings(max_examples=3000, phases=[Phase.generate], database=None))
+        find(strategy, meets_the_rest, settings=settings(max_examples=20000, phases=[Phase.generate], database=None))
     return sorted(remaining)
 
 

@@ -39,7 +39,16 @@ from sampledb_operator.jobs.initialize import init_job
 from sampledb_operator.jobs.migrate import migration_job
 from sampledb_operator.observe import projections
 from sampledb_operator.observe.projections import KEPT, PROJECTIONS, Each, Keep, project, projector
-from sampledb_operator.reconcile import children, config_check, deletion, failover, migrations, storage, upgrade
+from sampledb_operator.reconcile import (
+    children,
+    config_check,
+    deletion,
+    failover,
+    migrations,
+    recovery,
+    storage,
+    upgrade,
+)
 from sampledb_operator.reconcile.backup import BackupReconciler, outcome_status
 from sampledb_operator.reconcile.restore import plan_restore
 from sampledb_operator.reconcile.status import (
@@ -776,6 +785,7 @@ class World:
             self._migrations,
             self._restore,
             self._backups,
+            self._recovery,
         ):
             add()
 
@@ -1184,6 +1194,32 @@ class World:
                         f"BackupReconciler[physical][{pname}][{sname}][{aname}]",
                         lambda v, o=objects, a=answer: backup_run(v, o, [], a),
                     )
+
+    def _recovery(self) -> None:
+        """spec.recovery: a physical backup as its source in every state, a recovering primary's failure."""
+        targets = ({"time": T0}, {"lsn": "0/3000000"}, {"time": "2030-01-01T00:00:00Z"})
+        insts = [with_spec(self.inst, restore=None, recovery={"backup": "base", "target": t}) for t in targets]
+        stored = {
+            "phase": "Succeeded",
+            "backupLabel": "20261120-100000F",
+            "stopLSN": "0/3000100",
+            "completionTime": T1,
+            "location": "s3://pg-archive/sampledb/team-a/src/uid-src/backup/db/20261120-100000F",
+        }
+        statuses = {**PHYSICAL_STATUSES, "stored": stored, **BACKUP_STATUSES}
+        for sname, status in statuses.items():
+            for physical in (True, False):
+                record = backup_record("base", "src", status, physical=physical)
+                for m, inst in enumerate(insts):
+                    self.add(
+                        f"plan_recovery[{sname}][{physical}][{m}]",
+                        lambda v, i=inst, b=record: recovery.plan_recovery(i, v("SampleDBBackup", b)),
+                    )
+        message = {"message": f"{recovery.FAILURE_PREFIX}PostgreSQL stopped recovering: FATAL: ...", "exitCode": 1}
+        for state in ("state", "lastState"):
+            pod = database_pod(insts[0], ready=False, noise=self.noise)
+            pod["status"]["containerStatuses"][0][state] = {"terminated": message}
+            self.add(f"recovery.failure[{state}]", lambda v, p=pod: recovery.failure(insts[0], [v("Pod", p)]))
 
 
 def backup_run(view: View, objects: Mapping[tuple[str, str], Obj], pods: list[Obj], answer: str = "") -> Any:

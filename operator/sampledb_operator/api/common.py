@@ -351,6 +351,27 @@ class ArchiveStatus(ApiModel):
     pendingSegments: int | None = Field(None, description="WAL segments complete and not yet archived.", ge=0)
 
 
+class RecoveryStatus(ApiModel):
+    """Where a SampleDB bootstrapped with spec.recovery came from, and the point PostgreSQL reached."""
+
+    repositoryPath: str = Field(description="The repository recovered from.")
+    backup: str | None = Field(None, description="The SampleDBBackup recovered from (spec.recovery.backup).")
+    backupLabel: str | None = Field(
+        None, description="The base backup pgBackRest restored (with spec.recovery.backup)."
+    )
+    target: str = Field(description="What was asked: latest, or time, lsn or name with its value.")
+    reached: str | None = Field(
+        None,
+        description=(
+            "Where recovery stopped, in PostgreSQL's words (from the new timeline's history file): e.g. "
+            "'before transaction 1021 at 2026-11-28 10:15:00.2+00', 'at restore point \"x\"', "
+            "'no recovery target specified' (the end of the archive)."
+        ),
+    )
+    lsn: str | None = Field(None, description="The WAL position where the new timeline begins.")
+    timeline: int | None = Field(None, description="The timeline the recovered database writes on.", ge=1)
+
+
 class SampleDBStatus(ApiModel):
     """The observed state of a SampleDB, written only by the operator."""
 
@@ -375,6 +396,7 @@ class SampleDBStatus(ApiModel):
     storage: StorageStatus | None = Field(None, description="The data volumes and their growth.")
     failover: FailoverStatus | None = Field(None, description="The current or last failover or switchover.")
     archive: ArchiveStatus | None = Field(None, description="Continuous WAL archiving to the object store.")
+    recovery: RecoveryStatus | None = Field(None, description="With spec.recovery: the point recovered to.")
     servers: list[ServerStatus] | None = Field(
         None,
         description="With standbys: each database Pod's role, readiness and replication lag "

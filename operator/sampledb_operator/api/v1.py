@@ -7,6 +7,7 @@ checked at admission is expressed here, next to the field, as a schema constrain
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Annotated
 
 from pydantic import AfterValidator, Field, model_validator
@@ -98,11 +99,11 @@ class StorageSpec(ApiModel):
     )
 
 
-def _no_parent(field: str) -> Callable[[str], str]:
+def _no_parent(field: str) -> Callable[[str | None], str | None]:
     """The model's copy of a CEL rule refusing '..' (a v1beta1 write is checked by the model only)."""
 
-    def check(value: str) -> str:
-        if ".." in value:
+    def check(value: str | None) -> str | None:
+        if value is not None and ".." in value:
             raise ValueError(f"{field} must not contain '..'")
         return value
 
@@ -376,6 +377,124 @@ class RestoreSpec(ApiModel):
         return self
 
 
+RECOVERY_IMMUTABLE = "recovery is immutable: it only applies when the instance is created"
+RECOVERY_SOURCE_MESSAGE = "recovery needs exactly one of repositoryPath and backup"
+RECOVERY_TARGET_MESSAGE = "recovery.target takes at most one of time, lsn and name (none: the latest point)"
+# Refused at admission for v1 writes (CEL on SampleDBSpec). The model has no copy of these two: a
+# v1beta1 write carries spec.recovery only in the reserved annotation, and the operator refuses
+# such an object with a condition before it creates anything (`reconcile/recovery.py`).
+RECOVERY_EXCLUSIVE_MESSAGE = "spec.recovery and spec.restore cannot both be set: a new database has one source"
+RECOVERY_STORE_MESSAGE = (
+    "spec.recovery reads from spec.backup.objectStore: set it to the store that holds the repository"
+)
+# RFC 3339 with an explicit offset: a time without one would be read in the server's zone.
+TIME_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?(Z|[+-][0-9]{2}:[0-9]{2})$"
+LSN_PATTERN = r"^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$"
+
+
+def _a_time(value: str | None) -> str | None:
+    """The model's check that recovery.target.time is a real instant (the pattern allows month 13)."""
+    if value is not None:
+        datetime.fromisoformat(value)
+    return value
+
+
+class RecoveryTarget(ApiModel):
+    """The point to recover to: the first of these PostgreSQL reaches ends the recovery."""
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": k8s_extra(
+            **{
+                "x-kubernetes-validations": [
+                    cel(
+                        "(has(self.time) ? 1 : 0) + (has(self.lsn) ? 1 : 0) + (has(self.name) ? 1 : 0) <= 1",
+                        RECOVERY_TARGET_MESSAGE,
+                    )
+                ]
+            }
+        )
+    }
+
+    time: Annotated[str | None, AfterValidator(_a_time)] = Field(
+        None,
+        description=(
+            "Every transaction committed before this instant (RFC 3339 with an offset, e.g. 2026-11-28T10:15:00Z), "
+            "and none after it."
+        ),
+        pattern=TIME_PATTERN,
+        max_length=40,
+    )
+    lsn: str | None = Field(
+        None,
+        description="Up to this WAL position (pg_current_wal_lsn() as the source showed it), e.g. 0/5000060.",
+        pattern=LSN_PATTERN,
+    )
+    name: str | None = Field(
+        None,
+        description=(
+            "Up to the restore point of this name (pg_create_restore_point on the source). With repositoryPath the "
+            "newest base backup is restored: for a point older than it, name an older backup in spec.recovery.backup."
+        ),
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        max_length=63,
+    )
+
+    @model_validator(mode="after")
+    def _one_target(self) -> RecoveryTarget:
+        """The model's copy of the CEL rule."""
+        if sum(v is not None for v in (self.time, self.lsn, self.name)) > 1:
+            raise ValueError(RECOVERY_TARGET_MESSAGE)
+        return self
+
+
+class RecoverySpec(ApiModel):
+    """Bootstrap from physical backups and archived WAL in the object store, to a point in time."""
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": k8s_extra(
+            **{
+                "x-kubernetes-validations": [
+                    cel("has(self.repositoryPath) != has(self.backup)", RECOVERY_SOURCE_MESSAGE),
+                    cel("self == oldSelf", RECOVERY_IMMUTABLE),
+                ]
+            }
+        )
+    }
+
+    repositoryPath: Annotated[str | None, AfterValidator(_no_parent("recovery.repositoryPath"))] = Field(
+        None,
+        description=(
+            "The source's repository in spec.backup.objectStore's bucket, as its status.archive.repositoryPath "
+            "shows it (it stays readable after the source SampleDB is deleted). The newest base backup that ends "
+            "before the target is restored."
+        ),
+        pattern=r"^/[A-Za-z0-9._/-]*$",
+        max_length=600,
+        json_schema_extra=k8s_extra(
+            **{
+                "x-kubernetes-validations": [
+                    cel("!self.contains('..')", "recovery.repositoryPath must not contain '..'")
+                ]
+            }
+        ),
+    )
+    backup: str | None = Field(
+        None,
+        description="A SampleDBBackup of method Physical in this namespace, which must have succeeded: its base "
+        "backup is restored, then WAL up to the target.",
+        pattern=DNS_LABEL_PATTERN,
+        max_length=63,
+    )
+    target: RecoveryTarget | None = Field(None, description="Where to stop; unset: the latest point the archive holds.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> RecoverySpec:
+        """The model's copy of the CEL rule (a v1beta1 write is checked by the model only)."""
+        if (self.repositoryPath is None) == (self.backup is None):
+            raise ValueError(RECOVERY_SOURCE_MESSAGE)
+        return self
+
+
 # Refused at admission for v1 writes. The model has no copy of this rule: a v1beta1 client, which
 # cannot say spec.replication, may lower spec.instances under it, and that write must still convert
 # (losslessly); the operator then waits for every standby there is (`Instance.synchronous`).
@@ -412,7 +531,15 @@ class SampleDBSpec(ApiModel):
                         "self.replication.synchronous < (has(self.instances) ? self.instances : 1)",
                         SYNCHRONOUS_MESSAGE,
                         field_path=".replication.synchronous",
-                    )
+                    ),
+                    cel(
+                        "!has(self.recovery) || !has(self.restore)", RECOVERY_EXCLUSIVE_MESSAGE, field_path=".recovery"
+                    ),
+                    cel(
+                        "!has(self.recovery) || (has(self.backup) && has(self.backup.objectStore))",
+                        RECOVERY_STORE_MESSAGE,
+                        field_path=".recovery",
+                    ),
                 ]
             }
         )
@@ -441,6 +568,13 @@ class SampleDBSpec(ApiModel):
     migrations: MigrationsSpec | None = Field(None, description="Schema migrations to apply; none when unset.")
     restore: RestoreSpec | None = Field(
         None, description="Bootstrap the database from a backup instead of empty; applies at creation only."
+    )
+    recovery: RecoverySpec | None = Field(
+        None,
+        description=(
+            "Bootstrap from the object store to a point in time (physical base backup plus archived WAL) instead "
+            "of empty; applies at creation only. status.recovery says which point was reached."
+        ),
     )
     deletionPolicy: DeletionPolicy = Field(
         DeletionPolicy.SNAPSHOT,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sampledb_operator.api.v1 import RESTORE_IMMUTABLE
+from sampledb_operator.api.v1 import RECOVERY_IMMUTABLE, RESTORE_IMMUTABLE
 from sampledb_operator.conversion.convert import V1, V1BETA1, ConversionError, convert
 
 REVIEW_API_VERSION = "admission.k8s.io/v1"
@@ -25,7 +25,10 @@ PATH = "/validate-v1beta1"
 
 # (path in the v1 spec, the v1 schema's message): immutable once set, compared only when the old
 # and the new object both have it, as `self == oldSelf` is evaluated by the API server.
-IMMUTABLE_ONCE_SET: tuple[tuple[tuple[str, ...], str], ...] = ((("restore",), RESTORE_IMMUTABLE),)
+IMMUTABLE_ONCE_SET: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("restore",), RESTORE_IMMUTABLE),
+    (("recovery",), RECOVERY_IMMUTABLE),
+)
 
 
 def _at(spec: Any, path: tuple[str, ...]) -> tuple[bool, Any]:

@@ -6,6 +6,9 @@ from typing import Any
 
 from sampledb_operator.resources import security
 from sampledb_operator.resources.instance import POSTGRES_PORT, Instance
+from sampledb_operator.resources.paths import (
+    TERMINATION_LOG as TERMINATION_LOG,
+)  # re-exported: the Jobs import it from here
 from sampledb_operator.resources.secret import PASSFILE_FROM_SECRET, SUPERUSER_PASSWORD_KEY
 from sampledb_operator.resources.statefulset import CREDENTIALS_DIR
 
@@ -19,8 +22,6 @@ PASSFILE = "/tmp/pgpass"  # noqa: S108
 WAIT_FOR_SERVER = (
     PASSFILE_FROM_SECRET + 'until pg_isready --quiet; do echo "sampledb: waiting for $PGHOST"; sleep 2; done\n'
 )
-# Where a script leaves its one-line JSON summary for the operator (the Pod's termination message).
-TERMINATION_LOG = "/dev/termination-log"
 
 
 def connection_env(instance: Instance, *, user: str, database: str, password_key: str) -> list[dict[str, Any]]:

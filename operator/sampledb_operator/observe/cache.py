@@ -8,7 +8,7 @@ Which objects are watched, and why:
   `app.kubernetes.io/managed-by=sampledb-operator` (a server-side label selector): the operator
   made them, so memory follows what it owns, not the cluster's size.
 - Secret, ConfigMap, PersistentVolumeClaim: all of them, because a SampleDB may name one of the
-  user's (credentials, migrations, restore source) and a field selector takes one name only. Their
+  user's (credentials, migrations, restore or recovery source) and a field selector takes one name only. Their
   projections are small (a Secret keeps the names of its keys, never a value; a user's ConfigMap
   a digest of its content); Helm's release Secrets and service-account tokens are filtered out by
   the server.
@@ -80,6 +80,7 @@ def references(sampledb: dict[str, Any]) -> set[tuple[str, str]]:
         ("Secret", (store.get("caBundle") or {}).get("name")),
         ("ConfigMap", (spec.get("migrations") or {}).get("configMap")),
         ("SampleDBBackup", (spec.get("restore") or {}).get("backup")),
+        ("SampleDBBackup", (spec.get("recovery") or {}).get("backup")),
         ("PersistentVolumeClaim", (spec.get("restore") or {}).get("persistentVolumeClaim")),
     ]
     return {(kind, name) for kind, name in named if isinstance(name, str) and name}

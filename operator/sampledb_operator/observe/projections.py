@@ -29,6 +29,8 @@ SampleDB               spec (whole)                               instance.py:In
 SampleDBBackup         spec (whole: instance, method, verify)     backup.py:BackupReconciler.reconcile
                        status.phase, .location, .message          restore.py:plan_restore, BackupReconciler.reconcile
                        status.pod                                 backup.py:BackupReconciler._physical
+                       status.backupLabel, .stopLSN,              recovery.py:plan_recovery (a physical backup as
+                         .completionTime                            spec.recovery's source; phase, location too)
                        apiVersion, metadata.uid                   backup.py:BackupReconciler._owned_job
 StatefulSet            D                                          children.py:plan_child
                        spec.replicas                              plan_child (drift_paths), upgrade.py:_scaled_down,
@@ -54,7 +56,8 @@ Pod                    metadata.creationTimestamp                 status.py:term
                                                                   the failover)
                        status.containerStatuses[with a            termination_summary (the script's JSON summary: Pods
                          terminated message].state.terminated       of backup, config-check, migration, upgrade Jobs)
-                         .message
+                         .message, .lastState.terminated.message    recovery.py:failure (a recovering primary's start
+                                                                    script, which may have restarted since)
                        status.conditions[type Ready].type,        status.py:pod_ready (database Pods),
                                                                   failover.py:lost, BackupReconciler._physical
                          .status
@@ -140,8 +143,11 @@ def _typed(condition_type: str | tuple[str, ...]) -> Callable[[Any], bool]:
 def _terminated_message(container: Any) -> bool:
     if not isinstance(container, dict):
         return False
-    terminated = (container.get("state") or {}).get("terminated") or {}
-    return isinstance(terminated, dict) and bool(terminated.get("message"))
+    for state in ("state", "lastState"):
+        terminated = (container.get(state) or {}).get("terminated") or {}
+        if isinstance(terminated, dict) and terminated.get("message"):
+            return True
+    return False
 
 
 IDENTITY: Mapping[str, Keep] = {
@@ -167,7 +173,18 @@ KEPT: dict[str, Mapping[str, Keep]] = {
     "SampleDB": _kind(
         metadata={"resourceVersion": True, "annotations": {SWITCHOVER_ANNOTATION: True}}, spec=True, status=True
     ),
-    "SampleDBBackup": _kind(spec=True, status={"phase": True, "location": True, "message": True, "pod": True}),
+    "SampleDBBackup": _kind(
+        spec=True,
+        status={
+            "phase": True,
+            "location": True,
+            "message": True,
+            "pod": True,
+            "backupLabel": True,
+            "stopLSN": True,
+            "completionTime": True,
+        },
+    ),
     "StatefulSet": _kind(
         hashed=True,
         spec={
@@ -202,7 +219,10 @@ KEPT: dict[str, Mapping[str, Keep]] = {
         spec={"nodeName": True},
         status={
             "conditions": Each({"type": True, "status": True}, where=_typed("Ready")),
-            "containerStatuses": Each({"state": {"terminated": {"message": True}}}, where=_terminated_message),
+            "containerStatuses": Each(
+                {"state": {"terminated": {"message": True}}, "lastState": {"terminated": {"message": True}}},
+                where=_terminated_message,
+            ),
         },
     ),
     "Service": _kind(hashed=True),

@@ -9,7 +9,7 @@ What is in it, for the SampleDB `name` in `namespace`:
 - every object labelled `sampledb.io/instance=<name>` by the operator (its children, its Jobs,
   the claims made from its StatefulSet, the Pods of its StatefulSet and Jobs);
 - the objects its spec names that are not ours: the credentials Secret, the migrations
-  ConfigMap, the restore SampleDBBackup or claim;
+  ConfigMap, the restore SampleDBBackup or claim, the recovery SampleDBBackup;
 - the StorageClasses (a handful per cluster, read when volumes grow).
 Absent from a snapshot means absent from synced caches: a snapshot is never taken before every
 cache has listed its kind once.

@@ -3,8 +3,8 @@
 Every rule of the product is reached from here, in the order one pass applies them: the spec is
 read (a spec the model refuses is reported, not acted on); a deleted SampleDB goes to the
 finalizer's state machine (`deletion`); otherwise the finalizer is added and the instance is
-converged: credentials, restore source, major upgrade (`upgrade`), failover to a standby when
-the primary is lost (`failover`), configuration check (`config_check`), volume growth
+converged: credentials, restore or recovery source (`recovery`), major upgrade (`upgrade`),
+failover to a standby when the primary is lost (`failover`), configuration check (`config_check`), volume growth
 (`storage`), children (`children`), the role labels of the servers and the volumes of removed
 standbys (`replicas`), the initialisation Job,
 schema migrations (`migrations`), then the status (`status`) with its transition event.
@@ -31,6 +31,7 @@ from sampledb_operator.reconcile import (
     config_check,
     deletion,
     failover,
+    recovery,
     replicas,
     replication,
     storage,
@@ -136,6 +137,11 @@ def _converge(snap: Snapshot, instance: Instance, now: datetime) -> Plan:
     restore = _plan_restore(snap, instance, status)
     if restore is not None and restore.problem is not None:
         problems.append(restore.problem)
+    recovering = _plan_recovery(snap, instance, status)
+    if recovering is not None:
+        instance = dataclasses.replace(instance, recovery_source=recovering.source)
+        failed = recovering.problem or recovery.failure(instance, snap.database_pods())
+        problems += [failed] if failed else []
     sts = snap.get("StatefulSet", instance.statefulset)
     plan = _plan_upgrade(snap, instance, sts, now, blocked=bool(problems))
     if plan is not None:
@@ -205,6 +211,8 @@ def _converge(snap: Snapshot, instance: Instance, now: datetime) -> Plan:
         servers=replication.servers(instance, database_pods, snap.replication, status.get("servers")),
         archive=archiving.status(instance, snap.replication, status.get("archive")),
         archiving=archiving.condition(instance, snap.replication),
+        recovery=recovery.status(instance, snap.replication, status.get("recovery")),
+        recovering=recovering is not None,
     )
     new_status, events = _status(obj, instance, observation, timestamp(now))
     for operation, event in (
@@ -216,6 +224,7 @@ def _converge(snap: Snapshot, instance: Instance, now: datetime) -> Plan:
             events.append(Event(*event, action=operation))
     requeue = [
         RECHECK_SECONDS if restore is not None and restore.wait else None,
+        recovery.RECHECK_SECONDS if recovering is not None and recovering.wait else None,
         plan and plan.requeue_after,
         check and check.requeue_after,
         grow and grow.requeue_after,
@@ -305,6 +314,14 @@ def _plan_restore(snap: Snapshot, instance: Instance, status: dict[str, Any]) ->
         return None
     backup = snap.get("SampleDBBackup", restore.backup)
     return plan_restore(instance, backup, snap.get("PersistentVolumeClaim", restore.persistentVolumeClaim))
+
+
+def _plan_recovery(snap: Snapshot, instance: Instance, status: dict[str, Any]) -> recovery.RecoveryPlan | None:
+    """Only for an instance not yet initialised: later, spec.recovery has done its work."""
+    spec = instance.spec.recovery
+    if spec is None or initialized(status):
+        return None
+    return recovery.plan_recovery(instance, snap.get("SampleDBBackup", spec.backup) if spec.backup else None)
 
 
 def _plan_config_check(

@@ -24,6 +24,7 @@ from typing import Any
 
 from sampledb_operator.reconcile import archiving
 from sampledb_operator.reconcile.children import Action, Verb
+from sampledb_operator.reconcile.recovery import RECOVERY_SQL
 from sampledb_operator.reconcile.status import pod_ready
 from sampledb_operator.resources.instance import Instance
 from sampledb_operator.resources.statefulset import SERVER_CONTAINER, server_sql
@@ -52,7 +53,7 @@ def period(instance: Instance) -> float | None:
 
 
 def primary_probe(instance: Instance, pods: Iterable[dict[str, Any]]) -> Action | None:
-    """The read of the primary's `pg_stat_replication` (and `pg_stat_archiver`, `reconcile/archiving.py`).
+    """The read of the primary's `pg_stat_replication` (and `pg_stat_archiver`, the point it recovered to).
 
     None when there is nothing to read (see `period`), or no settled and ready primary.
     """
@@ -61,7 +62,8 @@ def primary_probe(instance: Instance, pods: Iterable[dict[str, Any]]) -> Action 
     primary = instance.serving_primary
     if not any(p["metadata"]["name"] == primary and pod_ready(p) for p in pods):
         return None
-    queries = [LAG_SQL, archiving.ARCHIVE_SQL] if instance.archives else [LAG_SQL]
+    queries = [LAG_SQL, *([archiving.ARCHIVE_SQL] if instance.archives else [])]
+    queries += [RECOVERY_SQL] if instance.spec.recovery is not None else []
     body = {"container": SERVER_CONTAINER, "command": server_sql(*queries)}
     return Action(Verb.EXEC, "Pod", primary, "ReadPrimary", body)
 

@@ -27,6 +27,21 @@ class RestorePlan:
     wait: bool = False
 
 
+def unfinished(field: str, status: dict[str, Any], operation: str) -> tuple[Problem, bool] | None:
+    """A SampleDBBackup (named by `field`) that failed or has not succeeded yet: why, and whether to wait for it.
+
+    The reasons are `<operation>SourceFailed` and `<operation>SourceNotReady` (spec.restore, spec.recovery).
+    """
+    phase = status.get("phase")
+    if phase == BackupPhase.FAILED:
+        message = f"{field} failed ({status.get('message', 'no reason given')}); name another backup"
+        return Problem(f"{operation}SourceFailed", message), False
+    if phase != BackupPhase.SUCCEEDED:
+        message = f"{field}: waiting for the backup to succeed (phase {phase or BackupPhase.PENDING.value})"
+        return Problem(f"{operation}SourceNotReady", message), True
+    return None
+
+
 def plan_restore(instance: Instance, backup: dict[str, Any] | None, claim: dict[str, Any] | None) -> RestorePlan:
     """Resolve spec.restore (which must be set) against the SampleDBBackup or claim it names."""
     restore = instance.spec.restore
@@ -49,14 +64,10 @@ def plan_restore(instance: Instance, backup: dict[str, Any] | None, claim: dict[
         )
         return RestorePlan(problem=Problem("RestoreSourcePhysical", message))
     status = backup.get("status") or {}
-    phase, location = status.get("phase"), status.get("location", "")
-    if phase == BackupPhase.FAILED:
-        message = f"{field} failed ({status.get('message', 'no reason given')}); name another backup"
-        return RestorePlan(problem=Problem("RestoreSourceFailed", message))
-    if phase != BackupPhase.SUCCEEDED:
-        message = f"{field}: waiting for the backup to succeed (phase {phase or BackupPhase.PENDING.value})"
-        return RestorePlan(problem=Problem("RestoreSourceNotReady", message), wait=True)
-    backup_claim, _, path = location.partition(":")
+    unusable = unfinished(field, status, "Restore")
+    if unusable is not None:
+        return RestorePlan(problem=unusable[0], wait=unusable[1])
+    backup_claim, _, path = status.get("location", "").partition(":")
     if not backup_claim or not path.startswith(f"{BACKUP_MOUNT}/"):
         return RestorePlan(problem=Problem("RestoreSourceIncomplete", f"{field} succeeded but records no location"))
     return RestorePlan(source=(backup_claim, path.removeprefix(f"{BACKUP_MOUNT}/")))

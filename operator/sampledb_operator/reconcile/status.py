@@ -87,6 +87,8 @@ class Observation:
     servers: list[dict[str, Any]] | None = None  # status.servers (None: one server)
     archive: dict[str, Any] | None = None  # status.archive (None: no object store)
     archiving: Value | None = None  # the ContinuousArchiving condition (None: nothing new to say)
+    recovery: dict[str, Any] | None = None  # status.recovery (None: no spec.recovery)
+    recovering: bool = False  # spec.recovery applies: the database comes from the object store
 
 
 @dataclass(frozen=True)
@@ -174,6 +176,8 @@ def verdict(previous_status: dict[str, Any], observation: Observation) -> Verdic
         return _moving(Phase.PROVISIONING, ready=False, reason="PodNotReady", message=message, progress="Provisioning")
     if not init_completed(previous_status, init):
         message = "creating the application database and role"
+        if observation.recovering:
+            message = f"recovering from the object store (spec.recovery; see the primary's log), then {message}"
         return _moving(Phase.INITIALIZING, ready=False, reason="Initializing", message=message)
     if not rolled_out(sts):
         message = "rolling the database Pod to a new configuration or image"
@@ -211,6 +215,7 @@ def compute_status(
         "storage": observation.storage or previous_status.get("storage"),  # kept while not looked at
         "servers": observation.servers,
         "archive": observation.archive,
+        "recovery": observation.recovery,
     }
     # Until a Pod is ready again, the image and version last seen running stay (not dropped).
     running = _running_image(observation.statefulset)

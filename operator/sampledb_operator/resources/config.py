@@ -14,7 +14,7 @@ from importlib import resources
 from typing import Any
 
 from sampledb_operator.api.common import MAX_INSTANCES
-from sampledb_operator.resources import archive
+from sampledb_operator.resources import archive, recovery
 from sampledb_operator.resources.instance import POSTGRES_PORT, Instance
 from sampledb_operator.resources.paths import CONFIG_DIR as CONFIG_DIR  # re-exported: imported from here
 from sampledb_operator.resources.paths import SOCKET_DIR as SOCKET_DIR
@@ -166,5 +166,6 @@ def config_map(instance: Instance) -> dict[str, Any]:
             HBA_FILE: pg_hba_conf(),
             PRIMARY_FILE: "" if instance.fencing else instance.primary,
             **archive.config_files(instance),
+            **recovery.config_files(instance),
         },
     }

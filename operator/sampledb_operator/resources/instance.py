@@ -42,6 +42,14 @@ class Workload:
 
 
 @dataclass(frozen=True)
+class RecoverySource:
+    """spec.recovery resolved: the repository to restore from, and the base backup when one is named."""
+
+    repository_path: str
+    label: str | None = None
+
+
+@dataclass(frozen=True)
 class Instance:
     """A SampleDB (v1 spec) with its identity and the operator settings builders depend on."""
 
@@ -59,6 +67,8 @@ class Instance:
     target_primary: str | None = None
     # A failover stopping the lost primary before it elects a standby: the ConfigMap names no primary.
     fencing: bool = False
+    # spec.recovery resolved (`reconcile/recovery.py`), until the instance is initialised; None otherwise.
+    recovery_source: RecoverySource | None = None
 
     @classmethod
     def from_object(cls, obj: dict[str, Any], settings: Settings) -> Instance:

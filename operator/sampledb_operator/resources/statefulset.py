@@ -13,7 +13,7 @@ import hashlib
 from typing import Any
 
 from sampledb_operator.api.common import SUPERUSER
-from sampledb_operator.resources import archive, security
+from sampledb_operator.resources import archive, recovery, security
 from sampledb_operator.resources.config import (
     CONFIG_DIR,
     CONFIG_FILE,
@@ -28,6 +28,7 @@ from sampledb_operator.resources.config import (
 from sampledb_operator.resources.instance import POSTGRES_PORT, Instance
 from sampledb_operator.resources.paths import DATA_MOUNT as DATA_MOUNT  # re-exported: imported from here
 from sampledb_operator.resources.paths import PGDATA as PGDATA
+from sampledb_operator.resources.paths import TERMINATION_LOG
 from sampledb_operator.resources.secret import PASSFILE_FROM_SECRET, SUPERUSER_PASSWORD_KEY
 from sampledb_operator.resources.volumes import claim_spec
 
@@ -55,11 +56,13 @@ def start_script(
     archive_run_dir: str = archive.RUN_DIR,
     socket_dir: str = SOCKET_DIR,
     port: int = POSTGRES_PORT,
+    termination_log: str = TERMINATION_LOG,
 ) -> str:
     """Prepare the data directory by the server's role, then exec the server with our configuration.
 
-    The Pod the ConfigMap names as primary initialises an empty volume, or starts on its data (a
-    standby chosen by a failover stays one until the operator promotes it). Every other Pod is a
+    The Pod the ConfigMap names as primary initialises an empty volume (or, with spec.recovery,
+    restores and recovers it from the object store: `resources/recovery.py`), or starts on its
+    data (a standby chosen by a failover stays one until the operator promotes it). Every other Pod is a
     standby. When its data cannot simply stream, it first waits until a primary accepts writes
     behind the read-write Service:
     - with no data, it is cloned with pg_basebackup into a side folder, moved into place only when
@@ -83,13 +86,26 @@ def start_script(
     postmaster takes for a normal exit (any other code from a child it does not know, for a crash).
     """
     upstream = f"host={primary_host} port={primary_port} user={REPLICATION_USER} dbname=postgres connect_timeout=5"
+    server = (
+        f'postgres -D "$PGDATA" -c config_file={config_dir}/{CONFIG_FILE} -c hba_file={config_dir}/{HBA_FILE} '
+        '-c cluster_name="$HOSTNAME"'
+    )
+    recover = recovery.start_step(
+        config_dir=config_dir,
+        script=f"{config_dir}/{archive.SCRIPT_FILE}",
+        run_dir=archive_run_dir,
+        socket_dir=socket_dir,
+        port=port,
+        termination_log=termination_log,
+        server=f"{server} -c listen_addresses=",
+    )
     # PID 1 ignores signals it has no handler for: without the trap, a standby waiting for its
     # primary would outlive its Pod's deletion by the whole grace period.
     return f"""set -eu
 trap 'exit 143' TERM INT
 primary="$(cat {config_dir}/{PRIMARY_FILE})"
 {PASSFILE_FROM_SECRET}if [ "$HOSTNAME" = "$primary" ]; then
-  if [ ! -s "$PGDATA/PG_VERSION" ]; then
+{recover}  if [ ! -s "$PGDATA/PG_VERSION" ]; then
     echo "sampledb: initialising a new database cluster in $PGDATA"
     initdb {initdb_flags(credentials_dir)} -D "$PGDATA"
   fi
@@ -150,8 +166,7 @@ elif [ -f {config_dir}/{archive.CONF_FILE} ]; then
     exit 0
   ) < /dev/null > /dev/null 2>&1 &
 fi
-exec postgres -D "$PGDATA" -c config_file={config_dir}/{CONFIG_FILE} -c hba_file={config_dir}/{HBA_FILE} \\
-  -c cluster_name="$HOSTNAME" "$@"
+exec {server} "$@"
 """  # noqa: S608 - a shell script: its SQL is a constant
 
 
