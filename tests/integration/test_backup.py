@@ -76,9 +76,6 @@ def test_backup_spec_is_immutable(admin: KubeApi, namespace: str) -> None:
 
 def test_physical_backups_are_checked_at_admission_and_need_an_object_store(admin: KubeApi, namespace: str) -> None:
     """What needs no real Pod: the API's rules, and a SampleDB without an object store (the rest: tests/node)."""
-    with pytest.raises(ApiError) as refused:
-        admin.create(backup_object("checked", namespace, "plain", method="Physical", verify=True))
-    assert refused.value.status == 422 and "verify is not available for method Physical" in refused.value.message
     store = {
         "endpoint": "https://s3.example.com",
         "bucket": "pg-archive",
@@ -89,7 +86,7 @@ def test_physical_backups_are_checked_at_admission_and_need_an_object_store(admi
         admin.create(sampledb("kept", namespace, {"backup": {"objectStore": store}}))
     assert refused.value.status == 422 and "exactly one of fullBackups or recoveryWindowDays" in refused.value.message
     admin.create(sampledb("plain", namespace, {"storage": {"size": "1Gi"}, "deletionPolicy": "Delete"}))
-    admin.create(backup_object("base-1", namespace, "plain", method="Physical"))
+    admin.create(backup_object("base-1", namespace, "plain", method="Physical", verify=True))
     wait_for(lambda: phase(admin, namespace, "base-1") == "Failed", timeout=60, what="the base backup to fail")
     message = admin.get("SampleDBBackup", namespace, "base-1")["status"]["message"]  # type: ignore[index]
     assert "SampleDB plain has no spec.backup.objectStore" in message, message
@@ -121,3 +118,6 @@ def test_recovery_is_checked_at_admission_and_immutable(admin: KubeApi, namespac
     with pytest.raises(ApiError) as refused:
         admin.merge_patch("SampleDB", namespace, "recovering", {"spec": {"recovery": {"target": {"name": "y"}}}})
     assert refused.value.status == 422 and "recovery is immutable" in refused.value.message
+    with pytest.raises(ApiError) as refused:
+        admin.merge_patch("SampleDB", namespace, "recovering", {"spec": {"recovery": None}})
+    assert refused.value.status == 422 and "recovery is immutable" in refused.value.message, "nor removed"

@@ -202,11 +202,11 @@ def backup_status(admin: KubeApi, namespace: str, name: str) -> dict[str, Any]:
     return (admin.get("SampleDBBackup", namespace, name) or {}).get("status") or {}
 
 
-def physical_backup(admin: KubeApi, namespace: str, name: str, instance: str) -> dict[str, Any]:
+def physical_backup(admin: KubeApi, namespace: str, name: str, instance: str, **spec: Any) -> dict[str, Any]:
     """A SampleDBBackup of method Physical, taken to its end; its status."""
     admin.create({"apiVersion": "sampledb.io/v1", "kind": "SampleDBBackup",
                   "metadata": {"name": name, "namespace": namespace},
-                  "spec": {"instance": instance, "method": "Physical"}})  # fmt: skip
+                  "spec": {"instance": instance, "method": "Physical", **spec}})  # fmt: skip
     done: dict[str, Any] = wait_for(
         lambda: (s := backup_status(admin, namespace, name)).get("phase") in ("Succeeded", "Failed") and s,
         timeout=300, what=f"the base backup {name} to finish")  # fmt: skip
@@ -258,9 +258,13 @@ pg_ctl stop -D {check} -m fast >/dev/null && rm -rf {check} {check}.log""",
     )
     assert restored == before, "the base backup holds exactly the rows committed before it"
 
-    # Retention (fullBackups 1): the next backup expires the first one.
-    second = physical_backup(admin, namespace, "base-full-2", "base")
-    assert second["backupLabel"] != label
+    # Retention (fullBackups 1): the next backup expires the first one. It is verified in the Pod:
+    # restored into the backup container's /tmp, started, and checked with pg_amcheck.
+    second = physical_backup(admin, namespace, "base-full-2", "base", verify=True)
+    assert second["backupLabel"] != label and second["verified"] is True, second
+    uid = (admin.get("SampleDBBackup", namespace, "base-full-2") or {})["metadata"]["uid"]
+    run_log = in_backup_container(kubectl, namespace, "base-0", f"cat {archive.BACKUPS_DIR}/{uid}.log")
+    assert f"base backup {second['backupLabel']} verified" in run_log, run_log[-2000:]
     kept = {key.split("/")[2] for key in store.objects(repository) if key.startswith("backup/db/2")}
     assert kept == {second["backupLabel"]}, kept
     # The backup container's main process reaped what it ran (and the restore's server): no zombie left.

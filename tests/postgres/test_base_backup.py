@@ -33,9 +33,17 @@ def run(server: Server, *args: str, check: bool = True) -> str:
     return done.stdout
 
 
-def backup_status(instance: Instance, server: Server, backup_id: str) -> dict[str, Any] | None:
+def backup_status(
+    instance: Instance, server: Server, backup_id: str, *, verified: bool = False
+) -> dict[str, Any] | None:
     """The SampleDBBackup status the operator would write for `backup-status` (None: still running)."""
-    return base_backup.outcome(instance, backup_id, "db1-0", base_backup.parse(run(server, "backup-status", backup_id)))
+    progress = base_backup.parse(run(server, "backup-status", backup_id))
+    return base_backup.outcome(instance, backup_id, "db1-0", progress, verified=verified)
+
+
+def read_log(server: Server, backup_id: str) -> str:
+    """What `backup-run` wrote (its output file in the Pod's private folder)."""
+    return server.run_script(f"cat {server.socket_dir}/pgbackrest/backups/{backup_id}.log", {}).stdout
 
 
 def restored(primary: Server, runtime: Runtime, root: Path, store: ObjectStore, *target: str) -> Server:
@@ -126,3 +134,35 @@ def test_a_backup_that_fails_says_why_in_pgbackrests_words(make_server: Any, sto
     assert "ERROR: [039]: HTTP request failed with 404" in status["message"], status
     assert "NoSuchBucket: The specified bucket does not exist" in status["message"], status
     assert store.secret_key not in status["message"]
+
+
+def test_a_verified_backup_is_restored_and_checked_and_a_corrupt_one_is_expired(
+    make_server: Any, store: ObjectStore
+) -> None:
+    """On this machine's PostgreSQL only: the check does not depend on the major version."""
+    runtime = Runtime(installed_majors()[-1])
+    instance = archiving_instance(store)
+    primary = make_server(instance, runtime, store=store)
+    primary.psql("CREATE TABLE t (id serial PRIMARY KEY, at timestamptz DEFAULT now())")
+    primary.psql("INSERT INTO t (at) SELECT now() FROM generate_series(1, 500)")
+    run(primary, "backup-run", "b-1", "verify")
+    good = backup_status(instance, primary, "b-1", verified=True)
+    assert good is not None and good["phase"] == "Succeeded" and good["verified"] is True, good
+    assert f"base backup {good['backupLabel']} verified" in read_log(primary, "b-1")
+
+    # A heap page damaged on disk, after a checkpoint wrote it (the server's clean buffer does not
+    # matter: the backup reads the file): the backup copies it, pgBackRest warning of its checksum,
+    # and the check finds it in the restored copy.
+    heap = primary.root / "data" / "pgdata" / primary.psql("SELECT pg_relation_filepath('t')")
+    primary.psql("CHECKPOINT")
+    with heap.open("r+b") as file:
+        file.seek(4000)
+        file.write(b"\xde\xad\xbe\xef" * 8)
+    run(primary, "backup-run", "b-2", "verify", check=False)
+    bad = backup_status(instance, primary, "b-2", verified=True)
+    assert bad is not None and bad["phase"] == "Failed", bad
+    log = read_log(primary, "b-2")
+    assert "pg_amcheck finds corruption" in log and "invalid page" in log, log[-3000:]
+    assert "failed verification" in bad["message"] or "invalid page" in bad["message"], bad
+    info = json.loads(run(primary, "info", "--output=json"))
+    assert [b["label"] for b in info[0]["backup"]] == [good["backupLabel"]], "b-2 expired, b-1 kept"

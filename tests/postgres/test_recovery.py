@@ -30,7 +30,11 @@ NEW_PASSWORD = "recovered-superuser-Pw2"
 
 
 def recovering_instance(
-    store: ObjectStore, source: Instance, target: dict[str, str] | None, label: str | None = None
+    store: ObjectStore,
+    source: Instance,
+    target: dict[str, str] | None,
+    label: str | None = None,
+    parameters: dict[str, str] | None = None,
 ) -> Instance:
     """A new SampleDB (its own repository) recovering from `source`'s repository, resolved as the operator does."""
     store_spec = archiving_instance(store).spec.backup.objectStore
@@ -39,6 +43,7 @@ def recovering_instance(
     spec: dict[str, Any] = {
         "backup": {"objectStore": store_spec.model_dump(mode="json", exclude_none=True)},
         "recovery": {"repositoryPath": path, **({"target": target} if target else {})},
+        **({"postgres": {"parameters": parameters}} if parameters else {}),
     }
     new = Instance.from_object(
         {"metadata": {"name": "db2", "namespace": "team-a", "uid": f"uid-{time.monotonic_ns()}"}, "spec": spec},
@@ -147,12 +152,16 @@ def test_recovery_to_an_lsn_or_a_restore_point_and_targets_out_of_reach_refused_
     write(source, 2)
     settle(source)
 
-    with_label = recovering_instance(store, source_instance, {"lsn": lsn}, label=status["backupLabel"])
+    # Every statement logged: still, the new password set over the socket is in no log line.
+    logged = {"log_statement": "all", "log_min_duration_statement": "0"}
+    with_label = recovering_instance(store, source_instance, {"lsn": lsn}, status["backupLabel"], logged)
     to_lsn = recover(source, runtime, pg_workdir / "to-lsn", with_label, store)
     try:
         assert to_lsn.psql(ROWS) == at_lsn
         with pytest.raises(RuntimeError, match="password authentication failed"):
             to_lsn.psql("SELECT 1", password=source.superuser_password)
+        log = (to_lsn.root / "server.log").read_text()
+        assert "statement: select pg_is_in_recovery()" in log and NEW_PASSWORD not in log
     finally:
         stop_server(to_lsn)
     named = recovering_instance(store, source_instance, {"name": "before-cleanup"})

@@ -126,3 +126,15 @@ def test_a_recovery_target_changed_through_the_annotation_is_refused_naming_the_
     )
     assert result["allowed"] is False
     assert result["status"]["message"].count("spec.recovery: Invalid value: recovery is immutable") == 1
+
+
+def test_recovery_cannot_be_removed_or_added_after_creation() -> None:
+    old = stored(recovery={"repositoryPath": "/sampledb/a/b/c"})
+    removed = answer(review(old, with_kept(old)))
+    assert (
+        removed["allowed"] is False
+        and "spec.recovery: Invalid value: recovery is immutable" in removed["status"]["message"]
+    )
+    plain = stored()
+    added = answer(review(plain, with_kept(plain, recovery={"repositoryPath": "/sampledb/a/b/c"})))
+    assert added["allowed"] is False

@@ -9,7 +9,6 @@ import pytest
 from pydantic import ValidationError
 
 from sampledb_operator.api.backup import SampleDBBackupSpec
-from sampledb_operator.api.crdgen import sampledb_backup_crd
 from sampledb_operator.api.v1 import SampleDBSpec
 from sampledb_operator.conversion.convert import v1_to_v1beta1, v1beta1_to_v1
 from sampledb_operator.k8s.api import ApiError
@@ -52,10 +51,8 @@ def test_retention_survives_a_round_trip_through_v1beta1() -> None:
     assert v1beta1_to_v1(v1_to_v1beta1(obj)) == obj
 
 
-def test_physical_backups_cannot_ask_for_verification_yet() -> None:
-    rules = sampledb_backup_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
-    assert any(r.get("fieldPath") == ".verify" for r in rules["x-kubernetes-validations"])
-    assert SampleDBBackupSpec.model_validate({"instance": "db1"}).method == "Logical", "the default stays Logical"
+def test_the_default_method_stays_logical() -> None:
+    assert SampleDBBackupSpec.model_validate({"instance": "db1"}).method == "Logical"
 
 
 def test_the_backup_container_runs_only_with_an_object_store_beside_the_server_on_its_volumes() -> None:
@@ -148,7 +145,7 @@ class FakeApi:
 
 
 def world(
-    status: dict[str, Any] | None = None, *, store: bool = True, ready: bool | None = True
+    status: dict[str, Any] | None = None, *, store: bool = True, ready: bool | None = True, verify: bool = False
 ) -> dict[tuple[str, str], dict[str, Any]]:
     spec = {"backup": {"objectStore": STORE}} if store else {}
     sdb = {"metadata": {"name": "db1", "namespace": NS, "uid": "uid-1"}, "spec": spec}
@@ -156,7 +153,7 @@ def world(
         "apiVersion": "sampledb.io/v1",
         "kind": "SampleDBBackup",
         "metadata": {"name": "b1", "namespace": NS, "uid": "uid-b1"},
-        "spec": {"instance": "db1", "method": "Physical"},
+        "spec": {"instance": "db1", "method": "Physical", **({"verify": True} if verify else {})},
         "status": status or {},
     }
     objects = {("SampleDB", "db1"): sdb, ("SampleDBBackup", "b1"): record}
@@ -234,3 +231,18 @@ def test_a_physical_backup_is_not_a_source_for_spec_restore() -> None:
     found = {"spec": {"instance": "db1", "method": "Physical"}, "status": {"phase": "Succeeded"}}
     plan = plan_restore(instance, found, None)
     assert plan.problem is not None and plan.problem.reason == "RestoreSourcePhysical"
+
+
+def test_a_verified_backup_is_started_with_verify_and_says_so_once_it_succeeds() -> None:
+    api = FakeApi(world(verify=True), answer="started")
+    reconcile(api)
+    assert api.execs == [
+        ("db1-0", archive.BACKUP_CONTAINER, base_backup.command("backup-start", "uid-b1", verify=True))
+    ]
+    assert api.execs[0][2][-1] == "verify"
+    api.answer = f"succeeded\n{INFO}"
+    assert reconcile(api).phase == "Succeeded"
+    assert api.objects[("SampleDBBackup", "b1")]["status"]["verified"] is True
+    plain = FakeApi(world(), answer=f"succeeded\n{INFO}")
+    reconcile(plain)
+    assert "verified" not in plain.objects[("SampleDBBackup", "b1")]["status"], "not verified unless asked"

@@ -1217,9 +1217,15 @@ class World:
                     )
         message = {"message": f"{recovery.FAILURE_PREFIX}PostgreSQL stopped recovering: FATAL: ...", "exitCode": 1}
         for state in ("state", "lastState"):
-            pod = database_pod(insts[0], ready=False, noise=self.noise)
-            pod["status"]["containerStatuses"][0][state] = {"terminated": message}
-            self.add(f"recovery.failure[{state}]", lambda v, p=pod: recovery.failure(insts[0], [v("Pod", p)]))
+            for running in (True, False):
+                pod = database_pod(insts[0], ready=False, noise=self.noise)
+                pod["status"]["containerStatuses"][0][state] = {"terminated": message}
+                if state == "lastState" and not running:
+                    pod["status"]["containerStatuses"][0]["state"] = {"waiting": {"reason": "CrashLoopBackOff"}}
+                self.add(
+                    f"recovery.failure[{state}][{running}]",
+                    lambda v, p=pod: recovery.failure(insts[0], [v("Pod", p)]),
+                )
 
 
 def backup_run(view: View, objects: Mapping[tuple[str, str], Obj], pods: list[Obj], answer: str = "") -> Any:

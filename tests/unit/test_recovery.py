@@ -164,6 +164,9 @@ def test_a_failed_recovery_is_the_primarys_termination_message() -> None:
     assert problem is not None and problem.reason == "RecoveryFailed"
     assert problem.message.startswith(f"spec.recovery: {why}; the repository") and "re-create" in problem.message
     assert recovery.failure(inst, [pod(inst.primary, state=text)]) is not None
+    running = pod(inst.primary, lastState=text)
+    running["status"]["containerStatuses"][0]["state"] = {"running": {"startedAt": "2026-11-29T01:00:00Z"}}
+    assert recovery.failure(inst, [running]) is None, "started again: retrying, not failed"
     assert recovery.failure(inst, [pod(inst.pod(1), lastState=text)]) is None, "a standby's is not the primary's"
     assert recovery.failure(inst, [pod(inst.primary, lastState='{"error": "x"}')]) is None
 
@@ -190,8 +193,24 @@ def test_nothing_is_created_until_the_source_is_usable_and_the_options_go_once_i
     assert plan.status and plan.status["conditions"][0]["reason"] == "RecoverySourceNotReady"
     succeeded = {("SampleDBBackup", "base"): physical(**STORED), **keys}
     ready = Snapshot(sampledb(spec, finalizers=[FINALIZER]), succeeded)
-    config = next(w for w in plan_of(ready).writes if w.kind == "ConfigMap")
+    first = plan_of(ready)
+    assert first.status and first.status["recovery"] == {
+        "repositoryPath": REPO,
+        "backup": "base",
+        "backupLabel": "20261120-100000F",
+        "target": "latest",
+    }, "what was asked, from the first pass"
+    config = next(w for w in first.writes if w.kind == "ConfigMap")
     assert config.body["data"][steps.RECOVERY_FILE].startswith(f"--repo1-path={REPO}\n--set=20261120-100000F\n")
+    # The server runs: the init Job waits until the primary says where recovery stopped.
+    sts = next(w for w in plan_of(ready).writes if w.kind == "StatefulSet").body
+    sts["status"] = {"readyReplicas": 1}
+    running = {**succeeded, ("StatefulSet", "db1"): sts}
+    asked = {"repositoryPath": REPO, "backup": "base", "target": "latest"}
+    replaying = Snapshot({**sampledb(spec, finalizers=[FINALIZER]), "status": {"recovery": asked}}, running)
+    assert "Job" not in [w.kind for w in plan_of(replaying).writes]
+    reached = dataclasses.replace(replaying, replication="recovered|2\t0/3000100\tno recovery target specified\n")
+    assert ("Create", "Job", "InitJobMissing") in [(w.verb.value, w.kind, w.reason) for w in plan_of(reached).writes]
     done = {"initialization": {"completed": True}, "recovery": {"repositoryPath": REPO, "target": "latest"}}
     initialised = Snapshot({**sampledb(spec, finalizers=[FINALIZER]), "status": done}, keys)
     config = next(w for w in plan_of(initialised).writes if w.kind == "ConfigMap")

@@ -540,6 +540,9 @@ class SampleDBSpec(ApiModel):
                         RECOVERY_STORE_MESSAGE,
                         field_path=".recovery",
                     ),
+                    # Not added nor removed later: removed, a primary restarted mid-recovery would
+                    # start on half-recovered data (the object's own rule sees only a change).
+                    cel("has(self.recovery) == has(oldSelf.recovery)", RECOVERY_IMMUTABLE, field_path=".recovery"),
                 ]
             }
         )

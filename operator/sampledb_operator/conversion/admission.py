@@ -29,6 +29,8 @@ IMMUTABLE_ONCE_SET: tuple[tuple[tuple[str, ...], str], ...] = (
     (("restore",), RESTORE_IMMUTABLE),
     (("recovery",), RECOVERY_IMMUTABLE),
 )
+# Fixed at creation: neither added nor removed later (as `has(self.x) == has(oldSelf.x)` says).
+FIXED_AT_CREATION: tuple[tuple[tuple[str, ...], str], ...] = ((("recovery",), RECOVERY_IMMUTABLE),)
 
 
 def _at(spec: Any, path: tuple[str, ...]) -> tuple[bool, Any]:
@@ -45,7 +47,8 @@ def refusals(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     problems = []
     for path, message in IMMUTABLE_ONCE_SET:
         (had, before), (has, after) = _at(old.get("spec"), path), _at(new.get("spec"), path)
-        if had and has and before != after:
+        fixed = (path, message) in FIXED_AT_CREATION
+        if (had and has and before != after) or (fixed and had != has):
             problems.append(f"spec.{'.'.join(path)}: Invalid value: {message}")
     return problems
 

@@ -56,8 +56,8 @@ Pod                    metadata.creationTimestamp                 status.py:term
                                                                   the failover)
                        status.containerStatuses[with a            termination_summary (the script's JSON summary: Pods
                          terminated message].state.terminated       of backup, config-check, migration, upgrade Jobs)
-                         .message, .lastState.terminated.message    recovery.py:failure (a recovering primary's start
-                                                                    script, which may have restarted since)
+                         .message, .lastState.terminated.message,   recovery.py:failure (a recovering primary's start
+                         .state.running                             script, which may have restarted since)
                        status.conditions[type Ready].type,        status.py:pod_ready (database Pods),
                                                                   failover.py:lost, BackupReconciler._physical
                          .status
@@ -220,7 +220,10 @@ KEPT: dict[str, Mapping[str, Keep]] = {
         status={
             "conditions": Each({"type": True, "status": True}, where=_typed("Ready")),
             "containerStatuses": Each(
-                {"state": {"terminated": {"message": True}}, "lastState": {"terminated": {"message": True}}},
+                {
+                    "state": {"terminated": {"message": True}, "running": True},
+                    "lastState": {"terminated": {"message": True}},
+                },
                 where=_terminated_message,
             ),
         },

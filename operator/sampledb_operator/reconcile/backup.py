@@ -140,7 +140,8 @@ class BackupReconciler:
             logger.info("%s/%s: base backup status not read (%s): polling again", instance.namespace, uid, err)
             return Outcome(phase=backup.BackupPhase.RUNNING.value, requeue_after=base_backup.POLL_SECONDS)
         progress = base_backup.parse(answer)
-        final = base_backup.outcome(instance, uid, pod, progress)
+        verify = bool((obj.get("spec") or {}).get("verify"))
+        final = base_backup.outcome(instance, uid, pod, progress, verified=verify)
         if final is not None:
             return self._finish(obj, final)
         if progress.detail and progress.detail != status.get("message"):
@@ -157,7 +158,7 @@ class BackupReconciler:
                     instance.namespace,
                     pod,
                     archive.BACKUP_CONTAINER,
-                    base_backup.command("backup-start", uid),
+                    base_backup.command("backup-start", uid, verify=bool((obj.get("spec") or {}).get("verify"))),
                     timeout=30,
                 )
             except ApiError as err:

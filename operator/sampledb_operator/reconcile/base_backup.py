@@ -9,7 +9,9 @@ States (status.phase; status.pod says where it runs):
 - Pending: not started. The SampleDB must archive (else Failed, naming spec.backup.objectStore);
   once its primary's Pod is ready, `backup-start` runs there -> Running (pod recorded, an event).
   An exec that fails (the Pod still rolls out without the container, say) stays Pending, retried.
-- Running: every POLL_SECONDS `backup-status` on the recorded Pod:
+- Running: every POLL_SECONDS `backup-status` on the recorded Pod (with spec.verify the run
+  includes the restore and check of `resources/archive.py` VERIFY; a backup that fails it is
+  expired from the repository and reported failed):
   `running` -> Running (the last line of progress in status.message);
   `succeeded` -> Succeeded, with the label, LSNs, WAL segments, sizes and duration from pgBackRest;
   `failed` -> Failed, with pgBackRest's error;
@@ -35,9 +37,9 @@ POLL_SECONDS = 10.0
 RUNNING, SUCCEEDED, FAILED, LOST, UNKNOWN = "running", "succeeded", "failed", "lost", "unknown"
 
 
-def command(verb: str, backup_id: str) -> list[str]:
-    """`backup-start`, `backup-status`: the exec into BACKUP_CONTAINER (no secret in it)."""
-    return ["sh", f"{CONFIG_DIR}/{archive.SCRIPT_FILE}", verb, backup_id]
+def command(verb: str, backup_id: str, *, verify: bool = False) -> list[str]:
+    """`backup-start [verify]`, `backup-status`: the exec into BACKUP_CONTAINER (no secret in it)."""
+    return ["sh", f"{CONFIG_DIR}/{archive.SCRIPT_FILE}", verb, backup_id, *(["verify"] if verify else [])]
 
 
 @dataclass(frozen=True)
@@ -67,8 +69,11 @@ def find(info: Any, backup_id: str) -> dict[str, Any] | None:
     return None
 
 
-def succeeded_status(instance: Instance, backup_id: str, info_json: str) -> dict[str, Any]:
-    """The status of a finished base backup, from the repository's record of it (pure)."""
+def succeeded_status(instance: Instance, backup_id: str, info_json: str, *, verified: bool = False) -> dict[str, Any]:
+    """The status of a finished base backup, from the repository's record of it (pure).
+
+    `verified`: it was started with `verify`, so its success includes the check's.
+    """
     try:
         record = find(json.loads(info_json), backup_id)
     except ValueError:
@@ -95,6 +100,7 @@ def succeeded_status(instance: Instance, backup_id: str, info_json: str) -> dict
         "completionTime": _rfc3339(times.get("stop")),
         "location": f"s3://{bucket}{archive.repository_path(instance)}/backup/{archive.STANZA}/{record.get('label')}",
         "message": None,
+        **({"verified": True} if verified else {}),
     }
     if times.get("start") is not None and times.get("stop") is not None:
         status["durationSeconds"] = int(times["stop"]) - int(times["start"])
@@ -103,10 +109,12 @@ def succeeded_status(instance: Instance, backup_id: str, info_json: str) -> dict
     return status
 
 
-def outcome(instance: Instance, backup_id: str, pod: str, progress: Progress) -> dict[str, Any] | None:
+def outcome(
+    instance: Instance, backup_id: str, pod: str, progress: Progress, *, verified: bool = False
+) -> dict[str, Any] | None:
     """The status `backup-status` calls for; None while it runs (then only the progress line changes)."""
     if progress.state == SUCCEEDED:
-        return succeeded_status(instance, backup_id, progress.detail)
+        return succeeded_status(instance, backup_id, progress.detail, verified=verified)
     if progress.state == FAILED:
         return {"phase": "Failed", "message": f"pgBackRest: {progress.detail or 'failed (no message)'}"}
     if progress.state in (LOST, UNKNOWN):

@@ -140,8 +140,9 @@ def _converge(snap: Snapshot, instance: Instance, now: datetime) -> Plan:
     recovering = _plan_recovery(snap, instance, status)
     if recovering is not None:
         instance = dataclasses.replace(instance, recovery_source=recovering.source)
-        failed = recovering.problem or recovery.failure(instance, snap.database_pods())
-        problems += [failed] if failed else []
+    recovered = recovery.status(instance, snap.replication, status.get("recovery"))
+    failed = recovery.problem(recovering, instance, snap.database_pods(), recovered)
+    problems += [failed] if failed else []
     sts = snap.get("StatefulSet", instance.statefulset)
     plan = _plan_upgrade(snap, instance, sts, now, blocked=bool(problems))
     if plan is not None:
@@ -175,6 +176,7 @@ def _converge(snap: Snapshot, instance: Instance, now: datetime) -> Plan:
         and not initialized(status)
         and not problems
         and (sts or any(a.kind == "StatefulSet" for a in actions))
+        and (recovering is None or recovery.done(recovered))  # a long recovery would outlast its deadline
     ):
         body = init_job(instance, restore.source if restore else None)
         actions.append(Action(Verb.CREATE, "Job", instance.init_job, "InitJobMissing", body))
@@ -211,7 +213,7 @@ def _converge(snap: Snapshot, instance: Instance, now: datetime) -> Plan:
         servers=replication.servers(instance, database_pods, snap.replication, status.get("servers")),
         archive=archiving.status(instance, snap.replication, status.get("archive")),
         archiving=archiving.condition(instance, snap.replication),
-        recovery=recovery.status(instance, snap.replication, status.get("recovery")),
+        recovery=recovered,
         recovering=recovering is not None,
     )
     new_status, events = _status(obj, instance, observation, timestamp(now))

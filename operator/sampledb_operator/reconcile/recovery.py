@@ -10,11 +10,13 @@ States of a recovering SampleDB (the start script's steps are in `resources/reco
 - **recovering**: the source is resolved (a repository path is one already): the ConfigMap carries
   pgBackRest's restore options and the primary's start script restores and recovers;
 - **failed**: the primary's start ended with the reason and the repository's window (its
-  termination message): `RecoveryFailed`, until the SampleDB is re-created with another target;
+  termination message): `RecoveryFailed` while it waits to start again (the kubelet retries it:
+  a store that was away heals; a target out of reach needs the SampleDB re-created);
 - **recovered**: the server serves on its new timeline; the primary's answer to RECOVERY_SQL
-  (read with the archiver's) fills status.recovery with the point PostgreSQL reached, and once the
-  instance is initialised the options leave the ConfigMap (a volume lost later is never restored
-  from the source again).
+  (read with the archiver's) fills status.recovery with the point PostgreSQL reached; only then is
+  the init Job created (its deadline would not wait for a long recovery), and once the instance is
+  initialised the options leave the ConfigMap (a volume lost later is never restored from the
+  source again).
 """
 
 from __future__ import annotations
@@ -105,19 +107,41 @@ def plan_recovery(instance: Instance, backup: dict[str, Any] | None) -> Recovery
 
 
 def failure(instance: Instance, pods: list[dict[str, Any]]) -> Problem | None:
-    """`RecoveryFailed` with the reason the primary's start script left (its termination message)."""
+    """`RecoveryFailed` with the reason the primary's start script left (its termination message).
+
+    From the container's state (it stopped) or its last state while it waits to start again (a
+    crash loop); not while it runs again, for the start is retried: a cause that went away (a store
+    that was unreachable) heals by itself.
+    """
     for pod in pods:
         if pod["metadata"]["name"] != instance.primary:
             continue
         for container in (pod.get("status") or {}).get("containerStatuses") or []:
-            for state in ("state", "lastState"):  # stopped, or restarted since (a crash loop)
+            retrying = "running" in (container.get("state") or {})
+            for state in ("state",) if retrying else ("state", "lastState"):
                 message = ((container.get(state) or {}).get("terminated") or {}).get("message") or ""
                 if message.startswith(FAILURE_PREFIX):
                     why = message.removeprefix(FAILURE_PREFIX).strip()
                     return Problem(
-                        "RecoveryFailed", f"spec.recovery: {why}; re-create the SampleDB with another target"
+                        "RecoveryFailed",
+                        f"spec.recovery: {why}; the start is retried, but a target out of reach stays so: "
+                        "re-create the SampleDB with another target",
                     )
     return None
+
+
+def problem(
+    plan: RecoveryPlan | None, instance: Instance, pods: list[dict[str, Any]], recovered: dict[str, Any] | None
+) -> Problem | None:
+    """Why recovery cannot go on: its source, or its failed start (history once the server serves recovered)."""
+    if plan is None or plan.problem is not None:
+        return plan.problem if plan else None
+    return None if done(recovered) else failure(instance, pods)
+
+
+def done(recovery_status: dict[str, Any] | None) -> bool:
+    """status.recovery says where recovery stopped: the server serves on its new timeline."""
+    return bool((recovery_status or {}).get("reached"))
 
 
 def parse(answer: str | None) -> tuple[int, str, str] | None:

@@ -164,12 +164,13 @@ exit 1
 # The base backups (`reconcile/base_backup.py` drives them through exec in BACKUP_CONTAINER, whose
 # PID 1 reaps what `backup-start` leaves running). ID is the SampleDBBackup's UID; its files are in
 # BACKUPS_DIR, on the Pod's private emptyDir, so they outlive a restart of the container, not of the Pod.
-# - `backup-start ID`: start the base backup ID in the background, once (a second start, after a
+# - `backup-start ID [verify]`: start the base backup ID in the background, once (a second start, after a
 #   status write that failed, finds the first);
-# - `backup-run ID`: the backup itself, in the foreground: the stanza made this cluster's (created,
-#   or upgraded after a major upgrade; retried while the archiver's push holds the lock), then an
-#   online full backup (fast checkpoint) annotated with ID, then pgBackRest's `info` as JSON (the
-#   operator finds the backup by its annotation); its output goes to ID.log, its exit code to ID.rc;
+# - `backup-run ID [verify]`: the backup itself, in the foreground: the stanza made this cluster's
+#   (created, or upgraded after a major upgrade; retried while the archiver's push holds the lock),
+#   then an online full backup (fast checkpoint) annotated with ID, then pgBackRest's `info` as JSON
+#   (the operator finds the backup by its annotation), then with `verify` the check in VERIFY; its
+#   output goes to ID.log, its exit code to ID.rc;
 # - `backup-status ID`: a first line `succeeded` (then the JSON), `failed` (then the gist of the
 #   error), `running` (then the last line of progress), `lost` (started, no process, no outcome:
 #   the container restarted) or `unknown` (never started here: the Pod is a new one).
@@ -182,6 +183,46 @@ BACKUP_CONTAINER_COMMAND = "trap 'exit 0' TERM INT\nwhile :; do sleep 3600 & wai
 BACKUP_CONTAINER_RESOURCES = {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "512Mi"}}
 BACKUPS_DIR = f"{RUN_DIR}/backups"
 ANNOTATION = "sampledb.io/backup"
+VERIFY_PORT = 5499  # the scratch server's: on a socket in its own folder, no TCP listener
+# `backup-run ID verify`, after the backup: restore it (to its consistency point) into a scratch
+# folder, start it, wait for it to promote and check every database with pg_amcheck (heap and
+# B-tree indexes: what data checksums alone do not catch); a backup that fails is expired from the
+# repository, so no recovery starts from it, and the run fails with the reason.
+_ANNOTATED = '"annotation":{"' + ANNOTATION.replace("/", "\\/") + '":"'  # in a sed pattern: / escaped
+VERIFY = rf"""      label="$(sed -n 's/.*{_ANNOTATED}'"$2"'"}}[^[]*"label":"\([^"]*\)".*/\1/p' "$f.json")"
+      scratch="/tmp/sampledb-verify-$2"
+      sql="psql -h $scratch -p {VERIFY_PORT} -U postgres -XAtq"
+      echo "sampledb: verifying base backup $label: restoring it into $scratch, then pg_amcheck"
+      why=
+      rm -rf "$scratch" && mkdir -p -m 700 "$scratch/data" && : > "$scratch/postgresql.conf" &&
+        echo 'local all all trust' > "$scratch/pg_hba.conf" || why="no scratch folder in /tmp"
+      if [ -n "$why" ]; then
+        :
+      elif ! $pgbackrest restore --pg1-path="$scratch/data" --set="$label" --type=immediate \
+          --target-action=promote; then
+        why="it does not restore"
+      elif ! pg_ctl start -D "$scratch/data" -w -t 600 -l "$scratch/server.log" -o "-c port={VERIFY_PORT} \
+          -c listen_addresses= -c unix_socket_directories=$scratch -c archive_mode=off \
+          -c config_file=$scratch/postgresql.conf -c hba_file=$scratch/pg_hba.conf"; then
+        why="the restored server does not start: $(grep -m1 FATAL "$scratch/server.log")"
+      else
+        until [ "$($sql -d postgres -c 'select pg_is_in_recovery()')" = f ]; do
+          pg_ctl status -D "$scratch/data" > /dev/null || {{ why="the restored server stopped recovering"; break; }}
+          sleep 1
+        done
+        [ -n "$why" ] || pg_amcheck -h "$scratch" -p {VERIFY_PORT} -U postgres --all --install-missing ||
+          why="pg_amcheck finds corruption in it (see above)"
+        pg_ctl stop -D "$scratch/data" -m fast -w > /dev/null || :
+      fi
+      rm -rf "$scratch"
+      if [ -n "$why" ]; then
+        $pgbackrest expire --set="$label" || :
+        echo "ERROR: sampledb: base backup $label failed verification ($why); it was expired from the repository"
+        rc=1
+      else
+        echo "sampledb: base backup $label verified"
+      fi
+"""  # noqa: S608 - a shell script: its SQL is constant
 BACKUP_COMMANDS = rf"""case "$1" in backup-*)
   case "${{2:-}}" in ""|*[!0-9a-z-]*) echo "sampledb: $1 needs the backup's ID" >&2; exit 2 ;; esac
   mkdir -p {BACKUPS_DIR}
@@ -191,7 +232,7 @@ case "$1" in
   backup-start)
     if ( set -C; : > "$f.started" ) 2>/dev/null; then
       trap '' HUP
-      sh "$0" backup-run "$2" > /dev/null 2>&1 < /dev/null &
+      sh "$0" backup-run "$2" "${{3:-}}" > /dev/null 2>&1 < /dev/null &
       echo $! > "$f.pid"
     fi
     echo started; exit 0 ;;
@@ -209,6 +250,8 @@ case "$1" in
     {{ locked stanza-create || case "$out" in *"do not match"*) locked stanza-upgrade ;; *) false ;; esac
     }} && $pgbackrest backup --type=full --start-fast --log-level-console=info --annotation={ANNOTATION}="$2" &&
       $pgbackrest info --output=json > "$f.json" || rc=$?
+    if [ "$rc" -eq 0 ] && [ "${{3:-}}" = verify ]; then
+{VERIFY}    fi
     echo "$rc" > "$f.rc"; exit "$rc" ;;
   backup-status)
     if [ "$(cat "$f.rc" 2>/dev/null)" = 0 ]; then echo succeeded; cat "$f.json"

@@ -17,6 +17,11 @@ primary's start script, finding them and an empty volume, runs two steps instead
    timeline's stop reason is kept in RECOVERED, which the operator reads into status.recovery. The
    server stops, the marker goes, and the start script starts it as every other start does.
 
+Through both steps RESTORING_FILE is in the Pod's private folder: the startup and liveness probes
+pass (a restore of a large database outlasts them) and the readiness probe fails (the Pod joins
+its Services only with the server clients get). A fast shutdown of the recovering server (the
+Pod deleted) ends the start quietly; the next start resumes.
+
 A refusal or failure (no base backup before the target, a target past the end of the archive, a
 restore point the archive does not hold: PostgreSQL's own FATAL) ends the start with the reason and
 the repository's window (its base backups, its WAL, when it last received a segment) in the Pod's
@@ -35,6 +40,10 @@ from sampledb_operator.resources.instance import Instance
 from sampledb_operator.resources.paths import CONFIG_DIR
 
 RECOVERY_FILE = "recovery.options"  # in the ConfigMap: pgBackRest restore options, one per line
+# In the Pod's private socket folder while the start script restores or recovers: the startup and
+# liveness probes pass (a restore of a large database outlasts them), the readiness probe fails
+# (the server that replays is not the one clients get). Removed at every start and when done.
+RESTORING_FILE = "sampledb.restoring"
 RECOVERING = "sampledb.recovering"  # in PGDATA: restored, not yet recovered and cleaned up
 RECOVERED = "sampledb.recovered"  # in PGDATA: "<timeline>\t<LSN>\t<PostgreSQL's stop reason>"
 # What pgBackRest says when no base backup ends before a time or LSN target: an error (2.45), or a
@@ -109,18 +118,28 @@ def config_files(instance: Instance) -> dict[str, str]:
 
 
 def start_step(
-    *, config_dir: str, script: str, run_dir: str, socket_dir: str, port: int, termination_log: str, server: str
+    *,
+    config_dir: str,
+    script: str,
+    run_dir: str,
+    socket_dir: str,
+    port: int,
+    termination_log: str,
+    server: str,
+    restoring: str,
 ) -> str:
     """The primary's part of the start script: restore, then recover (see the module docstring).
 
-    `server` is how the script runs postgres; here it runs without a TCP listener.
+    `server` is how the script runs postgres; here it runs without a TCP listener. `restoring` is
+    the RESTORING_FILE the probes look for (the start script removes it at every start).
     """
     sql = f"psql -h {socket_dir} -p {port} -U postgres -d postgres -XAtq"
     resets = "\n".join(f"ALTER SYSTEM RESET {name};" for name in RECOVERY_SETTINGS)
     common = rf"""repository="$(sed -n 1p {config_dir}/{RECOVERY_FILE})"
 mkdir -p {run_dir}
 window() {{  # what the source repository holds, in pgBackRest's words
-  info="$(sh {script} "$repository" info 2>&1)" || {{ printf '%s' "$info" | grep -m1 ERROR; return 0; }}
+  info="$(sh {script} "$repository" info 2>&1)" ||
+    {{ printf 'pgBackRest cannot read it: %s' "$(printf '%s\n' "$info" | grep -m1 ERROR || :)"; return 0; }}
   stops="$(printf '%s\n' "$info" | sed -n 's/^ *timestamp start\/stop: .* \/ //p')"
   wal="$(printf '%s\n' "$info" | sed -n 's/^ *wal archive min\/max ([0-9]*): //p' | tail -n 1)"
   last="$(sh {script} "$repository" repo-ls --recurse --output=json archive 2>/dev/null |
@@ -135,7 +154,8 @@ refuse() {{  # the reason and the window: the Pod's termination message (the Rec
   exit 1
 }}
 """
-    restore = rf"""echo "sampledb: restoring a base backup from the object store (spec.recovery: ${{repository#*=}})"
+    restore = rf""": > {restoring}
+echo "sampledb: restoring a base backup from the object store (spec.recovery: ${{repository#*=}})"
 set --
 while IFS= read -r option; do set -- "$@" "$option"; done < {config_dir}/{RECOVERY_FILE}
 rm -rf "$PGDATA.restore"
@@ -148,17 +168,23 @@ if grep -q -e '{NO_BACKUP_ERROR}' -e '{FALLBACK_WARNING}' {run_dir}/restore.log;
   refuse "no base backup ends before the target, which is before what the repository can recover"
 fi
 [ "$rc" -eq 0 ] || refuse "the restore failed: $(grep -m1 ERROR {run_dir}/restore.log || echo 'see the log')"
+rm -f "$PGDATA.restore/{RECOVERED}"  # a source recovered itself: its record is not this recovery's
 : > "$PGDATA.restore/{RECOVERING}"
+rm -rf "$PGDATA"
 mv "$PGDATA.restore" "$PGDATA"
 """
-    recover = rf"""echo "sampledb: recovering: replaying archived WAL (no client can connect until it is done)"
+    recover = rf""": > {restoring}
+echo "sampledb: recovering: replaying archived WAL (no client can connect until it is done)"
 {server} > {run_dir}/recovery.log 2>&1 &
 recovering=$!
 waited=0
 until [ "$({sql} -c 'select pg_is_in_recovery()' 2>/dev/null)" = f ]; do
   if ! kill -0 "$recovering" 2>/dev/null; then
     cat {run_dir}/recovery.log
-    refuse "PostgreSQL stopped recovering: $(grep -E 'FATAL|PANIC' {run_dir}/recovery.log | head -n 2 |
+    # Stopped on purpose (the Pod is deleted: the preStop hook's fast shutdown): not a failure.
+    grep -q 'received [a-z]* shutdown request' {run_dir}/recovery.log && exit 143
+    refuse "PostgreSQL stopped recovering: $(grep -E 'FATAL|PANIC' {run_dir}/recovery.log |
+      grep -v -e 'is starting up' -e 'not yet accepting connections' | tail -n 2 |
       sed 's/^.*\(FATAL\|PANIC\): *//' | tr '\n' ' ')"
   fi
   if [ $((waited % 30)) -eq 0 ]; then
@@ -171,6 +197,9 @@ done
 {sql} -v ON_ERROR_STOP=1 <<'SQL'
 SET log_statement = 'none';
 SET log_min_error_statement = 'panic';
+SET log_min_duration_statement = -1;
+SET log_min_duration_sample = -1;
+SET log_transaction_sample_rate = 0;
 \set password `cat "$PASSWORD_FILE"`
 ALTER ROLE postgres PASSWORD :'password';
 {resets}
@@ -178,10 +207,10 @@ SQL
 timeline="$({sql} -c 'select substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)')"
 printf '%d\t%s\n' "$((0x$timeline))" "$(grep . "$PGDATA/pg_wal/$timeline.history" | tail -n 1 | cut -f2-)" \
   > "$PGDATA/{RECOVERED}"
-pg_ctl stop -D "$PGDATA" -m fast -w > /dev/null
+pg_ctl stop -D "$PGDATA" -m fast -w -t 3600 > /dev/null || :  # the shutdown checkpoint may be long
 wait "$recovering" || :
 cat {run_dir}/recovery.log
-rm -f "$PGDATA/{RECOVERING}"
+rm -f "$PGDATA/{RECOVERING}" {restoring}
 echo "sampledb: recovered to timeline $(cut -f1 "$PGDATA/{RECOVERED}"): $(cut -f3 "$PGDATA/{RECOVERED}")"
 """
     return f"""if [ -f {config_dir}/{RECOVERY_FILE} ]; then

@@ -98,12 +98,14 @@ def start_script(
         port=port,
         termination_log=termination_log,
         server=f"{server} -c listen_addresses=",
+        restoring=f"{socket_dir}/{recovery.RESTORING_FILE}",
     )
     # PID 1 ignores signals it has no handler for: without the trap, a standby waiting for its
     # primary would outlive its Pod's deletion by the whole grace period.
     return f"""set -eu
 trap 'exit 143' TERM INT
 primary="$(cat {config_dir}/{PRIMARY_FILE})"
+rm -f {socket_dir}/{recovery.RESTORING_FILE}
 {PASSFILE_FROM_SECRET}if [ "$HOSTNAME" = "$primary" ]; then
 {recover}  if [ ! -s "$PGDATA/PG_VERSION" ]; then
     echo "sampledb: initialising a new database cluster in $PGDATA"
@@ -198,9 +200,17 @@ def server_sql(*sql: str) -> list[str]:
     return ["psql", "-h", SOCKET_DIR, "-U", SUPERUSER, "-d", "postgres", "-XAt", *(a for q in sql for a in ("-c", q))]
 
 
-def _probe(*, period: int, failures: int) -> dict[str, Any]:
+def _probe(*, period: int, failures: int, restoring: bool) -> dict[str, Any]:
+    """pg_isready, or the start script's RESTORING_FILE (`resources/recovery.py`).
+
+    While it restores or recovers, startup and liveness pass (`restoring`: a long restore would
+    outlast them), and readiness fails (the server replaying is not the one clients get).
+    """
+    marker = f"{SOCKET_DIR}/{recovery.RESTORING_FILE}"
+    check = " ".join(probe_command())
+    command = f"{check} || [ -f {marker} ]" if restoring else f"{check} && [ ! -f {marker} ]"
     return {
-        "exec": {"command": probe_command()},
+        "exec": {"command": ["sh", "-c", command]},
         "periodSeconds": period,
         "timeoutSeconds": 5,
         "failureThreshold": failures,
@@ -254,9 +264,9 @@ def _container(instance: Instance) -> dict[str, Any]:
         "resources": resources(instance),
         "securityContext": security.container_security_context(),
         # initdb and crash recovery can be slow: the startup probe holds off liveness until then.
-        "startupProbe": _probe(period=5, failures=120),
-        "readinessProbe": _probe(period=5, failures=3),
-        "livenessProbe": _probe(period=10, failures=6),
+        "startupProbe": _probe(period=5, failures=120, restoring=True),
+        "readinessProbe": _probe(period=5, failures=3, restoring=False),
+        "livenessProbe": _probe(period=10, failures=6, restoring=True),
         "lifecycle": {"preStop": {"exec": {"command": stop_command()}}},
         "volumeMounts": _mounts(instance, credentials=True),
     }
