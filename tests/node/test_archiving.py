@@ -20,6 +20,7 @@ from kubernetes import client as k8s
 from sampledb_localcluster import LocalCluster
 from sampledb_operator.k8s.api import KubeApi
 from sampledb_operator.reconcile.conditions import ARCHIVING
+from sampledb_operator.reconcile.recovery import lsn_number
 from sampledb_operator.resources import archive
 from sampledb_operator.resources.paths import PGDATA
 from tests.node.conftest import SOCKET_DIR, wait_for
@@ -276,11 +277,6 @@ pg_ctl stop -D {check} -m fast >/dev/null && rm -rf {check} {check}.log""",
     )
 
 
-def lsn(text: str) -> int:
-    high, _, low = text.partition("/")
-    return (int(high, 16) << 32) + int(low, 16)
-
-
 def recovering(name: str, namespace: str, spec: dict[str, Any], **recovery: Any) -> dict[str, Any]:
     return sampledb(name, namespace, 17, backup={"objectStore": spec}, recovery=recovery, deletionPolicy="Delete")
 
@@ -316,7 +312,7 @@ def test_point_in_time_recovery_to_a_time_holds_exactly_the_rows_before_it_and_t
     reached = recovered["recovery"]
     assert reached["repositoryPath"] == repository and reached["backupLabel"] == base["backupLabel"], reached
     assert reached["target"] == f"time {point}" and reached["reached"].startswith("before "), reached
-    assert reached["timeline"] == 2 and lsn(reached["lsn"]) > lsn(base["stopLSN"]), reached
+    assert reached["timeline"] == 2 and lsn_number(reached["lsn"]) > lsn_number(base["stopLSN"]), reached
     assert repository_of(admin, namespace, "to-point") != repository, "it archives to its own repository"
 
     # The source and its volume gone: to the latest point, every commit it acknowledged (all archived).

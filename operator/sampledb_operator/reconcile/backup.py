@@ -104,7 +104,7 @@ class BackupReconciler:
             )
         if spec.get("method") == backup.BackupMethod.PHYSICAL:
             return self._physical(obj, instance)
-        job = self.observed.get("Job", namespace, name) or self._start(obj, instance, verify=bool(spec.get("verify")))
+        job = self.observed.get("Job", namespace, name) or self._start(obj, instance, verify=_verify(obj))
         if job_state(job) is JobState.RUNNING:
             running = {
                 "phase": backup.BackupPhase.RUNNING.value,
@@ -140,8 +140,7 @@ class BackupReconciler:
             logger.info("%s/%s: base backup status not read (%s): polling again", instance.namespace, uid, err)
             return Outcome(phase=backup.BackupPhase.RUNNING.value, requeue_after=base_backup.POLL_SECONDS)
         progress = base_backup.parse(answer)
-        verify = bool((obj.get("spec") or {}).get("verify"))
-        final = base_backup.outcome(instance, uid, pod, progress, verified=verify)
+        final = base_backup.outcome(instance, uid, pod, progress, verified=_verify(obj))
         if final is not None:
             return self._finish(obj, final)
         if progress.detail and progress.detail != status.get("message"):
@@ -158,7 +157,7 @@ class BackupReconciler:
                     instance.namespace,
                     pod,
                     archive.BACKUP_CONTAINER,
-                    base_backup.command("backup-start", uid, verify=bool((obj.get("spec") or {}).get("verify"))),
+                    base_backup.command("backup-start", uid, verify=_verify(obj)),
                     timeout=30,
                 )
             except ApiError as err:
@@ -229,3 +228,8 @@ class BackupReconciler:
             "SampleDBBackup", meta["namespace"], meta["name"], {"status": status}, status=True
         )
         self.observed.remember("SampleDBBackup", written)
+
+
+def _verify(obj: dict[str, Any]) -> bool:
+    """The SampleDBBackup asks for its backup to be restored and checked."""
+    return bool((obj.get("spec") or {}).get("verify"))

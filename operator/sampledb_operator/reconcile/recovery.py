@@ -47,7 +47,8 @@ class RecoveryPlan:
     wait: bool = False
 
 
-def _lsn(text: str) -> int:
+def lsn_number(text: str) -> int:
+    """An LSN as PostgreSQL writes it (`0/3000088`) as a number, to compare two."""
     high, _, low = text.partition("/")
     return (int(high, 16) << 32) + int(low, 16)
 
@@ -61,7 +62,7 @@ def _ends_after_target(instance: Instance, status: dict[str, Any]) -> str | None
         return None
     if target.time and stop_time and datetime.fromisoformat(target.time) < datetime.fromisoformat(stop_time):
         return f"it ended at {stop_time}, after spec.recovery.target.time {target.time}"
-    if target.lsn and stop_lsn and _lsn(target.lsn) < _lsn(stop_lsn):
+    if target.lsn and stop_lsn and lsn_number(target.lsn) < lsn_number(stop_lsn):
         return f"it ended at LSN {stop_lsn}, after spec.recovery.target.lsn {target.lsn}"
     return None
 
@@ -89,8 +90,7 @@ def plan_recovery(instance: Instance, backup: dict[str, Any] | None) -> Recovery
     unusable = unfinished(field, status, "Recovery")
     if unusable is not None:
         return RecoveryPlan(problem=unusable[0], wait=unusable[1])
-    store = instance.spec.backup.objectStore
-    prefix = f"s3://{store.bucket if store else ''}/"
+    prefix = f"s3://{instance.spec.backup.objectStore.bucket}/"
     location, label = status.get("location") or "", status.get("backupLabel")
     path, _, tail = location.removeprefix(prefix).rpartition(f"/backup/{archive.STANZA}/")
     if not location.startswith(prefix) or not path or not label or tail != label:
