@@ -20,12 +20,15 @@ failed=()
 log() { printf '\n[tiers %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 
 # tier NAME PYTEST-ARGS...: run one tier; its log is printed whole when it ends (under a lock: the
-# other lane may be printing), and a failure is noted in $logs/failed.
+# other lane may be printing), and a failure is noted in $logs/failed. Its temporary files (the
+# operator's, the cluster's and the Pods' logs) go to $logs/NAME and are kept when it fails: in
+# pytest's default place, the next three runs on the machine would remove them.
 tier() {
   local name=$1 begin=$SECONDS rc; shift
   log "started $name: pytest $*"
-  "$PYTHON" -m pytest "$@" ${pytest_args[@]+"${pytest_args[@]}"} >"$logs/$name.log" 2>&1
+  "$PYTHON" -m pytest --basetemp="$logs/$name" "$@" ${pytest_args[@]+"${pytest_args[@]}"} >"$logs/$name.log" 2>&1
   rc=$?
+  [ "$rc" -eq 0 ] && rm -rf "${logs:?}/$name"
   {
     flock 9
     log "$name ended with $rc after $((SECONDS - begin)) s; its output:"

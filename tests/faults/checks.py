@@ -58,6 +58,29 @@ def not_ready(admin: KubeApi, namespace: str, names: list[str]) -> list[str]:
     return pending
 
 
+def describe(admin: KubeApi, namespace: str, names: list[str]) -> str:
+    """What the cluster holds for instances that did not converge: enough to tell the operator's fault
+    from the harness's (a StatefulSet whose Pod is Ready while the status still waits points at the
+    operator; a Pod never scheduled or never made Ready points at the scheduler or kwok)."""
+    lines = []
+    for name in names:
+        db = admin.get("SampleDB", namespace, name) or {}
+        ready = condition(db, "Ready") or {}
+        lines.append(f"{name}: Ready={ready.get('status')} {ready.get('reason')}: {ready.get('message')}")
+        sts = admin.get("StatefulSet", namespace, name)
+        lines.append(f"  StatefulSet: {(sts or {}).get('status')}")
+        for pod in admin.list_objects("Pod", namespace, labels={INSTANCE_LABEL: name}):
+            status = pod.get("status") or {}
+            states = [(c["type"], c["status"]) for c in status.get("conditions") or []]
+            lines.append(
+                f"  Pod {pod['metadata']['name']}: node={pod['spec'].get('nodeName')} "
+                f"phase={status.get('phase')} conditions={states}"
+            )
+        claim = admin.get("PersistentVolumeClaim", namespace, f"data-{name}-0") or {}
+        lines.append(f"  PVC data-{name}-0: {(claim.get('status') or {}).get('phase')}")
+    return "\n".join(lines)
+
+
 @dataclass(frozen=True)
 class JobPurpose:
     """One thing the operator runs a Job for: exactly one Job, of a known name, must exist for it."""

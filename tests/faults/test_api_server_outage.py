@@ -20,7 +20,7 @@ import pytest
 from sampledb_localcluster import LocalCluster
 from sampledb_operator.k8s.api import KubeApi, Resource
 from tests.audit_log import audit_entries
-from tests.faults.checks import OPERATOR_USER, check_jobs, init_purpose, not_ready, sampledb
+from tests.faults.checks import OPERATOR_USER, check_jobs, describe, init_purpose, not_ready, sampledb
 from tests.faults.conftest import KillableOperator
 from tests.integration.conftest import wait_for
 from tests.webhook_process import WebhookReplicas
@@ -74,9 +74,12 @@ def test_operator_recovers_from_an_api_server_outage_without_restarting(
     # Provisioning. A kubelet lists its Pods again when it reconnects; restarting kwok gives the
     # simulated node that re-list. The harness's stand-in volume provisioner can likewise miss a
     # claim made as the API server stopped (CI, 2026-11-28: data-db-12-0 was never provisioned, so
-    # its Pod stayed unschedulable); a restart makes it list the claims again. The operator, which
-    # is what is under test, keeps running.
-    for component in ("kwok", "volume-provisioner"):
+    # its Pod stayed unschedulable); a restart makes it list the claims again. The scheduler parks a
+    # Pod it found unschedulable (its claim unbound as the API server stopped) for up to 5 minutes
+    # unless an event it watches moves it: on 2026-11-29 three instances stayed Provisioning in CI
+    # (the cluster's logs were lost; the test now prints what it sees and CI keeps the logs), so the
+    # scheduler is restarted too. The operator, which is what is under test, keeps running.
+    for component in ("kwok", "volume-provisioner", "kube-scheduler"):
         cluster.stop_component(component)
         cluster.start_component(component)
 
@@ -85,7 +88,9 @@ def test_operator_recovers_from_an_api_server_outage_without_restarting(
     while pending and time.monotonic() - began < 180:
         time.sleep(1)
         pending = not_ready(admin, namespace, names)
-    assert pending == [], f"not converged 180 s after the API server came back: {pending}"
+    if pending:
+        stuck = [p.split(":")[0] for p in pending]
+        pytest.fail(f"not converged 180 s after the API server came back:\n{describe(admin, namespace, stuck)}")
     print(f"all {INSTANCES} instances Ready {time.monotonic() - back:.1f} s after the API server came back")
 
     audit = audit_entries(cluster.audit_log, audit_offset)
