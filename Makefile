@@ -132,9 +132,11 @@ BENCH_NODE_ARGS ?=
 BENCH_UPGRADE_ARGS ?=
 # Extra arguments of the lifecycle benchmark, e.g. `make bench-lifecycle BENCH_LIFECYCLE_ARGS=--quick`.
 BENCH_LIFECYCLE_ARGS ?=
+# Extra arguments of the base-backup benchmark, e.g. `make bench-base-backup BENCH_BASE_BACKUP_ARGS="--runs 3 --mib 1024"`.
+BENCH_BASE_BACKUP_ARGS ?=
 
 .PHONY: bench
-bench: ## Every benchmark (not tests), one after the other: conversion, scale, restart, lifecycle, the real node, upgrade downtime, failover, archiving.
+bench: ## Every benchmark (not tests), one after the other: conversion, scale, restart, lifecycle, the real node, upgrade downtime, failover, archiving, base backups.
 	@# One at a time even under `make -j`: on a small machine they would distort each other's figures.
 	$(MAKE) --no-print-directory bench-conversion
 	$(MAKE) --no-print-directory bench-scale
@@ -144,6 +146,7 @@ bench: ## Every benchmark (not tests), one after the other: conversion, scale, r
 	$(MAKE) --no-print-directory bench-upgrade
 	$(MAKE) --no-print-directory bench-failover
 	$(MAKE) --no-print-directory bench-archive
+	$(MAKE) --no-print-directory bench-base-backup
 
 .PHONY: bench-conversion
 bench-conversion: $(PYTHON) cluster-tools ## Conversion webhook latency, v1beta1 LIST and GET cost against v1 (results/conversion-*.md).
@@ -172,6 +175,10 @@ bench-failover: $(PYTHON) node-tools base-images ## The real node: writes stoppe
 .PHONY: bench-archive
 bench-archive: $(PYTHON) test-tools ## WAL archiving's recovery point with the defaults: this machine's PostgreSQL, a real S3 store, 5 runs (root; results/archive-*.md).
 	PYTHONPATH=.:operator $(PYTHON) benchmarks/bench_archive.py $(BENCH_ARCHIVE_ARGS)
+
+.PHONY: bench-base-backup
+bench-base-backup: $(PYTHON) test-tools ## pgBackRest base backup and restore through our scripts vs by hand: CPU ratio, 5 runs (root; results/basebackup-*.md).
+	PYTHONPATH=.:operator $(PYTHON) benchmarks/bench_base_backup.py $(BENCH_BASE_BACKUP_ARGS)
 
 .PHONY: bench-lifecycle
 bench-lifecycle: $(PYTHON) base-images ## Backup/restore scripts vs plain pg_dump/pg_restore by CPU time, upgrade step times, 1 GiB (results/lifecycle-*.md).

@@ -117,6 +117,14 @@ def one_run(runtime: Runtime, root: Path, seconds: float, every: float) -> list[
         store.stop()
 
 
+def host_runtime() -> Runtime:
+    """This machine's newest PostgreSQL, for a server run as the Pod runs it."""
+    majors = installed_majors()
+    if not majors:
+        raise SystemExit("needs this machine's PostgreSQL: hack/host-packages.sh ci installs postgresql-15")
+    return Runtime(majors[-1])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Measure, print the table and write it to a results file of its own."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
@@ -126,10 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result_files.add_results_dir(parser)
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, exit_on_sigterm)
-    majors = installed_majors()
-    if not majors:
-        raise SystemExit("needs this machine's PostgreSQL: hack/host-packages.sh ci installs postgresql-15")
-    runtime = Runtime(majors[-1])
+    runtime = host_runtime()
     path = result_files.new_file("archive", args.results_dir)
     machine = machine_rows(("store", "versitygw on loopback, TLS"))  # the load before the runs
     longest, medians = [], []

@@ -104,3 +104,20 @@ def forget_archiving(key: tuple[str, str]) -> None:
     for gauge in _ARCHIVE_GAUGES:
         with contextlib.suppress(KeyError):
             gauge.remove(*key)
+
+
+BASE_BACKUP_LAST = Gauge(
+    "sampledb_base_backup_last_completed_timestamp_seconds",
+    "When the newest succeeded physical base backup of a SampleDB ended (Unix time): now minus this is how much "
+    "WAL a recovery to the latest point replays.",
+    ["namespace", "name"],
+)
+
+
+def record_base_backup(key: tuple[str, str], completed: float | None) -> None:
+    """Set one SampleDB's newest base backup time; drop it when it has none (or is gone)."""
+    if completed is not None:
+        BASE_BACKUP_LAST.labels(*key).set(completed)
+    else:
+        with contextlib.suppress(KeyError):
+            BASE_BACKUP_LAST.remove(*key)

@@ -19,6 +19,7 @@ from kubernetes import client as k8s
 
 from sampledb_localcluster import LocalCluster
 from sampledb_operator.k8s.api import KubeApi
+from sampledb_operator.reconcile import schedule
 from sampledb_operator.reconcile.conditions import ARCHIVING
 from sampledb_operator.reconcile.recovery import lsn_number
 from sampledb_operator.resources import archive
@@ -274,6 +275,33 @@ pg_ctl stop -D {check} -m fast >/dev/null && rm -rf {check} {check}.log""",
     log = str(kubectl("logs", "-n", namespace, "base-0", "-c", archive.BACKUP_CONTAINER))
     assert store.secret_key not in log and store.secret_key not in str(
         kubectl("get", "sampledbbackup", "-n", namespace, "-o", "yaml")
+    )
+
+    # Scheduled: the first at once, the next at the next minute; each then expires the one before it
+    # (fullBackups 1), and its record is pruned. The records made by hand stay.
+    patch = {"spec": {"backup": {"objectStore": {"schedule": "* * * * *"}}}}
+    admin.merge_patch("SampleDB", namespace, "base", patch)
+    first_run = wait_for(lambda: scheduled(admin, namespace, "Succeeded"), timeout=300, what="a scheduled backup")
+    wait_for(lambda: len(scheduled(admin, namespace, "Succeeded")) >= 2, timeout=300, what="the next one")
+    wait_for(lambda: first_run[0] not in scheduled(admin, namespace, None), timeout=60, what="the first one's pruning")
+    admin.merge_patch("SampleDB", namespace, "base", {"spec": {"backup": {"objectStore": {"schedule": None}}}})
+    wait_for(lambda: not scheduled(admin, namespace, "Running") and not scheduled(admin, namespace, "Pending"),
+             timeout=300, what="the last scheduled backup to end")  # fmt: skip
+    newest = scheduled(admin, namespace, "Succeeded")[-1]
+    record = admin.get("SampleDBBackup", namespace, newest) or {}
+    assert record["spec"] == {"instance": "base", "method": "Physical", "verify": False}, record
+    kept = {key.split("/")[2] for key in store.objects(repository) if key.startswith("backup/db/2")}
+    assert kept == {record["status"]["backupLabel"]} == {record["status"]["oldestBackupLabel"]}, (kept, record)
+    assert admin.get("SampleDBBackup", namespace, "base-full-1") is not None, "made by hand: never pruned"
+
+
+def scheduled(admin: KubeApi, namespace: str, phase: str | None) -> list[str]:
+    """The scheduled SampleDBBackups of instance `base` in `phase` (None: all), oldest first."""
+    return sorted(
+        b["metadata"]["name"]
+        for b in admin.list_objects("SampleDBBackup", namespace)
+        if schedule.scheduled_for(b) and b["spec"]["instance"] == "base"
+        if phase is None or (b.get("status") or {}).get("phase") == phase
     )
 
 

@@ -85,6 +85,7 @@ def test_the_repositorys_record_becomes_the_status() -> None:
         "durationSeconds": 42,
         "location": "s3://pg-archive/sampledb/team-a/db1/uid-1/backup/db/20261128-100000F",
         "message": None,
+        "oldestBackupLabel": "20261127-100000F",  # OTHER: listed after it, older
     }
     damaged = json.dumps([{"backup": [{**RECORD, "error": True}]}])
     assert "checksum errors" in base_backup.succeeded_status(STORE_INSTANCE, "uid-b1", damaged)["message"]

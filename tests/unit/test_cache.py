@@ -74,6 +74,7 @@ class Running:
         self.triggered: list[Key] = []
         self.settled: list[Key] = []  # the triggers that may wait a moment (also in `triggered`)
         self.forgotten: list[Key] = []
+        self.backups: list[Key] = []  # the backup flow's triggers
         self.stop = threading.Event()
         self.markers = 0
         self.cache = ClusterCache(
@@ -82,6 +83,7 @@ class Running:
             trigger=self.triggered.append,
             trigger_settled=self.settle,
             forget=self.forgotten.append,
+            trigger_backup=self.backups.append,
         )
 
     def settle(self, key: Key) -> None:
@@ -210,6 +212,41 @@ def test_the_backup_a_recovery_names_is_in_its_snapshot_and_wakes_it(running: Ru
     running.start()
     running.woken_by("SampleDB", sampledb("db3", {"recovery": {"backup": "base"}}))
     base = obj("SampleDBBackup", "base", spec={"instance": "old", "method": "Physical"})
-    assert running.woken_by("SampleDBBackup", base) == [(NS, "db3")]
+    assert sorted(running.woken_by("SampleDBBackup", base)) == [(NS, "db3"), (NS, "old")]
     snap = running.cache.snapshot(NS, "db3")
     assert snap is not None and ("SampleDBBackup", "base") in snap.objects
+
+
+def test_every_backup_of_an_instance_is_in_its_snapshot_and_wakes_it_labelled_or_not(running: Running) -> None:
+    """The schedule of base backups must see those made by hand: one physical backup at a time."""
+    running.start()
+    by_hand = obj("SampleDBBackup", "mine", spec={"instance": "db2", "method": "Physical"})
+    scheduled = owned("SampleDBBackup", "db2-202611290400", "db2")
+    scheduled["spec"] = {"instance": "db2", "method": "Physical"}
+    assert running.woken_by("SampleDBBackup", by_hand, "ADDED") == [(NS, "db2")]
+    assert running.woken_by("SampleDBBackup", scheduled, "ADDED") == [(NS, "db2")]
+    snap = running.cache.snapshot(NS, "db2")
+    assert snap is not None and sorted(b["metadata"]["name"] for b in snap.all("SampleDBBackup")) == [
+        "db2-202611290400",
+        "mine",
+    ]
+    other = running.cache.snapshot(NS, "db1")
+    assert other is not None and other.all("SampleDBBackup") == []
+
+
+def test_a_backup_the_operator_writes_wakes_its_readers_though_its_watch_event_will_change_nothing(
+    running: Running,
+) -> None:
+    """The schedule creates records the backup flow runs; the backup flow's results prune and schedule."""
+    running.start()
+    created = owned("SampleDBBackup", "db2-202611290400", "db2")
+    created["spec"] = {"instance": "db2", "method": "Physical"}
+    running.triggered.clear()
+    running.cache.remember("SampleDBBackup", created)
+    assert running.backups == [(NS, "db2-202611290400")] and running.settled == [(NS, "db2")]
+    running.cache.remember("SampleDBBackup", {**created, "status": {"phase": "Succeeded"}})
+    assert running.backups == [(NS, "db2-202611290400")], "not the flow itself for its own status write"
+    assert running.settled == [(NS, "db2"), (NS, "db2")]
+    running.cache.remember("SampleDBBackup", {**created, "status": {"phase": "Succeeded"}})
+    assert running.settled == [(NS, "db2"), (NS, "db2")], "a write that changes nothing wakes no one"
+    assert running.woken_by("SampleDBBackup", {**created, "status": {"phase": "Succeeded"}}, "ADDED") == []

@@ -46,6 +46,7 @@ from sampledb_operator.reconcile import (
     failover,
     migrations,
     recovery,
+    schedule,
     storage,
     upgrade,
 )
@@ -106,6 +107,7 @@ FULL_SPEC: Obj = {
             "bucket": "pg-archive",
             "credentials": {"secretName": "s3-keys"},
             "retention": {"fullBackups": 2},
+            "schedule": "0 2 * * *",
         },
     },
     "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}},
@@ -786,6 +788,7 @@ class World:
             self._restore,
             self._backups,
             self._recovery,
+            self._schedule,
         ):
             add()
 
@@ -1226,6 +1229,33 @@ class World:
                     f"recovery.failure[{state}][{running}]",
                     lambda v, p=pod: recovery.failure(insts[0], [v("Pod", p)]),
                 )
+
+    def _schedule(self) -> None:
+        """Scheduled base backups: which records to create (none while one runs) and which to prune."""
+
+        def scheduled(when: str, status: Obj | None) -> Obj:
+            record = backup_record(f"db1-{when}", "db1", status, physical=True)
+            record["metadata"]["labels"] = {"sampledb.io/instance": "db1", schedule.SCHEDULED_LABEL: when}
+            return record
+
+        kept = [
+            scheduled("202611200200", {"phase": "Succeeded", "backupLabel": "20261120-020000F"}),
+            scheduled("202611210200", {"phase": "Succeeded", "backupLabel": "20261121-020000F"}),
+            scheduled("202611220100", {"phase": "Failed", "message": "pgBackRest: ERROR: [039]"}),
+        ]
+        newest = {"phase": "Succeeded", "backupLabel": "20261122-000000F", "oldestBackupLabel": "20261121-020000F"}
+        cases = {
+            "prune": [*kept, scheduled("202611220000", newest)],
+            "due": kept,
+            "busy": [*kept, backup_record("mine", "db1", PHYSICAL_STATUSES["running"], physical=True)],
+        }
+        for name, records in cases.items():
+            self.add(
+                f"plan_schedule[{name}]",
+                lambda v, bs=records: schedule.plan_schedule(
+                    self.inst, [v("SampleDBBackup", b) for b in bs], ready=True, now=NOW
+                ),
+            )
 
 
 def backup_run(view: View, objects: Mapping[tuple[str, str], Obj], pods: list[Obj], answer: str = "") -> Any:

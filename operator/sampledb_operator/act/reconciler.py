@@ -32,7 +32,7 @@ from sampledb_operator import metrics
 from sampledb_operator.act.executor import Executor, Observer, key
 from sampledb_operator.k8s.api import KubeApi
 from sampledb_operator.observe.snapshot import Snapshot
-from sampledb_operator.reconcile import archiving
+from sampledb_operator.reconcile import archiving, schedule
 from sampledb_operator.reconcile.decide import decide
 from sampledb_operator.reconcile.deletion import DELETING
 from sampledb_operator.reconcile.outcome import Outcome
@@ -91,7 +91,9 @@ class Reconciler:
         if snap is None:
             self._forget_replication((namespace, name))
             metrics.forget_archiving((namespace, name))
+            metrics.record_base_backup((namespace, name), None)
             return Outcome()
+        metrics.record_base_backup((namespace, name), schedule.last_completed(name, snap.all("SampleDBBackup")))
         snap = self._with_replication(snap)
         rv = snap.sampledb["metadata"].get("resourceVersion")
         logger.debug("%s/%s: observed resourceVersion %s", namespace, name, rv)

@@ -97,6 +97,13 @@ class SampleDBBackupStatus(ApiModel):
         None, description="Physical: what the backup takes in the object store (compressed).", ge=0
     )
     durationSeconds: int | None = Field(None, description="Physical: how long the backup took.", ge=0)
+    oldestBackupLabel: str | None = Field(
+        None,
+        description=(
+            "Physical: the oldest base backup still in the repository once this one finished and retention ran "
+            "(records of older ones describe backups that are gone)."
+        ),
+    )
 
 
 class SampleDBBackup(ApiModel):

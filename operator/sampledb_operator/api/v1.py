@@ -212,6 +212,18 @@ class ObjectStoreSpec(ApiModel):
             "segment of WAL, when unset."
         ),
     )
+    schedule: str | None = Field(
+        None,
+        description=(
+            'Cron schedule (UTC) of physical base backups, e.g. "0 2 * * *": the operator creates a SampleDBBackup '
+            "(method Physical, verify as spec.backup.verify) named <sampledb>-<YYYYMMDDHHMM> at each time, the "
+            "first as soon as the database is Ready, one at a time (a time missed while busy or not Ready is "
+            "taken once, late), and deletes its own records of base backups that retention removed from the "
+            "store. Unset: none scheduled (SampleDBBackups made by hand still run)."
+        ),
+        pattern=CRON_PATTERN,
+        max_length=128,
+    )
 
 
 class BackupSpec(ApiModel):
@@ -227,8 +239,9 @@ class BackupSpec(ApiModel):
     verify: bool = Field(
         False,
         description=(
-            "Restore every backup into a scratch database right after taking it; a backup that does not "
-            "restore fails and is removed instead of being kept."
+            "Restore every scheduled backup right after taking it (a logical one into a scratch database, a "
+            "physical one as SampleDBBackup spec.verify says); a backup that does not restore fails and is "
+            "removed instead of being kept."
         ),
     )
     objectStore: ObjectStoreSpec | None = Field(

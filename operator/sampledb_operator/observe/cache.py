@@ -12,8 +12,9 @@ Which objects are watched, and why:
   projections are small (a Secret keeps the names of its keys, never a value; a user's ConfigMap
   a digest of its content); Helm's release Secrets and service-account tokens are filtered out by
   the server.
-Every object is indexed by its `sampledb.io/instance` label; a SampleDB's references to objects
-of the user's are indexed the other way, so a change of either triggers the SampleDB concerned.
+Every object is indexed by its `sampledb.io/instance` label, a SampleDBBackup by its
+`spec.instance` (one made by hand has no label); a SampleDB's references to objects of the user's
+are indexed the other way, so a change of either triggers the SampleDB concerned.
 
 Start-up lists one kind at a time (the memory peak of a restart is one kind's page, not all
 kinds at once), SampleDBs first. Nothing is triggered until every informer has listed once;
@@ -59,6 +60,17 @@ def instance_of(obj: dict[str, Any]) -> str | None:
     """The SampleDB an object belongs to, by the label the operator puts on everything it makes."""
     label: str | None = (obj["metadata"].get("labels") or {}).get(INSTANCE_LABEL)
     return label
+
+
+def backup_instance(obj: dict[str, Any]) -> str | None:
+    """The SampleDB a SampleDBBackup is of."""
+    instance = (obj.get("spec") or {}).get("instance")
+    return instance if isinstance(instance, str) else None
+
+
+def index_of(kind: str) -> Callable[[dict[str, Any]], str | None]:
+    """How the caches of `kind` are indexed: by the SampleDB each object belongs to."""
+    return backup_instance if kind == "SampleDBBackup" else instance_of
 
 
 def _backup_of(*jobs: dict[str, Any] | None) -> str | None:
@@ -123,7 +135,7 @@ class ClusterCache:
             labels=MANAGED if kind in OWNED else None,
             fields=SECRET_FIELDS if kind == "Secret" else None,
             project=lambda obj: project(kind, obj),
-            index=instance_of,
+            index=index_of(kind),
             on_change=lambda key, old, new: self._changed(kind, key, old, new),
         )
 
@@ -164,7 +176,8 @@ class ClusterCache:
     # -- snapshots ---------------------------------------------------------------------------
     def _for(self, kind: str, namespace: str) -> Informer | None:
         by_scope = self.informers[kind]
-        return by_scope.get(None) or by_scope.get(namespace)
+        # Not `get(None) or ...`: an informer holding nothing is falsy (it has a length).
+        return by_scope[None] if None in by_scope else by_scope.get(namespace)
 
     def snapshot(self, namespace: str, name: str) -> Snapshot | None:
         """Everything one pass over the SampleDB may read; None when the SampleDB is gone."""
@@ -175,7 +188,7 @@ class ClusterCache:
         if sampledb is None:
             return None
         objects: dict[tuple[str, str], dict[str, Any]] = {}
-        for kind in (*SHARED, *CHILDREN):  # Pods go to the snapshot's own list
+        for kind in ("SampleDBBackup", *SHARED, *CHILDREN):  # Pods go to the snapshot's own list
             informer = self._for(kind, namespace)
             for obj in informer.indexed(namespace, name) if informer else ():
                 objects[(kind, obj["metadata"]["name"])] = obj
@@ -211,10 +224,26 @@ class ClusterCache:
 
     # -- what the executor wrote -------------------------------------------------------------
     def remember(self, kind: str, obj: dict[str, Any]) -> None:
-        """Our own write, as the server answered it: seen by the next pass before its watch event."""
-        informer = self._for(kind, obj.get("metadata", {}).get("namespace") or "")
-        if informer is not None and obj.get("metadata"):
-            informer.remember(obj)
+        """Our own write, as the server answered it: seen by the next pass before its watch event.
+
+        Its watch event then changes nothing, so wakes no one: for a SampleDBBackup (written by the
+        schedule and by the backup flow, each read by the other) the wake-ups happen here: its
+        SampleDB for any change, the backup flow for a record just created (not for its own status
+        writes, which would wake it in a loop).
+        """
+        meta = obj.get("metadata") or {}
+        informer = self._for(kind, meta.get("namespace") or "")
+        if informer is None or not meta:
+            return
+        key = (meta.get("namespace") or "", meta.get("name") or "")
+        before = informer.get(*key) if kind == "SampleDBBackup" else None
+        informer.remember(obj)
+        if kind != "SampleDBBackup" or (after := informer.get(*key)) == before:
+            return
+        for target in self._concerned(kind, key, before, after):
+            self._trigger_settled((key[0], target))
+        if before is None:
+            self._trigger_backup(key)
 
     def holds(self, kind: str, namespace: str, name: str) -> bool:
         """Whether the caches hold the object (for a kind not cached: assume so)."""
@@ -253,7 +282,7 @@ class ClusterCache:
             return {name} if new is not None else set()
         if kind == "Node":
             return set()  # cluster-scoped: `_changed` wakes the SampleDBs with a Pod on it
-        owners = {instance_of(o) for o in (old, new) if o is not None} - {None}
+        owners = {index_of(kind)(o) for o in (old, new) if o is not None} - {None}
         with self._lock:
             owners |= self._referrers.get((kind, namespace, name), set())
         return {o for o in owners if o}

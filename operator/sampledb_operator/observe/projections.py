@@ -32,6 +32,8 @@ SampleDBBackup         spec (whole: instance, method, verify)     backup.py:Back
                        status.backupLabel, .stopLSN,              recovery.py:plan_recovery (a physical backup as
                          .completionTime                            spec.recovery's source; phase, location too)
                        apiVersion, metadata.uid                   backup.py:BackupReconciler._owned_job
+                       status.oldestBackupLabel                   schedule.py:plan_schedule (which records to prune;
+                                                                    phase, backupLabel, completionTime too)
 StatefulSet            D                                          children.py:plan_child
                        spec.replicas                              plan_child (drift_paths), upgrade.py:_scaled_down,
                                                                   replicas.py:removed_standby_claims
@@ -183,6 +185,7 @@ KEPT: dict[str, Mapping[str, Keep]] = {
             "backupLabel": True,
             "stopLSN": True,
             "completionTime": True,
+            "oldestBackupLabel": True,
         },
     ),
     "StatefulSet": _kind(

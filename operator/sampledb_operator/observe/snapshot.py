@@ -8,6 +8,8 @@ What is in it, for the SampleDB `name` in `namespace`:
 - the SampleDB itself;
 - every object labelled `sampledb.io/instance=<name>` by the operator (its children, its Jobs,
   the claims made from its StatefulSet, the Pods of its StatefulSet and Jobs);
+- every SampleDBBackup of it (`spec.instance`: the scheduled ones carry the label, those made by
+  hand need not);
 - the objects its spec names that are not ours: the credentials Secret, the migrations
   ConfigMap, the restore SampleDBBackup or claim, the recovery SampleDBBackup;
 - the StorageClasses (a handful per cluster, read when volumes grow).
@@ -55,6 +57,10 @@ class Snapshot:
     def names(self, kind: str) -> list[str]:
         """The names of every object of `kind` the snapshot holds."""
         return [name for (k, name) in self.objects if k == kind]
+
+    def all(self, kind: str) -> list[Object]:
+        """Every object of `kind` the snapshot holds."""
+        return [obj for (k, _), obj in self.objects.items() if k == kind]
 
     def job_pods(self, job: str) -> list[Object]:
         """The Pods the Job controller made for a Job (label `job-name`)."""

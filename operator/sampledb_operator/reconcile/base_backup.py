@@ -69,15 +69,23 @@ def find(info: Any, backup_id: str) -> dict[str, Any] | None:
     return None
 
 
+def oldest_label(info: Any) -> str | None:
+    """The label of the oldest backup in the repository (labels start with the backup's time: they sort)."""
+    stanzas = info if isinstance(info, list) else []
+    labels = [str(r["label"]) for s in stanzas for r in s.get("backup") or [] if r.get("label")]
+    return min(labels, default=None)
+
+
 def succeeded_status(instance: Instance, backup_id: str, info_json: str, *, verified: bool = False) -> dict[str, Any]:
     """The status of a finished base backup, from the repository's record of it (pure).
 
     `verified`: it was started with `verify`, so its success includes the check's.
     """
     try:
-        record = find(json.loads(info_json), backup_id)
+        info = json.loads(info_json)
     except ValueError:
-        record = None
+        info = None
+    record = find(info, backup_id)
     if record is None:
         return {
             "phase": "Failed",
@@ -100,6 +108,7 @@ def succeeded_status(instance: Instance, backup_id: str, info_json: str, *, veri
         "completionTime": _rfc3339(times.get("stop")),
         "location": f"s3://{bucket}{archive.repository_path(instance)}/backup/{archive.STANZA}/{record.get('label')}",
         "message": None,
+        "oldestBackupLabel": oldest_label(info),
         **({"verified": True} if verified else {}),
     }
     if times.get("start") is not None and times.get("stop") is not None:

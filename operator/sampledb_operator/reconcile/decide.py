@@ -6,8 +6,8 @@ finalizer's state machine (`deletion`); otherwise the finalizer is added and the
 converged: credentials, restore or recovery source (`recovery`), major upgrade (`upgrade`),
 failover to a standby when the primary is lost (`failover`), configuration check (`config_check`), volume growth
 (`storage`), children (`children`), the role labels of the servers and the volumes of removed
-standbys (`replicas`), the initialisation Job,
-schema migrations (`migrations`), then the status (`status`) with its transition event.
+standbys (`replicas`), the initialisation Job, schema migrations (`migrations`), scheduled base
+backups (`schedule`), then the status (`status`) with its transition event.
 
 No I/O and no kopf: the function sees only its arguments, so its unit tests feed snapshots and
 compare plans, and a pass that resumes after a crash runs exactly the code a first pass runs.
@@ -34,6 +34,7 @@ from sampledb_operator.reconcile import (
     recovery,
     replicas,
     replication,
+    schedule,
     storage,
     upgrade,
 )
@@ -191,6 +192,11 @@ def _converge(snap: Snapshot, instance: Instance, now: datetime) -> Plan:
         actions.append(migrations.action)
     if migrations is not None and migrations.problem is not None:
         problems.append(migrations.problem)
+    ready = status.get("phase") == Phase.READY.value and initialized(status)
+    backups = schedule.plan_schedule(instance, snap.all("SampleDBBackup"), ready=ready, now=now)
+    if backups is not None:
+        actions += backups.actions
+        problems += [backups.problem] if backups.problem else []
     if switch is not None:
         actions += switch.actions
     if plan is not None:
@@ -231,6 +237,7 @@ def _converge(snap: Snapshot, instance: Instance, now: datetime) -> Plan:
         check and check.requeue_after,
         grow and grow.requeue_after,
         switch and switch.requeue_after,
+        backups and backups.requeue_after,
         replication.period(instance),  # to read the lag again
     ]
     return Plan(
