@@ -14,8 +14,16 @@ folder, in alternating order (odd runs ours first) so a drift of the machine fal
 Measured per command: wall time, and CPU (user + system of the command and everything it ran:
 `RUSAGE_CHILDREN`; the server's own work for a backup is outside it, and alike both ways).
 
+Then the time to recover: after a last base backup, rows are committed until the server has
+written `--wal-mib` of WAL (default 1024: an hour at 291 KiB/s; only the amount matters to a
+recovery, so it is written as fast as the server goes) and the store holds all of it; then,
+`--recoveries` times (default 3), a new server is restored into an empty folder through our path
+and started by the Pod's start script, which replays the archive to its end and promotes: timed
+until it accepts writes, and its rows must be exactly those committed.
+
 Reported, median ± spread over `--runs` (default 5): each ratio ours / by hand (CPU: the target;
-wall time: for information), and our throughput in MiB/s of database per second of wall time.
+wall time: for information), and our throughput in MiB/s of database per second of wall time;
+the time to recover over the recoveries.
 
 The table goes to stdout and to `benchmarks/results/basebackup-<date>-<commit>.md`
 (`--results-dir` elsewhere for smoke runs); progress to stderr.
@@ -53,13 +61,15 @@ from benchmarks.report import (
     spread_text,
 )
 from sampledb_operator.resources import archive
-from tests.objectstore import start_object_store
+from tests.objectstore import ObjectStore, start_object_store
 from tests.postgres.conftest import Server, start_server, stop_server
-from tests.postgres.test_archive_script import archiving_instance
+from tests.postgres.test_archive_script import archived, archiving_instance, wait_for
+from tests.postgres.test_base_backup import restored
 
 TARGET = Target(1.1, "<= 1.1")
 ROW_BYTES = 100  # about what one row of `load` takes on disk (tuple header, id, two md5s)
 COMMAND_TIMEOUT = 3600
+CHURN = "SELECT count(*) || ':' || sum(hashtext(id || payload)) FROM churn"
 
 
 @dataclass(frozen=True)
@@ -71,7 +81,11 @@ class Cost:
 
 
 def measure(argv: list[str]) -> Cost:
-    """Run `argv` to its end; its wall time and the CPU of it and every process it ran (all waited for)."""
+    """Run `argv` to its end; its wall time and the CPU of it and every process it ran (all waited for).
+
+    The page cache is written out first: what the previous command left dirty is not written during this one.
+    """
+    os.sync()
     before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
     done = subprocess.run(argv, capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False)
     wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -132,11 +146,49 @@ def one_run(server: Server, root: Path, run: int) -> dict[str, tuple[Cost, Cost]
     return costs
 
 
+def write_wal(server: Server, mib: int) -> str:
+    """Commit rows until the server has written `mib` MiB of WAL, then wait for it all in the store.
+
+    The count and checksum of the rows written, for the recovered copy to match.
+    """
+    server.psql("CREATE TABLE churn (id bigint, payload text)")
+    start = server.psql("SELECT pg_current_wal_lsn()")
+    written, batch = 0.0, 0
+    while written < mib:
+        batch += 1
+        server.psql(f"INSERT INTO churn SELECT g, md5(g::text) FROM generate_series({batch} * 50000, "  # noqa: S608
+                    f"{batch} * 50000 + 49999) AS g")  # fmt: skip
+        written = float(server.psql(f"SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '{start}') / 1048576"))
+        if batch % 20 == 0:
+            progress(f"{written:.0f} MiB of WAL written")
+    last = server.psql("SELECT pg_walfile_name(pg_switch_wal())")
+    wait_for(lambda: archived(server, last), f"segment {last} archived", timeout=900)
+    return server.psql(CHURN)
+
+
+def time_to_recover(primary: Server, root: Path, store: ObjectStore, run: int, expected: str) -> float:
+    """Seconds from an empty folder to a new server promoted at the end of the archive, with every row."""
+    start = time.perf_counter()
+    server = restored(primary, primary.runtime, root / f"recovered-{run}", store, uid=f"uid-recovered-{run}")
+    took = time.perf_counter() - start
+    try:
+        found = server.psql(CHURN)
+        if found != expected:
+            raise RuntimeError(f"recovery {run}: the rows written after the backup are {found}, not {expected}")
+    finally:
+        stop_server(server)
+        shutil.rmtree(root / f"recovered-{run}", ignore_errors=True)
+    return took
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Measure, print the table and write it to a results file of its own."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--runs", type=int, default=5, help="runs, each both ways (default 5)")
     parser.add_argument("--mib", type=int, default=256, help="table data to load, MiB (default 256)")
+    parser.add_argument("--wal-mib", type=int, default=1024,
+                        help="WAL written after the last backup: an hour at a steady rate, MiB (default 1024)")
+    parser.add_argument("--recoveries", type=int, default=3, help="recoveries to the latest point (default 3)")
     result_files.add_results_dir(parser)
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, exit_on_sigterm)
@@ -148,6 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     store = start_object_store(root / "store")
     server: Server | None = None
     results: dict[str, list[tuple[Cost, Cost]]] = {"backup": [], "restore": []}
+    recoveries: list[float] = []
     try:
         server = start_server(archiving_instance(store), runtime, root / "server", "bench-Pw-1", root, store=store)
         size = load(server, args.mib)
@@ -157,6 +210,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 results[operation].append(pair)
                 progress(f"run {run} {operation}: ours {pair[0].wall:.1f} s wall {pair[0].cpu:.1f} s CPU, "
                          f"by hand {pair[1].wall:.1f} s wall {pair[1].cpu:.1f} s CPU")  # fmt: skip
+        measure(ours(server, "backup-run bench-last"))  # the base backup the recoveries start from
+        expected = write_wal(server, args.wal_mib)
+        for run in range(1, args.recoveries + 1):
+            recoveries.append(time_to_recover(server, root, store, run, expected))
+            progress(f"recovery {run}: {recoveries[-1]:.1f} s")
     finally:
         if server is not None:
             stop_server(server)
@@ -173,6 +231,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             Row(section, f"{operation} wall time, ours / by hand", spread_text(wall)),
             Row(section, f"{operation} throughput, ours", spread_text(throughput, 1, " MiB/s")),
         ]
+    recovery = (
+        f"Recovery to the latest point: the newest base backup of the {size / 2**20:.0f} MiB database, then "
+        f"{args.wal_mib} MiB of WAL (an hour at {args.wal_mib / 3600 * 1024:.0f} KiB/s)"
+    )
+    rows.append(Row(recovery, "empty folder -> restored, replayed, promoted, every row there",
+                    spread_text(recoveries, 1, " s")))  # fmt: skip
     table = markdown_table([*rows, *machine])
     given = " ".join(sys.argv[1:] if argv is None else argv)
     command = f"make bench-base-backup BENCH_BASE_BACKUP_ARGS='{given}'" if given else "make bench-base-backup"

@@ -46,8 +46,10 @@ def read_log(server: Server, backup_id: str) -> str:
     return server.run_script(f"cat {server.socket_dir}/pgbackrest/backups/{backup_id}.log", {}).stdout
 
 
-def restored(primary: Server, runtime: Runtime, root: Path, store: ObjectStore, *target: str) -> Server:
-    """A new SampleDB's server on a restore of `primary`'s repository (its own repository to archive to)."""
+def restored(
+    primary: Server, runtime: Runtime, root: Path, store: ObjectStore, *target: str, uid: str = "uid-2"
+) -> Server:
+    """A new SampleDB's server on a restore of `primary`'s repository (its own repository, by `uid`, to archive to)."""
     data = root / "data" / "pgdata"
     data.mkdir(parents=True, mode=0o700)
     uid, gid = runtime.owner
@@ -58,10 +60,10 @@ def restored(primary: Server, runtime: Runtime, root: Path, store: ObjectStore, 
     assert source is not None
     spec = {"backup": {"objectStore": source.model_dump(mode="json", exclude_none=True)}}
     new = Instance.from_object(
-        {"metadata": {"name": "db2", "namespace": "team-a", "uid": "uid-2"}, "spec": spec}, Settings()
+        {"metadata": {"name": "db2", "namespace": "team-a", "uid": uid}, "spec": spec}, Settings()
     )
     server = start_server(new, runtime, root, primary.superuser_password, primary.share, store=store)
-    wait_for(lambda: server.psql("SELECT pg_is_in_recovery()") == "f", "the restored server to promote", timeout=120)
+    wait_for(lambda: server.psql("SELECT pg_is_in_recovery()") == "f", "the restored server to promote", timeout=600)
     return server
 
 
