@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -104,7 +105,11 @@ def saved_archive(source: str, container_tool: str = "podman") -> Path:
     archive = cache_dir() / f"{image_id}.tar"
     if not archive.exists():
         archive.parent.mkdir(parents=True, exist_ok=True)
-        partial = archive.with_suffix(".partial")
+        # Each process (thread) saves to a file of its own: two test tiers may need a new image at once, and
+        # `podman save` refuses a file that exists (one left by a killed save, too). The rename is
+        # atomic; the last one wins with the same bytes.
+        partial = archive.with_name(f"{image_id}.{os.getpid()}.{threading.get_ident()}.partial")
+        partial.unlink(missing_ok=True)
         _run([container_tool, "save", "--format", "docker-archive", "-o", str(partial), source])
         partial.rename(archive)
     return archive
