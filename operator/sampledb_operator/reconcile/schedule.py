@@ -76,11 +76,12 @@ def plan_schedule(instance: Instance, backups: Sequence[Object], *, ready: bool,
     if not croniter.is_valid(store.schedule):
         message = f"{FIELD}: {store.schedule!r} is not a cron expression (minute hour day month weekday)"
         return SchedulePlan(problem=Problem("InvalidSchedule", message))
-    mine = [b for b in backups if (b.get("spec") or {}).get("instance") == instance.name]
+    mine = _physical(instance.name, backups)
     records = sorted((b for b in mine if scheduled_for(b)), key=lambda b: str(scheduled_for(b)))
     actions = [Action(Verb.DELETE, BACKUP_KIND, b["metadata"]["name"], "BackupExpired", {}) for b in _pruned(records)]
     due = stamp(croniter(store.schedule, now + timedelta(microseconds=1)).get_prev(datetime))
-    if ready and not any(_busy(b) for b in mine) and (not records or due > str(scheduled_for(records[-1]))):
+    busy = any((b.get("status") or {}).get("phase") not in FINAL for b in mine)  # a new one has no phase yet
+    if ready and not busy and (not records or due > str(scheduled_for(records[-1]))):
         actions.append(create(_record(instance, due), "BackupScheduled"))
     following = croniter(store.schedule, now).get_next(datetime)
     return SchedulePlan(tuple(actions), requeue_after=max(1.0, (following - now).total_seconds()))
@@ -90,19 +91,16 @@ def last_completed(instance: str, backups: Sequence[Object]) -> float | None:
     """When the newest succeeded physical backup of `instance` ended (Unix time; for the metric)."""
     ends = [
         datetime.fromisoformat(str(b["status"]["completionTime"])).timestamp()
-        for b in backups
-        if (b.get("spec") or {}).get("instance") == instance
-        and (b.get("spec") or {}).get("method") == BackupMethod.PHYSICAL.value
-        and (b.get("status") or {}).get("phase") == BackupPhase.SUCCEEDED.value
-        and b["status"].get("completionTime")
+        for b in _physical(instance, backups)
+        if (b.get("status") or {}).get("phase") == BackupPhase.SUCCEEDED.value and b["status"].get("completionTime")
     ]
     return max(ends, default=None)
 
 
-def _busy(backup: Object) -> bool:
-    """A physical backup not finished (one just created has no phase yet)."""
-    physical = (backup.get("spec") or {}).get("method") == BackupMethod.PHYSICAL.value
-    return physical and (backup.get("status") or {}).get("phase") not in FINAL
+def _physical(instance: str, backups: Sequence[Object]) -> list[Object]:
+    """The physical backups of `instance` (a snapshot also holds backups other SampleDBs recover from)."""
+    wanted = {"instance": instance, "method": BackupMethod.PHYSICAL.value}
+    return [b for b in backups if {k: (b.get("spec") or {}).get(k) for k in wanted} == wanted]
 
 
 def _pruned(records: list[Object]) -> list[Object]:
