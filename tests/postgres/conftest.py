@@ -244,10 +244,15 @@ def write_archive_files(instance: Instance, server: Server, store: ObjectStore) 
 
 
 def _ready(server: Server) -> bool:
-    """The Pod's own readiness probe, at this server's socket and port (run with a local client)."""
+    """The Pod's own readiness probe, at this server's socket and port (run with a local client).
+
+    Like the Pod's, it fails while the start script restores or recovers: the recovering server
+    accepts connections on its socket once consistent, long before it may refuse its target.
+    """
     swaps = {"pg_isready": str(client_bin() / "pg_isready"), str(POSTGRES_PORT): str(server.port)}
     probe = [swaps.get(arg, arg) for arg in statefulset.probe_command(str(server.socket_dir))]
-    return subprocess.run(probe, check=False).returncode == 0
+    restoring = server.socket_dir / recovery.RESTORING_FILE
+    return subprocess.run(probe, check=False).returncode == 0 and not restoring.exists()
 
 
 def start_server(
