@@ -40,6 +40,7 @@ import yaml
 
 from sampledb_localcluster.tools import MissingToolError, require_tools
 from sampledb_operator.api import GROUP
+from sampledb_operator.api.common import UpgradeMethod
 from sampledb_operator.conversion.convert import convert
 from sampledb_operator.jobs import upgrade
 from sampledb_operator.jobs.backup import backup_job
@@ -163,19 +164,15 @@ def child_manifests(instance: Instance) -> list[dict[str, Any]]:
 
 
 def upgrade_jobs(instance: Instance) -> list[dict[str, Any]]:
-    """The five steps of an upgrade from the previous major to the sample's."""
+    """The five steps of an upgrade from the previous major to the sample's, by each method."""
     to_version = instance.spec.postgres.version
     from_version = to_version - 1
-    images = instance.settings.images
+    images = (instance.settings.images.get(from_version, instance.image), instance.image)
     return [
         upgrade.upgrade_job(
-            instance,
-            step,
-            from_version=from_version,
-            to_version=to_version,
-            attempt=1,
-            image=images.get(from_version, instance.image) if step in upgrade.RUNS_ON_OLD_IMAGE else instance.image,
+            instance, step, from_version=from_version, to_version=to_version, attempt=1, images=images, method=method
         )
+        for method in (UpgradeMethod.LOGICAL, UpgradeMethod.COPY)
         for step in upgrade.Step
     ]
 

@@ -875,7 +875,12 @@ class World:
             "check": config_check_job(inst, config_check.job_name(inst)),
             "migrate": migration_job(inst, name=f"{inst.name}-migrate-x", config_map="schema"),
             "upgrade": upgrade_jobs.upgrade_job(
-                inst, upgrade_jobs.Step.BACKUP, from_version=15, to_version=17, attempt=1, image=inst.image
+                inst,
+                upgrade_jobs.Step.BACKUP,
+                from_version=15,
+                to_version=17,
+                attempt=1,
+                images=(inst.image, inst.image),
             ),
         }
 
@@ -1049,7 +1054,12 @@ class World:
         statuses.append({**running_old, "upgrade": {**base, "phase": "Switching", "phaseTime": T0}})  # timed out
         statuses.append({**running_old, "upgrade": {**base, "phase": "Failed", "failedJob": "x", "message": "m"}})
         step = upgrade_jobs.upgrade_job(
-            inst, upgrade_jobs.Step.BACKUP, from_version=to - 1, to_version=to, attempt=1, image=old_image
+            inst,
+            upgrade_jobs.Step.BACKUP,
+            from_version=to - 1,
+            to_version=to,
+            attempt=1,
+            images=(old_image, inst.image),
         )
         jobs: dict[str, Obj | None] = {"absent": None}
         jobs.update({state: job_obj(step, state, noise=self.noise) for state in ("running", "complete", "failed")})

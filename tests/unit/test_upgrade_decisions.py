@@ -7,15 +7,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sampledb_operator.jobs.upgrade import Step, job_name
-from sampledb_operator.reconcile.upgrade import Observed, UpgradePlan, plan_upgrade, watched_job
+from sampledb_operator.reconcile.upgrade import Observed, UpgradePlan, plan_upgrade, watched_backup, watched_job
 from sampledb_operator.resources.instance import Workload
 from sampledb_operator.resources.statefulset import statefulset
 from tests.unit.conftest import make_instance
+from tests.unit.test_archiving import STORE
 
 INSTANCE = make_instance({"postgres": {"version": 17}})
 OLD_IMAGE, NEW_IMAGE = "docker.io/library/postgres:15.14", "docker.io/library/postgres:17.6"
 NOW = datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC)
 RUNNING_15 = {"version": 15, "image": OLD_IMAGE, "initialization": {"completed": True}}
+WITH_STORE = make_instance({"postgres": {"version": 17}, "backup": {"objectStore": STORE}})
 
 
 def sts(image: str = OLD_IMAGE, *, replicas: int = 1, ready: int = 1, pods: int = 1) -> dict[str, Any]:
@@ -38,7 +40,8 @@ def job(condition: str | None) -> dict[str, Any]:
 
 
 def step(status: dict[str, Any], statefulset_: dict[str, Any] | None, **observed: Any) -> UpgradePlan:
-    plan = plan_upgrade(INSTANCE, Observed(status, statefulset_, now=observed.pop("now", NOW), **observed))
+    instance = observed.pop("instance", INSTANCE)
+    plan = plan_upgrade(instance, Observed(status, statefulset_, now=observed.pop("now", NOW), **observed))
     assert plan is not None
     return plan
 
@@ -164,3 +167,99 @@ def test_the_statefulset_follows_the_workload() -> None:
     assert built["spec"]["replicas"] == 0
     assert built["spec"]["template"]["spec"]["containers"][0]["image"] == OLD_IMAGE
     assert statefulset(INSTANCE)["spec"]["template"]["spec"]["containers"][0]["image"] == NEW_IMAGE
+
+
+def record(phase: str | None, **status: Any) -> dict[str, Any]:
+    """The pre-upgrade SampleDBBackup as the caches hold it."""
+    return {"metadata": {"name": "db1-upgrade17-1"}, "status": {"phase": phase, **status} if phase else {}}
+
+
+def test_auto_is_copy_with_an_object_store_and_logical_without_or_when_asked() -> None:
+    assert step(RUNNING_15, sts()).status["method"] == "Logical"
+    assert step(RUNNING_15, sts(), instance=WITH_STORE).status["method"] == "Copy"
+    logical = make_instance(
+        {"postgres": {"version": 17, "upgrade": {"method": "Logical"}}, "backup": {"objectStore": STORE}}
+    )
+    assert step(RUNNING_15, sts(), instance=logical).status["method"] == "Logical"
+
+
+def test_copy_takes_an_online_base_backup_then_runs_pg_upgrade_with_the_old_binaries() -> None:
+    plan = step(RUNNING_15, sts(), instance=WITH_STORE)
+    assert plan.status["backup"] == "SampleDBBackup/db1-upgrade17-1" and plan.create == []
+    status = in_phase(plan)
+    assert watched_job(WITH_STORE, status) is None and watched_backup(WITH_STORE, status) == "db1-upgrade17-1"
+    # Another physical backup runs: pgBackRest would refuse a second one, so wait for it.
+    waiting = step(status, sts(), instance=WITH_STORE, backups_busy=True)
+    assert waiting.create == [] and waiting.requeue_after is not None
+    (created,) = step(status, sts(), instance=WITH_STORE).create
+    assert created["kind"] == "SampleDBBackup" and created["metadata"]["name"] == "db1-upgrade17-1"
+    assert created["spec"]["method"] == "Physical" and "ownerReferences" not in created["metadata"]
+    assert created["metadata"]["labels"]["sampledb.io/upgrade-to"] == "17"
+    # Writes go on while it runs: the database keeps its Pod on the old image.
+    running = step(status, sts(), instance=WITH_STORE, backup=record("Running", message="12%"))
+    assert running.workload == Workload(15, OLD_IMAGE, 1) and running.create == [] and "12%" in str(running.progress)
+    plan = step(status, sts(), instance=WITH_STORE, backup=record("Succeeded", backupLabel="20261122-120000F"))
+    assert plan.status["phase"] == "Checking" and "20261122-120000F" in plan.status["backup"]
+    status = in_phase(plan)
+    pvc, check = step(status, sts(), instance=WITH_STORE).create
+    assert pvc["metadata"]["name"] == "db1-backups", "every step's Job mounts it: the first one creates it"
+    pod = check["spec"]["template"]["spec"]
+    env = {e["name"] for e in pod["containers"][0]["env"]}
+    assert {"PGHOST", "PASSWORD_FILE"} <= env, "it dumps the live schema as the superuser"
+    assert [c["image"] for c in pod["initContainers"]] == [OLD_IMAGE] and pod["containers"][0]["image"] == NEW_IMAGE
+    assert "pg_upgrade" in pod["containers"][0]["command"][-1]
+    status = in_phase(step(status, sts(), instance=WITH_STORE, job=job("Complete")))
+    (run,) = step(status, sts(replicas=0, ready=0, pods=0), instance=WITH_STORE).create
+    assert run["metadata"]["name"] == "db1-upgrade17-1-run"
+    assert "pg_upgrade --copy" in run["spec"]["template"]["spec"]["containers"][0]["command"][-1]
+    assert run["spec"]["template"]["spec"]["initContainers"][0]["image"] == OLD_IMAGE
+
+
+def test_a_failed_base_backup_changes_nothing_and_its_deletion_retries() -> None:
+    status = in_phase(step(RUNNING_15, sts(), instance=WITH_STORE))
+    plan = step(status, sts(), instance=WITH_STORE, backup=record("Failed", message="bucket not found"))
+    assert plan.status["phase"] == "Failed" and plan.workload == Workload(15, OLD_IMAGE, 1)
+    assert plan.problem is not None and "bucket not found" in plan.problem.message
+    assert "delete SampleDBBackup db1-upgrade17-1 to retry" in plan.problem.message
+    failed = in_phase(plan)
+    assert watched_backup(WITH_STORE, failed) == "db1-upgrade17-1"
+    assert step(failed, sts(), instance=WITH_STORE, backup=record("Failed")).status["phase"] == "Failed"
+    retry = step(failed, sts(), instance=WITH_STORE)
+    assert retry.status["phase"] == "BackingUp" and retry.status["attempt"] == 2 and retry.status["method"] == "Copy"
+
+
+def rolled_back_after(instance: Any, failed_step: Step) -> dict[str, Any]:
+    """The status once a Copy attempt's `failed_step` failed (and, after the run step, the rollback completed)."""
+    started = in_phase(step(RUNNING_15, sts(), instance=instance))
+    summary = {"error": "unrecognized parameter pg_attver"}
+    if failed_step is Step.CHECK:  # writes went on and nothing changed: no rollback, no downtime
+        at = {**started, "upgrade": {**started["upgrade"], "phase": "Checking"}}
+        plan = step(at, sts(), instance=instance, job=job("Failed"), summary=summary)
+        assert plan.workload == Workload(15, OLD_IMAGE, 1) and plan.create == []
+        assert plan.problem is not None and "stopped before any downtime" in plan.problem.message
+        failed = in_phase(plan)
+    else:
+        at = {**started, "upgrade": {**started["upgrade"], "phase": "Upgrading"}}
+        down = sts(replicas=0, ready=0, pods=0)
+        rolling = in_phase(step(at, down, instance=instance, job=job("Failed"), summary=summary))
+        assert rolling["upgrade"]["phase"] == "RollingBack"
+        failed = in_phase(step(rolling, down, instance=instance, job=job("Complete")))
+    assert failed["upgrade"]["phase"] == "Failed"
+    return failed
+
+
+def test_auto_falls_back_to_logical_when_pg_upgrade_refuses_and_an_explicit_copy_does_not() -> None:
+    for failed_step in (Step.CHECK, Step.RUN):
+        failed = rolled_back_after(WITH_STORE, failed_step)
+        waiting = step(failed, sts(ready=0), instance=WITH_STORE, job=job("Failed"))  # the old Pod not back yet
+        assert waiting.status["phase"] == "Failed" and waiting.workload == Workload(15, OLD_IMAGE, 1)
+        plan = step(failed, sts(), instance=WITH_STORE, job=job("Failed"))
+        assert plan.status["phase"] == "BackingUp" and plan.status["attempt"] == 2
+        assert plan.status["method"] == "Logical" and plan.status["backup"].endswith("upgrade-15-to-17-2.sql")
+        assert "pg_attver" in plan.status["message"] and plan.event is not None and "dump and restore" in plan.event[2]
+    explicit = make_instance(
+        {"postgres": {"version": 17, "upgrade": {"method": "Copy"}}, "backup": {"objectStore": STORE}}
+    )
+    failed = rolled_back_after(explicit, Step.RUN)
+    kept = step(failed, sts(), instance=explicit, job=job("Failed"))
+    assert kept.status["phase"] == "Failed" and kept.problem is not None and "pg_attver" in kept.problem.message

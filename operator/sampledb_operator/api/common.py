@@ -223,6 +223,24 @@ class FailoverState(StrEnum):
     COMPLETED = "Completed"
 
 
+class UpgradeMethod(StrEnum):
+    """How a major upgrade moves the data (`spec.postgres.upgrade.method`)."""
+
+    AUTO = "Auto"
+    COPY = "Copy"
+    LOGICAL = "Logical"
+
+
+UPGRADE_METHOD_DESCRIPTION = (
+    "How a major upgrade moves the data. Copy: pg_upgrade --copy after an online base backup to "
+    "spec.backup.objectStore (writes continue during the backup; the database is down while the files "
+    "are copied, about the time to copy the data once; the old cluster stays untouched for the way back). "
+    "Logical: writes stop, pg_dumpall, restore into a new cluster (down for the whole restore; "
+    "every index rebuilt). Auto (the default): Copy when spec.backup.objectStore is set, else Logical; "
+    "when pg_upgrade refuses the clusters (the old one untouched), the next attempt is Logical by itself."
+)
+
+
 class UpgradePhase(StrEnum):
     """The steps of a major-version upgrade, in order; RollingBack and Failed after any failure."""
 
@@ -298,8 +316,22 @@ class UpgradeStatus(ApiModel):
     attempt: int = Field(1, description="Counts tries of this upgrade; each has its own Jobs.", ge=1)
     job: str | None = Field(None, description="The Job of the current (or last) step.")
     failedJob: str | None = Field(None, description="The Job that failed: delete it to retry the upgrade.")
-    backup: str | None = Field(None, description="The pre-upgrade backup: <claim>:<path of the pg_dumpall file>.")
-    message: str | None = Field(None, description="Why the upgrade failed, and what was restored.")
+    failedBackup: str | None = Field(
+        None, description="The pre-upgrade SampleDBBackup that failed (method Copy): delete it to retry the upgrade."
+    )
+    method: UpgradeMethod | None = Field(
+        None, description="How this attempt moves the data: Copy or Logical (Auto resolved when it started)."
+    )
+    backup: str | None = Field(
+        None,
+        description=(
+            "The pre-upgrade backup: <claim>:<path of the pg_dumpall file> (Logical), or "
+            "SampleDBBackup/<name> (Copy: a physical base backup in the object store)."
+        ),
+    )
+    message: str | None = Field(
+        None, description="Why the upgrade failed and what was restored, or why this attempt fell back to Logical."
+    )
     startTime: str | None = Field(None, description="When the upgrade started (RFC 3339).")
     phaseTime: str | None = Field(None, description="When the current step started (RFC 3339).")
     completionTime: str | None = Field(None, description="When the upgrade succeeded or was rolled back (RFC 3339).")

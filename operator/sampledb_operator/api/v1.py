@@ -26,12 +26,14 @@ from sampledb_operator.api.common import (
     ROLE_RULE,
     SECRET_KEY_PATTERN,
     SQL_IDENTIFIER_PATTERN,
+    UPGRADE_METHOD_DESCRIPTION,
     ApiModel,
     DeletionPolicy,
     MajorVersion,
     PostgresParameters,
     Quantity,
     SampleDBStatus,
+    UpgradeMethod,
     UriStyle,
     cel,
     grows_only,
@@ -41,6 +43,12 @@ from sampledb_operator.api.common import (
 )
 
 VERSION = "v1"
+
+
+class UpgradeSpec(ApiModel):
+    """How major upgrades (a raised postgres.version) are carried out."""
+
+    method: UpgradeMethod = Field(UpgradeMethod.AUTO, description=UPGRADE_METHOD_DESCRIPTION)
 
 
 class PostgresSpec(ApiModel):
@@ -66,6 +74,7 @@ class PostgresSpec(ApiModel):
             "(archive_command, shared_preload_libraries, ...) are refused with a Degraded condition."
         ),
     )
+    upgrade: UpgradeSpec = Field(default_factory=UpgradeSpec, description="How major upgrades are carried out.")
 
 
 class StorageSpec(ApiModel):
@@ -397,6 +406,10 @@ RECOVERY_TARGET_MESSAGE = "recovery.target takes at most one of time, lsn and na
 # v1beta1 write carries spec.recovery only in the reserved annotation, and the operator refuses
 # such an object with a condition before it creates anything (`reconcile/recovery.py`).
 RECOVERY_EXCLUSIVE_MESSAGE = "spec.recovery and spec.restore cannot both be set: a new database has one source"
+UPGRADE_STORE_MESSAGE = (
+    "postgres.upgrade.method Copy takes its pre-upgrade base backup to spec.backup.objectStore: set one, "
+    "or use Logical or Auto"
+)
 RECOVERY_STORE_MESSAGE = (
     "spec.recovery reads from spec.backup.objectStore: set it to the store that holds the repository"
 )
@@ -549,6 +562,12 @@ class SampleDBSpec(ApiModel):
                         "!has(self.recovery) || !has(self.restore)", RECOVERY_EXCLUSIVE_MESSAGE, field_path=".recovery"
                     ),
                     cel(
+                        "!has(self.postgres) || !has(self.postgres.upgrade) || !has(self.postgres.upgrade.method) || "
+                        "self.postgres.upgrade.method != 'Copy' || (has(self.backup) && has(self.backup.objectStore))",
+                        UPGRADE_STORE_MESSAGE,
+                        field_path=".postgres.upgrade.method",
+                    ),
+                    cel(
                         "!has(self.recovery) || (has(self.backup) && has(self.backup.objectStore))",
                         RECOVERY_STORE_MESSAGE,
                         field_path=".recovery",
@@ -600,6 +619,13 @@ class SampleDBSpec(ApiModel):
             "everything."
         ),
     )
+
+    @model_validator(mode="after")
+    def _copy_has_a_store(self) -> SampleDBSpec:
+        """The model's copy of the CEL rule: a v1beta1 write says the method, but not the store."""
+        if self.postgres.upgrade.method is UpgradeMethod.COPY and self.backup.objectStore is None:
+            raise ValueError(UPGRADE_STORE_MESSAGE)
+        return self
 
 
 class SampleDB(ApiModel):

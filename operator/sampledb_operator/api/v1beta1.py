@@ -12,12 +12,14 @@ from sampledb_operator.api.common import (
     CRON_PATTERN,
     DEFAULT_MAJOR_VERSION,
     MAX_INSTANCES,
+    UPGRADE_METHOD_DESCRIPTION,
     ApiModel,
     DeletionPolicy,
     MajorVersion,
     PostgresParameters,
     Quantity,
     SampleDBStatus,
+    UpgradeMethod,
     cel,
     grows_only,
     k8s_extra,
@@ -47,6 +49,7 @@ class SampleDBSpec(ApiModel):
         None, description="Container image overriding the default for the version.", min_length=1, max_length=512
     )
     parameters: PostgresParameters = Field(default_factory=dict, description="postgresql.conf settings.")
+    upgradeMethod: UpgradeMethod = Field(UpgradeMethod.AUTO, description=UPGRADE_METHOD_DESCRIPTION)
     instances: int = Field(
         1, description="PostgreSQL servers: one primary, the rest hot standbys.", ge=1, le=MAX_INSTANCES
     )

@@ -36,6 +36,7 @@ FIELD_MAP: dict[str, tuple[str, ...]] = {
     "version": ("postgres", "version"),
     "image": ("postgres", "image"),
     "parameters": ("postgres", "parameters"),
+    "upgradeMethod": ("postgres", "upgrade", "method"),
     "instances": ("instances",),
     "storageSize": ("storage", "size"),
     "storageClassName": ("storage", "storageClassName"),
@@ -47,20 +48,6 @@ FIELD_MAP: dict[str, tuple[str, ...]] = {
 Obj = dict[str, Any]
 
 
-def _by_parent() -> dict[str | None, list[tuple[str, str]]]:
-    """FIELD_MAP grouped by the one parent object each field sits in (None: the spec itself)."""
-    groups: dict[str | None, list[tuple[str, str]]] = {}
-    for field, path in FIELD_MAP.items():
-        if len(path) > 2:
-            raise AssertionError(f"{field}: _split copies one level of parents, not {len(path) - 1}")
-        groups.setdefault(path[0] if len(path) == 2 else None, []).append((field, path[-1]))
-    return groups
-
-
-_BY_PARENT = _by_parent()
-_PARENT = {field: path[0] for field, path in FIELD_MAP.items() if len(path) == 2}
-
-
 class ConversionError(ValueError):
     """An object that cannot be converted; the message names the object and the problem."""
 
@@ -68,20 +55,25 @@ class ConversionError(ValueError):
 def _split(spec: Obj) -> tuple[Obj, Obj]:
     """(the flat fields, the rest of `spec` without them, emptied parents left in place).
 
-    `spec` is unchanged: only the parents of the fields (one level, `postgres`...) are copied, once.
+    `spec` is unchanged: only the parents on a field's path (`postgres`, `postgres.upgrade`...)
+    are copied, each once.
     """
     rest = dict(spec)
     flat: Obj = {}
-    for parent, fields in _BY_PARENT.items():
-        node = rest
-        if parent is not None:
-            child = rest.get(parent)
+    copied: set[tuple[str, ...]] = set()
+    for field, path in FIELD_MAP.items():
+        node: Any = rest
+        for depth, key in enumerate(path[:-1], start=1):
+            child = node.get(key)
             if not isinstance(child, dict):
-                continue
-            node = rest[parent] = dict(child)
-        for field, leaf in fields:
-            if leaf in node:
-                flat[field] = node.pop(leaf)
+                break
+            if path[:depth] not in copied:
+                child = node[key] = dict(child)
+                copied.add(path[:depth])
+            node = child
+        else:
+            if path[-1] in node:
+                flat[field] = node.pop(path[-1])
     return flat, rest
 
 
@@ -105,7 +97,12 @@ def _flat_to_nested(flat: Obj, base: Obj) -> Obj:
 
 def _parents(flat: Obj) -> Obj:
     """The empty parent objects the way back creates for the flat fields present (`{"postgres": {}}`...)."""
-    return {_PARENT[field]: {} for field in flat if field in _PARENT}
+    tree: Obj = {}
+    for field in flat:
+        node = tree
+        for key in FIELD_MAP[field][:-1]:
+            node = node.setdefault(key, {})
+    return tree
 
 
 def _annotations(obj: Obj) -> Obj:

@@ -69,24 +69,17 @@ def job(
     mounts: list[dict[str, Any]] | None = None,
     image: str | None = None,
     credentials: tuple[str, ...] = (),
+    init: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A Job running `script` with /bin/sh in `image` (by default the instance's job image).
 
     `credentials`: the keys of the instance's credentials Secret to mount read-only in CREDENTIALS_DIR.
+    `init`: a container (`script_container`) to run first, with the same /tmp and security context.
     """
     if credentials:
         volumes = [*(volumes or []), credentials_volume(instance, credentials)]
         mounts = [*(mounts or []), {"name": "credentials", "mountPath": CREDENTIALS_DIR, "readOnly": True}]
-    container = {
-        "name": component,
-        "image": image or instance.job_image,
-        "imagePullPolicy": "IfNotPresent",
-        "command": ["/bin/sh", "-c", script],
-        "env": env,
-        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "512Mi"}},
-        "securityContext": security.container_security_context(),
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, *(mounts or [])],  # noqa: S108
-    }
+    container = script_container(component, image or instance.job_image, script, mounts or [], env)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -102,9 +95,26 @@ def job(
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
                     "securityContext": security.pod_security_context(),
+                    **({"initContainers": [init]} if init else {}),
                     "containers": [container],
                     "volumes": [{"name": "tmp", "emptyDir": {}}, *(volumes or [])],
                 },
             },
         },
+    }
+
+
+def script_container(
+    name: str, image: str, script: str, mounts: list[dict[str, Any]], env: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """A Job's container (its main one, or one that runs before it): `script` with /bin/sh, /tmp writable."""
+    return {
+        "name": name,
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["/bin/sh", "-c", script],
+        "env": env or [],
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "512Mi"}},
+        "securityContext": security.container_security_context(),
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, *mounts],  # noqa: S108
     }

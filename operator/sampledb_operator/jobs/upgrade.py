@@ -1,4 +1,4 @@
-"""Major-version upgrades by the logical path: dump on the old major, restore into a new cluster.
+"""Major-version upgrades: the Jobs of the logical path (dump and restore) and of pg_upgrade --copy.
 
 The Jobs of one upgrade, in the order `reconcile/upgrade.py` runs them (names are deterministic
 per target version and attempt, so an operator restart finds them again instead of duplicating):
@@ -14,8 +14,16 @@ per target version and attempt, so an operator restart finds them again instead 
    runs the target major and holds every database and table of the dump;
 5. on any failure, `rollback` (old image, StatefulSet at zero) moves the old directory back,
    lifts the write stop, and the StatefulSet returns to the old image with the old data.
-Scripts rely only on the operand-image contract (initdb, postgres, pg_isready, psql, pg_dumpall)
-plus POSIX shell tools; credentials come from the Secret as files or environment, never argv.
+Method Copy (`spec.postgres.upgrade.method`) has no `backup` Job: its pre-upgrade backup is a
+physical base backup (a SampleDBBackup) taken while writes go on. Its `check` and `run` Jobs
+first copy the old major's binaries out of the old image (an init container) and run them in the
+new image (`resources/old_binaries.py`); `run` counts every table's rows on the old cluster, runs
+`pg_upgrade --copy` (the old cluster is only read, so any failure before the swap leaves it as it
+was), compares the counts on the new cluster and swaps like the logical path; `verify` also
+analyzes every database, since pg_upgrade keeps no optimizer statistics before 18.
+Scripts rely only on the operand-image contract (initdb, postgres, pg_isready, psql, pg_dumpall;
+for Copy also pg_upgrade, pg_config, vacuumdb, ldd) plus POSIX shell tools; credentials come from
+the Secret as files or environment, never argv.
 """
 
 from __future__ import annotations
@@ -23,8 +31,10 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
+from sampledb_operator.api.common import UpgradeMethod
 from sampledb_operator.jobs.backup import BACKUP_MOUNT
-from sampledb_operator.jobs.common import TERMINATION_LOG, WAIT_FOR_SERVER, job, superuser_env
+from sampledb_operator.jobs.common import TERMINATION_LOG, WAIT_FOR_SERVER, job, script_container, superuser_env
+from sampledb_operator.resources import old_binaries
 from sampledb_operator.resources.instance import Instance
 from sampledb_operator.resources.secret import SUPERUSER_PASSWORD_KEY
 from sampledb_operator.resources.statefulset import CREDENTIALS_DIR, DATA_MOUNT, initdb_flags
@@ -101,7 +111,13 @@ echo '{{"checked": true}}' > "$TERMINATION_LOG"
 echo "sampledb: PostgreSQL $major image and the pre-upgrade backup are fine"
 """
 
-RUN_SCRIPT = f"""{PRELUDE}{TABLE_COUNTS}live="$DATA_DIR/pgdata"; new="$DATA_DIR/pgdata.new"
+# The run Jobs' shared parts. RUN_PREPARE: resume what a killed Pod left (already upgraded, or
+# killed between the two renames of the swap), check the old cluster and the room for a new one,
+# initdb it beside. PRIVATE_SERVER: `private <postgres> <data dir> <name> [options]` starts a
+# server with no TCP, its socket in /tmp. SWAP: the counts `table_counts` took on the old cluster
+# (in $dir/$base.counts) against the new one's, then the two renames, marked so a kill between
+# them is finished by the next Pod.
+RUN_PREPARE = f"""live="$DATA_DIR/pgdata"; new="$DATA_DIR/pgdata.new"
 kept="$DATA_DIR/pgdata-$FROM_VERSION"
 restored="$DATA_DIR/.sampledb-restored-$TO_VERSION"
 if [ "$(cat "$live/PG_VERSION" 2>/dev/null)" = "$TO_VERSION" ]; then
@@ -122,29 +138,39 @@ grow spec.storage.size, then delete this Job to retry"
 echo "sampledb: creating the PostgreSQL $TO_VERSION cluster"
 initdb {initdb_flags('"$CREDENTIALS_DIR"')} -D "$new" > /tmp/initdb.log 2>&1 \\
   || fail "initdb failed: $(tail -n 3 /tmp/initdb.log)"
-# A private server: no TCP, socket in /tmp, no fsync (a crash restarts from scratch; sync follows).
-postgres -D "$new" -c listen_addresses= -c unix_socket_directories=/tmp -c port=5432 -c fsync=off \\
-  -c full_page_writes=off -c synchronous_commit=off -c maintenance_work_mem=256MB > /tmp/server.log 2>&1 &
-server=$!
 export PGHOST=/tmp PGPORT=5432 PGUSER=postgres PGDATABASE=postgres
-until pg_isready --quiet; do
-  kill -0 "$server" 2>/dev/null || fail "the new server did not start: $(tail -n 3 /tmp/server.log)"
-  sleep 1
-done
-echo "sampledb: restoring $base.sql"
-# initdb made the superuser already: its CREATE ROLE is the one statement expected to fail.
-sed '/^CREATE ROLE postgres;$/d' "$dir/$base.sql" | psql -X -q -v ON_ERROR_STOP=1 -o /dev/null 2> /tmp/restore.log \\
-  || fail "restoring into PostgreSQL $TO_VERSION failed: $(tail -n 3 /tmp/restore.log)"
-table_counts /tmp/counts || fail "counting the rows of every table failed (see the Pod log)"
-cmp -s /tmp/counts "$dir/$base.counts" || fail "row counts differ after the restore: \\
+"""
+
+PRIVATE_SERVER = """private() {
+  bin=$1; data=$2; name=$3; shift 3
+  "$bin" -D "$data" -c listen_addresses= -c unix_socket_directories=/tmp -c port=5432 "$@" > "/tmp/$name.log" 2>&1 &
+  server=$!
+  until pg_isready --quiet; do
+    kill -0 "$server" 2>/dev/null || fail "the $name server did not start: $(tail -n 3 "/tmp/$name.log")"
+    sleep 1
+  done
+}
+"""
+
+SWAP = """table_counts /tmp/counts || fail "counting the rows of every table failed (see the Pod log)"
+cmp -s /tmp/counts "$dir/$base.counts" || fail "row counts differ from the old cluster's: \\
 $(diff "$dir/$base.counts" /tmp/counts | grep '^[<>]' | head -n 5)"
 kill -INT "$server"; wait "$server" || true
 sync
 touch "$restored"
 mv "$live" "$kept"; mv "$new" "$live"; rm -f "$restored"
-printf '{{"upgraded": true, "tables": %s}}\\n' "$(wc -l < /tmp/counts)" > "$TERMINATION_LOG"
+printf '{"upgraded": true, "tables": %s}\\n' "$(wc -l < /tmp/counts)" > "$TERMINATION_LOG"
 echo "sampledb: upgraded to PostgreSQL $TO_VERSION; the old cluster is kept as $kept"
 """
+
+# No fsync in the new cluster while it is restored (a crash restarts from scratch; SWAP syncs).
+RUN_SCRIPT = f"""{PRELUDE}{TABLE_COUNTS}{PRIVATE_SERVER}{RUN_PREPARE}private postgres "$new" new -c fsync=off \\
+  -c full_page_writes=off -c synchronous_commit=off -c maintenance_work_mem=256MB
+echo "sampledb: restoring $base.sql"
+# initdb made the superuser already: its CREATE ROLE is the one statement expected to fail.
+sed '/^CREATE ROLE postgres;$/d' "$dir/$base.sql" | psql -X -q -v ON_ERROR_STOP=1 -o /dev/null 2> /tmp/restore.log \\
+  || fail "restoring into PostgreSQL $TO_VERSION failed: $(tail -n 3 /tmp/restore.log)"
+{SWAP}"""
 
 VERIFY_SCRIPT = f"""{PRELUDE}{TABLE_COUNTS}{WAIT_FOR_SERVER}major=$(psql -X -At \\
   -c "SELECT current_setting('server_version_num')::int / 10000")
@@ -165,7 +191,7 @@ if [ -d "$kept" ]; then  # the directories were swapped: put the old cluster bac
 fi
 rm -rf "$DATA_DIR/pgdata.new" "$DATA_DIR/.sampledb-restored-$TO_VERSION"
 [ "$(cat "$live/PG_VERSION" 2>/dev/null)" = "$FROM_VERSION" ] || fail "$live is not a PostgreSQL \\
-$FROM_VERSION data directory: restore from $dir/$base.sql"
+$FROM_VERSION data directory: restore the pre-upgrade backup (status.upgrade.backup)"
 # Lift the write stop the pre-upgrade backup put in place.
 if [ -f "$live/postgresql.auto.conf" ]; then
   sed '/^default_transaction_read_only/d' "$live/postgresql.auto.conf" > /tmp/auto.conf
@@ -175,6 +201,67 @@ echo '{{"rolledBack": true}}' > "$TERMINATION_LOG"
 echo "sampledb: back on PostgreSQL $FROM_VERSION with its data"
 """
 
+# Method Copy: the old major's binaries are copied from the old image by an init container
+# (resources/old_binaries.py); USE_OLD_BINARIES puts them on OLD_BIN, with the libraries they need.
+USE_OLD_BINARIES = f"""set -- "$FROM_VERSION"
+{old_binaries.USE_SCRIPT}"""
+
+# Before any downtime, with the old server running: the new image can run pg_upgrade (its tools,
+# the old binaries), and the live schema restores into the new major. The schema is dumped by the
+# new major's pg_dumpall, as pg_upgrade's own dump is, and restored into a scratch cluster in /tmp:
+# what the new major refuses (an extension missing from its image, an option it does not know)
+# stops the upgrade here, not in the run Job with the database down.
+COPY_CHECK_SCRIPT = f"""{PRELUDE}{PRIVATE_SERVER}major=$(postgres --version | sed -E 's/^[^0-9]*([0-9]+).*/\\1/')
+[ "$major" = "$TO_VERSION" ] || fail "the image runs PostgreSQL $major, not $TO_VERSION: set spec.postgres.image \\
+to a PostgreSQL $TO_VERSION image"
+for tool in initdb pg_upgrade pg_config pg_dumpall pg_isready psql vacuumdb ldd; do
+  command -v "$tool" > /dev/null || fail "the image has no $tool on PATH, which method Copy needs (see the \\
+operand-image contract), or set spec.postgres.upgrade.method: Logical"
+done
+{USE_OLD_BINARIES}
+{WAIT_FOR_SERVER}echo "sampledb: rehearsing the schema on PostgreSQL $TO_VERSION"
+pg_dumpall --schema-only --no-role-passwords --no-password --file=/tmp/schema.sql 2> /tmp/dump.log \\
+  || fail "dumping the schema failed: $(tail -n 2 /tmp/dump.log)"
+initdb --username=postgres --auth=trust --encoding=UTF8 -D /tmp/rehearsal > /tmp/initdb.log 2>&1 \\
+  || fail "initdb failed: $(tail -n 3 /tmp/initdb.log)"
+export PGHOST=/tmp PGPORT=5432 PGUSER=postgres PGDATABASE=postgres
+private postgres /tmp/rehearsal rehearsal
+sed '/^CREATE ROLE postgres;$/d' /tmp/schema.sql | psql -X -q -v ON_ERROR_STOP=1 -o /dev/null 2> /tmp/restore.log \\
+  || fail "the schema of PostgreSQL $FROM_VERSION does not restore into $TO_VERSION, so pg_upgrade would refuse \\
+it: $(grep -v '^[[:space:]]*$' /tmp/restore.log | tail -n 2)"
+kill -INT "$server"; wait "$server" || true
+echo '{{"checked": true}}' > "$TERMINATION_LOG"
+echo "sampledb: PostgreSQL $major can run pg_upgrade from $FROM_VERSION here, and the schema restores"
+"""
+
+# Like RUN_SCRIPT, with pg_upgrade --copy instead of a restore. The old cluster is only read:
+# whatever fails before the swap leaves it as it was. Its rows are counted by its own binaries
+# (a start that also ends a shutdown the Pod's stop cut short, which pg_upgrade would refuse).
+COPY_RUN_SCRIPT = f"""{PRELUDE}{TABLE_COUNTS}{PRIVATE_SERVER}{RUN_PREPARE}{USE_OLD_BINARIES}
+mkdir -p "$dir"
+echo "sampledb: counting the rows of every table of PostgreSQL $FROM_VERSION"
+private "$OLD_BIN/postgres" "$live" old -c jit=off
+table_counts "$dir/$base.counts" || fail "counting the rows of every table failed (see the Pod log)"
+kill -INT "$server"; wait "$server" || fail "the old server did not stop cleanly: $(tail -n 3 /tmp/old.log)"
+echo "sampledb: pg_upgrade --copy from PostgreSQL $FROM_VERSION"
+mkdir -p /tmp/pg_upgrade; cd /tmp/pg_upgrade
+pg_upgrade --copy -b "$OLD_BIN" -B "$(pg_config --bindir)" -d "$live" -D "$new" -U postgres --socketdir=/tmp \\
+  -o '-c jit=off' > /tmp/pg_upgrade.log 2>&1 || {{
+  # Its own output names a log file; the server's or pg_restore's error is in there.
+  cat /tmp/pg_upgrade.log "$new"/pg_upgrade_output.d/*/log/*.log 2>/dev/null
+  cause=$(cat "$new"/pg_upgrade_output.d/*/log/*.log 2>/dev/null | grep -E 'ERROR|FATAL|error:' | tail -n 2)
+  fail "pg_upgrade refused or failed; the PostgreSQL $FROM_VERSION cluster is untouched: \\
+$(grep -v '^[[:space:]]*$' /tmp/pg_upgrade.log | grep -v 'Consult the last' | tail -n 2) $cause"
+}}
+cd /
+private postgres "$new" new
+{SWAP}"""
+
+# pg_upgrade keeps no optimizer statistics before 18: gather them once the server serves again.
+COPY_VERIFY_SCRIPT = f"""{VERIFY_SCRIPT}echo "sampledb: analyzing every database in stages (no statistics yet)"
+vacuumdb --all --analyze-in-stages --quiet || echo "sampledb: analyze failed; autovacuum will gather statistics"
+"""
+
 SCRIPTS = {
     Step.BACKUP: BACKUP_SCRIPT,
     Step.CHECK: CHECK_SCRIPT,
@@ -182,6 +269,9 @@ SCRIPTS = {
     Step.VERIFY: VERIFY_SCRIPT,
     Step.ROLLBACK: ROLLBACK_SCRIPT,
 }
+COPY_SCRIPTS = {**SCRIPTS, Step.CHECK: COPY_CHECK_SCRIPT, Step.RUN: COPY_RUN_SCRIPT, Step.VERIFY: COPY_VERIFY_SCRIPT}
+# Steps of method Copy that run the old binaries, copied from the old image first.
+OLD_BINARIES_STEPS = {Step.CHECK, Step.RUN}
 # Which image each step runs in: the old major's tools dump and repair the old cluster.
 RUNS_ON_OLD_IMAGE = {Step.BACKUP, Step.ROLLBACK}
 # Steps that need the data volume, and so the StatefulSet scaled to zero first.
@@ -226,29 +316,46 @@ def script_env(
 
 
 def upgrade_job(
-    instance: Instance, step: Step, *, from_version: int, to_version: int, attempt: int, image: str
+    instance: Instance,
+    step: Step,
+    *,
+    from_version: int,
+    to_version: int,
+    attempt: int,
+    images: tuple[str, str],
+    method: UpgradeMethod = UpgradeMethod.LOGICAL,
 ) -> dict[str, Any]:
-    """The Job of one step; `image` is the old or the new major's image as the step needs."""
+    """The Job of one step; `images` are the old and the new major's, each step runs the one it needs."""
+    copy = method is UpgradeMethod.COPY
+    online = step in ONLINE_STEPS or (copy and step is Step.CHECK)  # Copy's check dumps the live schema
     env = script_env(instance, from_version=from_version, to_version=to_version, attempt=attempt)
-    if step in ONLINE_STEPS:
+    if online:
         env = [*superuser_env(instance), *env]
+    writes_counts = step is Step.BACKUP or (copy and step is Step.RUN)
     volumes: list[dict[str, Any]] = [{"name": "backups", "persistentVolumeClaim": {"claimName": instance.backup_pvc}}]
-    mounts: list[dict[str, Any]] = [{"name": "backups", "mountPath": BACKUP_MOUNT, "readOnly": step is not Step.BACKUP}]
+    mounts: list[dict[str, Any]] = [{"name": "backups", "mountPath": BACKUP_MOUNT, "readOnly": not writes_counts}]
     if step in OFFLINE_STEPS:
         volumes.append({"name": "data", "persistentVolumeClaim": {"claimName": instance.primary_pvc}})
         mounts.append({"name": "data", "mountPath": DATA_MOUNT})
+    init = None
+    if copy and step in OLD_BINARIES_STEPS:
+        volumes.append({"name": "old-binaries", "emptyDir": {}})
+        mounts.append({"name": "old-binaries", "mountPath": old_binaries.OLD_DIR})
+        shared = [{"name": "old-binaries", "mountPath": old_binaries.OLD_DIR}]
+        init = script_container("old-binaries", images[0], old_binaries.COPY_SCRIPT, shared)
     manifest = job(
         instance,
         name=job_name(instance, to_version, attempt, step),
         component=f"upgrade-{step.value}",
-        script=SCRIPTS[step],
+        script=(COPY_SCRIPTS if copy else SCRIPTS)[step],
         env=env,
         volumes=volumes,
         mounts=mounts,
-        image=image,
+        image=images[0] if step in RUNS_ON_OLD_IMAGE else images[1],
+        init=init,
         # The online steps connect with the superuser password; RUN's initdb sets it from the file,
         # as the StatefulSet does. Both read it from the mounted Secret.
-        credentials=(SUPERUSER_PASSWORD_KEY,) if step in ONLINE_STEPS or step is Step.RUN else (),
+        credentials=(SUPERUSER_PASSWORD_KEY,) if online or step is Step.RUN else (),
     )
     manifest["metadata"]["labels"][UPGRADE_LABEL] = str(to_version)
     return manifest

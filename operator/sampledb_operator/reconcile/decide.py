@@ -276,7 +276,7 @@ def _status(
 def _plan_upgrade(
     snap: Snapshot, instance: Instance, sts: dict[str, Any] | None, now: datetime, *, blocked: bool
 ) -> upgrade.UpgradePlan | None:
-    """Only when a major upgrade concerns this instance: its step Job, and that Job's Pods once done."""
+    """Only when a major upgrade concerns this instance: its step Job (and that Job's Pods once done) or backup."""
     status = snap.sampledb.get("status") or {}
     if not upgrade.concerned(instance, status):
         return None
@@ -284,7 +284,17 @@ def _plan_upgrade(
     job = snap.get("Job", name)
     finished = name is not None and job is not None and job_state(job) is not JobState.RUNNING
     pods = snap.job_pods(name) if finished and name else []
-    observed = upgrade.Observed(status, sts, job, termination_summary(pods), now=now, blocked=blocked)
+    backups = snap.all("SampleDBBackup")
+    observed = upgrade.Observed(
+        status,
+        sts,
+        job,
+        termination_summary(pods),
+        now=now,
+        blocked=blocked,
+        backup=snap.get("SampleDBBackup", upgrade.watched_backup(instance, status)),
+        backups_busy=schedule.busy(instance.name, backups),
+    )
     return upgrade.plan_upgrade(instance, observed)
 
 

@@ -80,9 +80,9 @@ def plan_schedule(instance: Instance, backups: Sequence[Object], *, ready: bool,
     records = sorted((b for b in mine if scheduled_for(b)), key=lambda b: str(scheduled_for(b)))
     actions = [Action(Verb.DELETE, BACKUP_KIND, b["metadata"]["name"], "BackupExpired", {}) for b in _pruned(records)]
     due = stamp(croniter(store.schedule, now + timedelta(microseconds=1)).get_prev(datetime))
-    busy = any((b.get("status") or {}).get("phase") not in FINAL for b in mine)  # a new one has no phase yet
-    if ready and not busy and (not records or due > str(scheduled_for(records[-1]))):
-        actions.append(create(_record(instance, due), "BackupScheduled"))
+    if ready and not busy(instance.name, backups) and (not records or due > str(scheduled_for(records[-1]))):
+        record = physical_record(instance, f"{instance.name}-{due}", {SCHEDULED_LABEL: due})
+        actions.append(create(record, "BackupScheduled"))
     following = croniter(store.schedule, now).get_next(datetime)
     return SchedulePlan(tuple(actions), requeue_after=max(1.0, (following - now).total_seconds()))
 
@@ -95,6 +95,11 @@ def last_completed(instance: str, backups: Sequence[Object]) -> float | None:
         if (b.get("status") or {}).get("phase") == BackupPhase.SUCCEEDED.value and b["status"].get("completionTime")
     ]
     return max(ends, default=None)
+
+
+def busy(instance: str, backups: Sequence[Object]) -> bool:
+    """A physical backup of `instance` is Pending or Running: pgBackRest would refuse a second one."""
+    return any((b.get("status") or {}).get("phase") not in FINAL for b in _physical(instance, backups))
 
 
 def _physical(instance: str, backups: Sequence[Object]) -> list[Object]:
@@ -117,13 +122,13 @@ def _pruned(records: list[Object]) -> list[Object]:
     return [r for r in records if id(r) in pruned]
 
 
-def _record(instance: Instance, when: str) -> Object:
-    """The SampleDBBackup of one time of the schedule."""
-    labels = {INSTANCE_LABEL: instance.name, "app.kubernetes.io/managed-by": MANAGED_BY, SCHEDULED_LABEL: when}
+def physical_record(instance: Instance, name: str, labels: dict[str, str]) -> Object:
+    """A SampleDBBackup the operator makes (of a time of the schedule, or before an upgrade), not owned."""
+    labels = {INSTANCE_LABEL: instance.name, "app.kubernetes.io/managed-by": MANAGED_BY, **labels}
     return {
         "apiVersion": f"{GROUP}/{BACKUP_VERSION}",
         "kind": BACKUP_KIND,
-        "metadata": {"name": f"{instance.name}-{when}", "namespace": instance.namespace, "labels": labels},
+        "metadata": {"name": name, "namespace": instance.namespace, "labels": labels},
         "spec": {
             "instance": instance.name,
             "method": BackupMethod.PHYSICAL.value,

@@ -14,7 +14,18 @@ restarts at any point resumes from the status and finds each step's Job again by
 Any failure goes to RollingBack (StatefulSet at zero, rollback Job on the old image) and then
 Failed: the old version runs again with its data, and the Degraded condition says which step
 failed and why. Deleting the failed Job (named in `status.upgrade.failedJob`) retries the upgrade
-as a new attempt with Jobs of their own. This module decides only: `reconcile/decide.py` calls it and
+as a new attempt with Jobs of their own.
+
+The method (`spec.postgres.upgrade.method`, resolved into `status.upgrade.method` when an attempt
+starts: Auto is Copy with an object store, else Logical) changes two steps. Copy's BackingUp is a
+physical base backup, the SampleDBBackup `<name>-upgrade<to>-<attempt>`, created once no other
+physical backup of the instance runs, while writes go on; its failure ends the attempt (Failed,
+nothing was touched; deleting that SampleDBBackup retries). Copy's check Job, still with writes
+going on, proves the new image can run pg_upgrade and rehearses the schema on the new major; its
+failure also ends the attempt without a rollback (nothing was touched). Copy's run Job runs
+pg_upgrade with the old major's binaries (`jobs/upgrade.py`). When Auto chose Copy and its check
+or run step failed (pg_upgrade refused the clusters: the old one is untouched and runs again),
+the next attempt starts at once with the Logical method. This module decides only: `reconcile/decide.py` calls it and
 `act/` carries out its plan.
 """
 
@@ -24,10 +35,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sampledb_operator.api.common import UpgradePhase
+from sampledb_operator.api.backup import BackupPhase
+from sampledb_operator.api.common import UpgradeMethod, UpgradePhase
 from sampledb_operator.jobs import upgrade as jobs
 from sampledb_operator.jobs.backup import BACKUP_MOUNT, backup_pvc
-from sampledb_operator.jobs.upgrade import Step
+from sampledb_operator.jobs.upgrade import UPGRADE_LABEL, Step
+from sampledb_operator.reconcile.schedule import physical_record
 from sampledb_operator.reconcile.status import (
     JobState,
     Problem,
@@ -56,7 +69,7 @@ NEXT = {
     Phase.ROLLING_BACK: Phase.FAILED,
 }
 DESCRIPTION = {
-    Phase.BACKING_UP: "writes stopped, taking the pre-upgrade backup",
+    Phase.BACKING_UP: "taking the pre-upgrade backup",
     Phase.CHECKING: "checking the new image and the backup",
     Phase.UPGRADING: "restoring into a new cluster (the database is down)",
     Phase.SWITCHING: "starting the new version",
@@ -81,6 +94,8 @@ class Observed:
     summary: dict[str, Any] = field(default_factory=dict)  # what the Job's script left in its log
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
     blocked: bool = False  # other problems (bad configuration...): no upgrade starts until fixed
+    backup: dict[str, Any] | None = None  # method Copy: the pre-upgrade SampleDBBackup (watched_backup)
+    backups_busy: bool = False  # another physical backup of the instance is Pending or Running
 
 
 @dataclass(frozen=True)
@@ -108,6 +123,16 @@ def concerned(instance: Instance, status: dict[str, Any]) -> bool:
     return phase in IN_PROGRESS or phase == Phase.FAILED or _behind(instance, status)
 
 
+def method(upgrade: dict[str, Any]) -> UpgradeMethod:
+    """The attempt's method (an upgrade recorded before methods existed was logical)."""
+    return UpgradeMethod(upgrade.get("method") or UpgradeMethod.LOGICAL)
+
+
+def _physical_backup(upgrade: dict[str, Any], phase: Phase | None) -> bool:
+    """Copy's BackingUp: a SampleDBBackup, not a Job."""
+    return phase is Phase.BACKING_UP and method(upgrade) is UpgradeMethod.COPY
+
+
 def watched_job(instance: Instance, status: dict[str, Any]) -> str | None:
     """The Job to observe: the current step's, or after a failure the failed one (deleting it retries)."""
     upgrade = current(status)
@@ -115,8 +140,23 @@ def watched_job(instance: Instance, status: dict[str, Any]) -> str | None:
     if phase is Phase.FAILED:
         failed: str | None = upgrade.get("failedJob")
         return failed
-    step = STEP.get(phase) if phase else None
+    step = STEP.get(phase) if phase and not _physical_backup(upgrade, phase) else None
     return jobs.job_name(instance, upgrade["toVersion"], upgrade["attempt"], step) if step else None
+
+
+def watched_backup(instance: Instance, status: dict[str, Any]) -> str | None:
+    """The SampleDBBackup to observe: Copy's pre-upgrade backup, or after its failure that one (deleting it retries)."""
+    upgrade = current(status)
+    phase = Phase(upgrade["phase"]) if upgrade else None
+    if phase is Phase.FAILED:
+        failed: str | None = upgrade.get("failedBackup")
+        return failed
+    return backup_name(instance, upgrade["toVersion"], upgrade["attempt"]) if _physical_backup(upgrade, phase) else None
+
+
+def backup_name(instance: Instance, to_version: int, attempt: int) -> str:
+    """The pre-upgrade SampleDBBackup of an attempt of method Copy."""
+    return f"{instance.name}-upgrade{to_version}-{attempt}"
 
 
 def plan_upgrade(instance: Instance, observed: Observed) -> UpgradePlan | None:
@@ -129,13 +169,27 @@ def plan_upgrade(instance: Instance, observed: Observed) -> UpgradePlan | None:
         return _failed(upgrade) if phase is Phase.FAILED else None
     healthy = initialized(observed.status) and ready_replicas(observed.statefulset) > 0 and not observed.blocked
     if phase is Phase.FAILED:
-        # Retry once the failed Job is deleted, or when the target image was changed (a fix).
-        retry = (upgrade.get("failedJob") and observed.job is None) or instance.desired_image != upgrade["toImage"]
-        return _start(instance, observed, attempt=upgrade["attempt"] + 1) if retry and healthy else _failed(upgrade)
+        return _after_failure(instance, upgrade, observed, healthy=healthy)
     if healthy:
         return _start(instance, observed, attempt=1)
     # Behind but not ready to start: keep running the recorded version, never the new image on old data.
     return UpgradePlan(status=upgrade, workload=_running(instance, observed.status))
+
+
+def _after_failure(instance: Instance, upgrade: dict[str, Any], observed: Observed, *, healthy: bool) -> UpgradePlan:
+    """Failed and still behind: Auto's fallback to Logical, a retry, or the failure reported."""
+    attempt = upgrade["attempt"] + 1
+    if _falls_back(instance, upgrade):  # once the old version serves again
+        if not healthy:
+            return UpgradePlan(status=upgrade, workload=_running(instance, observed.status))
+        return _start(instance, observed, attempt=attempt, fallback=upgrade.get("message"))
+    # Retry once the failed Job (or backup) is deleted, or when the target image was changed (a fix).
+    retry = (
+        (upgrade.get("failedJob") and observed.job is None)
+        or (upgrade.get("failedBackup") and observed.backup is None)
+        or instance.desired_image != upgrade["toImage"]
+    )
+    return _start(instance, observed, attempt=attempt) if retry and healthy else _failed(upgrade)
 
 
 def _behind(instance: Instance, status: dict[str, Any]) -> bool:
@@ -148,22 +202,51 @@ def _running(instance: Instance, status: dict[str, Any]) -> Workload:
     return Workload(version, status.get("image") or instance.settings.images[version])
 
 
-def _start(instance: Instance, observed: Observed, *, attempt: int) -> UpgradePlan:
+def _falls_back(instance: Instance, upgrade: dict[str, Any]) -> bool:
+    """Auto chose Copy and pg_upgrade's steps failed (the old cluster untouched): Logical next."""
+    failed = upgrade.get("failedJob") or ""
+    return (
+        instance.spec.postgres.upgrade.method is UpgradeMethod.AUTO
+        and method(upgrade) is UpgradeMethod.COPY
+        and failed.endswith((f"-{Step.CHECK.value}", f"-{Step.RUN.value}"))
+    )
+
+
+def _resolve(instance: Instance, *, fallback: bool) -> UpgradeMethod:
+    chosen = instance.spec.postgres.upgrade.method
+    if chosen is not UpgradeMethod.AUTO:
+        return chosen
+    copy = instance.spec.backup.objectStore is not None and not fallback
+    return UpgradeMethod.COPY if copy else UpgradeMethod.LOGICAL
+
+
+def _start(instance: Instance, observed: Observed, *, attempt: int, fallback: str | None = None) -> UpgradePlan:
     old = _running(instance, observed.status)
     to = instance.spec.postgres.version
     now = _stamp(observed.now)
+    how = _resolve(instance, fallback=fallback is not None)
+    if how is UpgradeMethod.COPY:
+        backup = f"SampleDBBackup/{backup_name(instance, to, attempt)}"
+    else:
+        backup = f"{instance.backup_pvc}:{BACKUP_MOUNT}/{jobs.backup_file(instance, old.version, to, attempt)}"
     upgrade = {
         "phase": Phase.BACKING_UP.value,
+        "method": how.value,
         "fromVersion": old.version,
         "toVersion": to,
         "fromImage": old.image,
         "toImage": instance.desired_image,
         "attempt": attempt,
-        "backup": f"{instance.backup_pvc}:{BACKUP_MOUNT}/{jobs.backup_file(instance, old.version, to, attempt)}",
+        "backup": backup,
         "startTime": now,
         "phaseTime": now,
     }
-    note = f"upgrading PostgreSQL {old.version} -> {to} (attempt {attempt}): {DESCRIPTION[Phase.BACKING_UP]}"
+    note = (
+        f"upgrading PostgreSQL {old.version} -> {to} (attempt {attempt}, {how.value}): {DESCRIPTION[Phase.BACKING_UP]}"
+    )
+    if fallback is not None:
+        upgrade["message"] = f"pg_upgrade could not upgrade ({fallback}); upgrading by dump and restore instead"
+        note = f"{note}; {upgrade['message']}"
     # The Job comes on the next pass, once the status naming it is stored.
     return UpgradePlan(
         status=upgrade, workload=old, progress=note, event=("Normal", "UpgradeStarted", note), requeue_after=1
@@ -182,6 +265,8 @@ def _advance(instance: Instance, upgrade: dict[str, Any], observed: Observed) ->
     progress = f"upgrading PostgreSQL {upgrade['fromVersion']} -> {upgrade['toVersion']}: {DESCRIPTION[phase]}"
     if phase is Phase.SWITCHING:
         return _switching(instance, upgrade, observed, workload, progress)
+    if _physical_backup(upgrade, phase):
+        return _base_backup(instance, upgrade, observed, workload, progress)
     step = STEP[phase]
     name = jobs.job_name(instance, upgrade["toVersion"], upgrade["attempt"], step)
     state = job_state(observed.job)
@@ -206,7 +291,36 @@ def _advance(instance: Instance, upgrade: dict[str, Any], observed: Observed) ->
         )
         return _moved(instance, {**upgrade, "message": message}, Phase.FAILED, observed)
     failed = {**upgrade, "failedJob": name, "message": f"step {step.value} (Job {name}) failed: {reason}"}
-    return _moved(instance, failed, Phase.ROLLING_BACK, observed)
+    return _moved(instance, failed, Phase.FAILED if _check_failed(failed) else Phase.ROLLING_BACK, observed)
+
+
+def _base_backup(
+    instance: Instance, upgrade: dict[str, Any], observed: Observed, workload: Workload, progress: str
+) -> UpgradePlan:
+    """Copy's BackingUp: the SampleDBBackup (physical, online), created once no other physical backup runs."""
+    name = backup_name(instance, upgrade["toVersion"], upgrade["attempt"])
+    record = observed.backup
+    if record is None:
+        if observed.backups_busy:
+            note = f"{progress}: waiting for the running physical backup to end"
+            return UpgradePlan(status=upgrade, workload=workload, progress=note, requeue_after=RECHECK_SECONDS)
+        create = physical_record(instance, name, {UPGRADE_LABEL: str(upgrade["toVersion"])})
+        return UpgradePlan(status=upgrade, workload=workload, create=[create], progress=f"{progress} ({name})")
+    backup_status = record.get("status") or {}
+    state = backup_status.get("phase")
+    if state == BackupPhase.SUCCEEDED.value:
+        label = backup_status.get("backupLabel")
+        return _moved(instance, {**upgrade, "backup": f"SampleDBBackup/{name} ({label})"}, Phase.CHECKING, observed)
+    if state == BackupPhase.FAILED.value:
+        message = (
+            f"the pre-upgrade base backup {name} failed ({backup_status.get('message')}); nothing was changed. "
+            f"Fix the object store (spec.backup.objectStore), then delete SampleDBBackup {name} to retry"
+        )
+        return _moved(instance, {**upgrade, "failedBackup": name, "message": message}, Phase.FAILED, observed)
+    detail = backup_status.get("message") or state or "pending"
+    return UpgradePlan(
+        status=upgrade, workload=workload, progress=f"{progress} ({name}: {detail})", requeue_after=RECHECK_SECONDS
+    )
 
 
 def _switching(
@@ -251,30 +365,37 @@ def _moved(instance: Instance, upgrade: dict[str, Any], phase: Phase, observed: 
 
 
 def _failed(upgrade: dict[str, Any]) -> UpgradePlan:
-    retry = f"delete Job {upgrade['failedJob']} to retry" if upgrade.get("failedJob") else "see the Jobs' logs"
-    message = (
-        f"upgrade to PostgreSQL {upgrade['toVersion']} failed and was rolled back to "
-        f"{upgrade['fromVersion']} with its data: {upgrade.get('message', '')}; fix the cause, then {retry}"
-    )
+    to, old, why = upgrade["toVersion"], upgrade["fromVersion"], upgrade.get("message", "")
+    if upgrade.get("failedBackup"):  # the message says how to retry
+        message = f"upgrade to PostgreSQL {to} stopped before any downtime, {old} serving as before: {why}"
+    else:
+        retry = f"delete Job {upgrade['failedJob']} to retry" if upgrade.get("failedJob") else "see the Jobs' logs"
+        done = "stopped before any downtime, " if _check_failed(upgrade) else "failed and was rolled back to "
+        message = f"upgrade to PostgreSQL {to} {done}{old} with its data: {why}; fix the cause, then {retry}"
     return UpgradePlan(
-        status=upgrade,
-        workload=Workload(upgrade["fromVersion"], upgrade["fromImage"]),
-        problem=Problem("UpgradeFailed", message),
+        status=upgrade, workload=Workload(old, upgrade["fromImage"]), problem=Problem("UpgradeFailed", message)
     )
+
+
+def _check_failed(upgrade: dict[str, Any]) -> bool:
+    """Copy's check failed: it ran with writes going on and changed nothing, so nothing is rolled back."""
+    return method(upgrade) is UpgradeMethod.COPY and (upgrade.get("failedJob") or "").endswith(f"-{Step.CHECK.value}")
 
 
 def _step_objects(instance: Instance, upgrade: dict[str, Any], step: Step) -> list[dict[str, Any]]:
-    image = upgrade["fromImage"] if step in jobs.RUNS_ON_OLD_IMAGE else upgrade["toImage"]
+    how = method(upgrade)
     job = jobs.upgrade_job(
         instance,
         step,
         from_version=upgrade["fromVersion"],
         to_version=upgrade["toVersion"],
         attempt=upgrade["attempt"],
-        image=image,
+        images=(upgrade["fromImage"], upgrade["toImage"]),
+        method=how,
     )
-    # The backup volume may not exist yet (no schedule, no SampleDBBackup so far): a 409 is fine.
-    return [backup_pvc(instance), job] if step is Step.BACKUP else [job]
+    # Every step's Job mounts the backup volume: the first one creates it (a 409 is fine).
+    first = Step.CHECK if how is UpgradeMethod.COPY else Step.BACKUP
+    return [backup_pvc(instance), job] if step is first else [job]
 
 
 def _scaled_down(sts: dict[str, Any] | None) -> bool:

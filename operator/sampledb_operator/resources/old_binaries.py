@@ -1,4 +1,4 @@
-"""The old major's binaries inside the new major's image, for `pg_upgrade` (issue #18; not wired yet).
+"""The old major's binaries inside the new major's image, for `pg_upgrade` (`jobs/upgrade.py`, method Copy).
 
 `pg_upgrade` runs the new major's binaries and needs the old major's `postgres`, `pg_ctl`,
 `pg_controldata` and `pg_resetwal` with their libraries and share files. No Debian release carries
@@ -13,7 +13,8 @@ an emptyDir); the new image then runs them (USE_SCRIPT). Measured on our images
   and every library the copied files need except glibc's own (a newer glibc runs older binaries;
   an older one must never shadow it) into OLD_DIR/libs. Writes OLD_DIR/bindir last: its presence
   means the copy is whole.
-- USE_SCRIPT (new image, sourced): links into OLD_DIR/compat only the sonames the new root lacks
+- USE_SCRIPT (new image, sourced; its errors go through the script's `fail` when it has one):
+  links into OLD_DIR/compat only the sonames the new root lacks
   (to closure: a library found there may need another one), so the new binaries keep their own
   libraries; checks that the old `postgres` answers with the expected major; sets OLD_BIN and
   LD_LIBRARY_PATH for what follows. A soname neither root has stops it, naming it.
@@ -48,7 +49,8 @@ echo "sampledb: $(pg_config --version) copied to $old ($(du -sh "$old" | cut -f1
 
 # Sourced with the expected old major in $1.
 USE_SCRIPT = f"""old={OLD_DIR}
-[ -f "$old/bindir" ] || {{ echo "sampledb: no complete copy of the old binaries in $old" >&2; exit 1; }}
+command -v fail > /dev/null 2>&1 || fail() {{ echo "sampledb: $1" >&2; exit 1; }}
+[ -f "$old/bindir" ] || fail "no complete copy of the old binaries in $old"
 OLD_BIN="$old$(cat "$old/bindir")"
 mkdir -p "$old/compat"
 missing() {{
@@ -59,13 +61,12 @@ missing() {{
 rounds=0
 while names="$(missing)" && [ -n "$names" ] && [ $((rounds += 1)) -le 10 ]; do
   for name in $names; do
-    [ -f "$old/libs/$name" ] || {{ echo "sampledb: the old binaries need $name, which neither image has" >&2; exit 1; }}
+    [ -f "$old/libs/$name" ] || fail "the old binaries need $name, which neither image has"
     ln -sf "$old/libs/$name" "$old/compat/$name"
   done
 done
 export LD_LIBRARY_PATH="$old/compat"
-version="$("$OLD_BIN/postgres" -V 2>&1)" ||
-  {{ echo "sampledb: the old postgres does not run here: $version" >&2; exit 1; }}
-case "$version" in *" $1."*) ;; *) echo "sampledb: expected PostgreSQL $1 in $old, found: $version" >&2; exit 1 ;; esac
+version="$("$OLD_BIN/postgres" -V 2>&1)" || fail "the old postgres does not run in this image: $version"
+case "$version" in *" $1."*) ;; *) fail "expected PostgreSQL $1 in $old, found: $version" ;; esac
 echo "sampledb: $version runs here (libraries from the old image: $(ls "$old/compat" | tr '\\n' ' '))"
 """
