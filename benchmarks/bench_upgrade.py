@@ -19,9 +19,18 @@ summed. For each run, on one local cluster with a real node and the operator run
    between attempts, given as a figure). Every write reported accepted must be in the table
    afterwards, and the rows written before the upgrade too: a lost one stops the run.
 
-Reported: the downtime's median and spread over the runs (`--runs`, default 5) and every run,
-with the time from the version change to the write stop (the operator's turns before the BACKUP
-step) and from the first new write to Ready. The helpers of the real-node tests
+Each run does this for every method (`--methods`, default Logical and Copy:
+`spec.postgres.upgrade.method`) at every size (`--rows`, default 100,000 and 14,000,000 rows of
+the `bulk` table: about 10 MiB and 1 GiB of database), side by side: the cases of one run follow
+each other, so a slower period of the machine touches every case alike. With Copy among the
+methods every instance archives to an object store in the node's network (`tests/node`'s
+store), Logical ones too, so both run with the same configuration. The size is measured
+(`pg_database_size` of the application database), not assumed.
+
+Reported: the downtime's median and spread over the runs (`--runs`, default 5) for each method and
+size, the Copy downtime's slope per GiB between the smallest and the largest size, and per case
+the time from the version change to the write stop (the operator's turns, and for Copy the
+online base backup and the check) and from the first new write to Ready. The helpers of the real-node tests
 (`tests/node/test_journey.py`, `tests/node/conftest.py`) create, wait for and query the instances,
 as the user journey's upgrade test does.
 
@@ -30,13 +39,16 @@ The table goes to stdout and to a new file per run, `benchmarks/results/upgrade-
 logs stay in a temporary folder.
 
 Run from the repository root as root: `make bench-upgrade`, or
-`PYTHONPATH=.:operator .venv/bin/python benchmarks/bench_upgrade.py [--runs 5] [--from 15] [--to 17]`.
+`PYTHONPATH=.:operator .venv/bin/python benchmarks/bench_upgrade.py [--runs 5] [--from 15] [--to 17]
+[--methods Logical,Copy] [--rows 100000,14000000]`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
+import math
 import signal
 import statistics
 import subprocess
@@ -44,17 +56,20 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from benchmarks import result_files
 from benchmarks.bench_node import NODE, node_cluster
 from benchmarks.report import Row, exit_on_sigterm, machine_rows, markdown_table, progress, spread_text
+from sampledb_localcluster import LocalCluster
 from sampledb_localcluster.tools import tool_path
-from sampledb_operator.k8s.api import KubeApi
+from sampledb_operator.k8s.api import KubeApi, load_client
 from tests.integration.conftest import wait_for
-from tests.node.test_journey import app_sql, sampledb, start_client, upgrade_phase, wait_phase
+from tests.node.test_archiving import node_object_store
+from tests.node.test_journey import app_sql, sampledb, start_client, status, upgrade_phase, wait_phase
 
 NAMESPACE = "default"
 # The writer's table (its id tells which writes were accepted) and the data present before the upgrade.
@@ -76,7 +91,9 @@ while [ "$(date +%s)" -lt "$deadline" ]; do
   sleep 0.05
 done
 """
-UPGRADE_TIMEOUT = 600.0
+UPGRADE_TIMEOUT = 900.0
+METHODS = ("Logical", "Copy")
+ROWS_PER_GIB = 14_000_000  # of SETUP's bulk table, about
 
 
 @dataclass(frozen=True)
@@ -182,12 +199,21 @@ class Writer:
 
 
 @dataclass(frozen=True)
+class Case:
+    """One method at one size."""
+
+    method: str
+    rows: int
+
+
+@dataclass(frozen=True)
 class RunFigures:
     """One upgrade, as the writer and the API saw it."""
 
     outage: Outage
     to_write_stop: float  # from the version change to the last write the old major accepted
     to_ready: float  # from the first write the new major accepted to status Ready, upgrade Succeeded
+    mib: float  # the application database's size before the upgrade
 
 
 def check_rows(kubectl: Kubectl, client: str, attempts: Sequence[Attempt], rows: int) -> None:
@@ -201,15 +227,27 @@ def check_rows(kubectl: Kubectl, client: str, attempts: Sequence[Attempt], rows:
         raise RuntimeError(f"{kept} of the {rows} rows written before the upgrade are there after it")
 
 
-def one_upgrade(api: KubeApi, kubectl: Kubectl, old: int, new: int, run: int, rows: int) -> RunFigures:
-    """Create an instance of `old`, fill it, start the writer, upgrade to `new`, measure; delete it all."""
-    name = f"up{run}"
-    api.create(sampledb(name, NAMESPACE, old, deletionPolicy="Delete"))
+def one_upgrade(
+    api: KubeApi, kubectl: Kubectl, versions: tuple[int, int], name: str, case: Case, store: dict[str, Any] | None
+) -> RunFigures:
+    """Create an instance of the old major, fill it, start the writer, upgrade by `case`, measure; delete it all."""
+    old, new = versions
+    gib = case.rows / ROWS_PER_GIB
+    spec: dict[str, Any] = {
+        "postgres": {"version": old, "upgrade": {"method": case.method}},
+        # The old cluster, the new one and the WAL of the load: about three times the data.
+        "storage": {"size": f"{max(1, math.ceil(3 * gib + 0.5))}Gi"},
+        "deletionPolicy": "Delete",
+    }
+    if store is not None:
+        spec["backup"] = {"objectStore": store}
+    api.create(sampledb(name, NAMESPACE, old, **spec))
     client = ""
     try:
         wait_phase(api, NAMESPACE, name, timeout=300)
         client = start_client(api, NAMESPACE, name, old)
-        app_sql(kubectl, NAMESPACE, client, SETUP.replace(":rows", str(int(rows))))
+        app_sql(kubectl, NAMESPACE, client, SETUP.replace(":rows", str(int(case.rows))))
+        mib = int(app_sql(kubectl, NAMESPACE, client, "select pg_database_size(current_database())")) / 2**20
         writer = Writer(kubectl, client, UPGRADE_TIMEOUT + 120)
         try:
             wait_for(lambda: writer.accepted_by(old), timeout=60, what=f"the writer's first write to {old}")
@@ -223,25 +261,33 @@ def one_upgrade(api: KubeApi, kubectl: Kubectl, old: int, new: int, run: int, ro
             ready = time.time()
         finally:
             attempts = writer.stop()
+        used = (status(api, NAMESPACE, name).get("upgrade") or {}).get("method")
+        if used != case.method:
+            raise RuntimeError(f"{name} was upgraded by {used}, not {case.method}")
         seen = outage(attempts, old, new)
-        check_rows(kubectl, client, attempts, rows)
-        figures = RunFigures(seen, seen.last_old.ended - changed, ready - seen.first_new.ended)
+        check_rows(kubectl, client, attempts, case.rows)
+        figures = RunFigures(seen, seen.last_old.ended - changed, ready - seen.first_new.ended, mib)
         progress(
-            f"run {run + 1}: downtime {seen.seconds:.1f} s ({seen.refused} writes refused, one every "
-            f"{seen.pace:.2f} s); change -> write stop {figures.to_write_stop:.1f} s"
+            f"{name} ({case.method}, {mib:,.0f} MiB): downtime {seen.seconds:.1f} s ({seen.refused} writes refused, "
+            f"one every {seen.pace:.2f} s); change -> write stop {figures.to_write_stop:.1f} s"
         )
         return figures
     finally:
         api.delete("SampleDB", NAMESPACE, name)
+        api.delete("SampleDBBackup", NAMESPACE, f"{name}-upgrade{new}-1")  # Copy's, not owned by the SampleDB
         if client:
             api.delete("Pod", NAMESPACE, client)
         wait_for(lambda: api.get("SampleDB", NAMESPACE, name) is None, timeout=300, what=f"{name} deleted")
         wait_for(lambda: api.get("Pod", NAMESPACE, f"{name}-0") is None, timeout=300, what=f"{name}-0 gone")
 
 
-def upgrade_rows(old: int, new: int, rows: int, runs: Sequence[RunFigures]) -> list[Row]:
+def case_rows(versions: tuple[int, int], case: Case, runs: Sequence[RunFigures]) -> list[Row]:
     """Downtime (the headline), then the parts around it, each as median ± spread over the runs."""
-    section = f"Upgrade {old} -> {new}, {rows:,} rows, real node (runs: {len(runs)})"
+    mib = statistics.median(r.mib for r in runs)
+    section = (
+        f"Upgrade {versions[0]} -> {versions[1]} by {case.method}, {case.rows:,} rows ({mib:,.0f} MiB), "
+        f"real node (runs: {len(runs)})"
+    )
     refused = ", ".join(str(r.outage.refused) for r in runs)
     return [
         Row(
@@ -255,7 +301,7 @@ def upgrade_rows(old: int, new: int, rows: int, runs: Sequence[RunFigures]) -> l
         Row(section, "writes refused during the downtime (each run)", refused),
         Row(
             section,
-            "version changed -> last write accepted by the old major (operator turns, BACKUP start)",
+            "version changed -> last write accepted by the old major (operator turns; Copy: base backup, check)",
             spread_text([r.to_write_stop for r in runs], 1, " s"),
         ),
         Row(
@@ -266,18 +312,60 @@ def upgrade_rows(old: int, new: int, rows: int, runs: Sequence[RunFigures]) -> l
     ]
 
 
+def slope_rows(figures: dict[Case, list[RunFigures]]) -> list[Row]:
+    """Per method, how the median downtime grows per GiB between the smallest and the largest size."""
+    rows = []
+    for method in dict.fromkeys(c.method for c in figures):
+        cases = sorted((c for c in figures if c.method == method), key=lambda c: c.rows)
+        if len(cases) < 2:
+            continue
+        small, large = figures[cases[0]], figures[cases[-1]]
+        gib = (statistics.median(r.mib for r in large) - statistics.median(r.mib for r in small)) / 1024
+        seconds = statistics.median(r.outage.seconds for r in large) - statistics.median(
+            r.outage.seconds for r in small
+        )
+        rows.append(
+            Row("Downtime by size", f"{method}: growth per GiB of database (medians)", f"{seconds / gib:.1f} s")
+        )
+    return rows
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--runs", type=int, default=5, help="upgrades to measure, one after the other (default 5)")
     parser.add_argument("--from", dest="old", type=int, default=15, help="major to upgrade from (default 15)")
     parser.add_argument("--to", dest="new", type=int, default=17, help="major to upgrade to (default 17)")
-    parser.add_argument("--rows", type=int, default=100_000, help="rows in the database before (default 100,000)")
+    parser.add_argument(
+        "--rows",
+        default="100000,14000000",
+        help="sizes: rows in the database before, comma-separated (default 100000,14000000)",
+    )
+    parser.add_argument("--methods", default="Logical,Copy", help="upgrade methods, comma-separated (default both)")
     result_files.add_results_dir(parser)
     args = parser.parse_args(argv)
     if args.runs < 1 or args.new <= args.old:
         parser.error("--runs must be at least 1 and --to above --from")
+    try:
+        args.rows = [int(r) for r in args.rows.split(",")]
+    except ValueError:
+        parser.error(f"--rows takes counts of rows separated by commas, not {args.rows!r}")
+    args.methods = args.methods.split(",")
+    if not set(args.methods) <= set(METHODS):
+        parser.error(f"--methods takes some of {', '.join(METHODS)}")
     return args
+
+
+@contextlib.contextmanager
+def store_for(
+    cluster: LocalCluster, api: KubeApi, methods: Sequence[str], tmp: Path
+) -> Iterator[dict[str, Any] | None]:
+    """The objectStore every instance archives to when Copy is measured (its base backup needs one); else None."""
+    if "Copy" not in methods:
+        yield None
+        return
+    with node_object_store(api, load_client(str(cluster.kubeconfig)), cluster, NAMESPACE, tmp / "store") as found:
+        yield found[1]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -289,10 +377,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows: list[Row] = []
     tmp = Path(tempfile.mkdtemp(prefix="bench-upgrade-"))  # kept: the cluster's and the operator's logs
     progress(f"logs in {tmp}")
-    with node_cluster([args.old, args.new], tmp, rows) as (cluster, api):
+    versions = (args.old, args.new)
+    cases = [Case(method, count) for count in args.rows for method in args.methods]
+    figures: dict[Case, list[RunFigures]] = {case: [] for case in cases}
+    with node_cluster(list(versions), tmp, rows) as (cluster, api), store_for(cluster, api, args.methods, tmp) as store:
         kubectl = Kubectl(cluster.kubeconfig)
-        runs = [one_upgrade(api, kubectl, args.old, args.new, run, args.rows) for run in range(args.runs)]
-    table = markdown_table([*upgrade_rows(args.old, args.new, args.rows, runs), *rows, *machine])
+        for run, (index, case) in itertools.product(range(args.runs), enumerate(cases)):
+            figures[case].append(one_upgrade(api, kubectl, versions, f"up{run}-{index}", case, store))
+    measured = [row for case in cases for row in case_rows(versions, case, figures[case])]
+    table = markdown_table([*measured, *slope_rows(figures), *rows, *machine])
     given = " ".join(sys.argv[1:] if argv is None else argv)
     command = f"make bench-upgrade BENCH_UPGRADE_ARGS='{given}'" if given else "make bench-upgrade"
     path.write_text(

@@ -10,6 +10,7 @@ pgBackRest, and every segment between two points), not only what the status says
 from __future__ import annotations
 
 import base64
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -85,10 +86,19 @@ def object_store(
     admin: KubeApi, namespace: str, local_cluster: LocalCluster, k8s_api: k8s.ApiClient, tmp_path: Path
 ) -> Iterator[tuple[ObjectStore, dict[str, Any]]]:
     """The store in the node's network, its DNS name, its key and CA Secrets; the objectStore naming them."""
-    network = local_cluster.network
+    with node_object_store(admin, k8s_api, local_cluster, namespace, tmp_path / "store") as found:
+        yield found
+
+
+@contextlib.contextmanager
+def node_object_store(
+    admin: KubeApi, k8s_api: k8s.ApiClient, cluster: LocalCluster, namespace: str, root: Path
+) -> Iterator[tuple[ObjectStore, dict[str, Any]]]:
+    """`object_store` for any caller (the upgrade benchmark too): stopped when the block ends."""
+    network = cluster.network
     assert network is not None
     store = start_object_store(
-        tmp_path / "store", host=f"{STORE_SERVICE}.{namespace}.svc", address=str(network.node_ip), netns=network.netns
+        root, host=f"{STORE_SERVICE}.{namespace}.svc", address=str(network.node_ip), netns=network.netns
     )
     try:
         expose(admin, k8s_api, namespace, store)

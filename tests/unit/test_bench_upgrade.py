@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.bench_upgrade import Attempt, outage, parse_attempt
+from benchmarks.bench_upgrade import Attempt, Case, RunFigures, outage, parse_attempt, slope_rows
 
 
 def test_writer_lines() -> None:
@@ -36,3 +36,19 @@ def test_the_downtime_runs_from_the_last_old_write_to_the_first_new_one() -> Non
 def test_writes_that_make_no_sense_stop_the_run(outcomes: tuple[int | None, ...], message: str) -> None:
     with pytest.raises(RuntimeError, match=message):
         outage(attempts(*outcomes), 15, 17)
+
+
+def figures(downtime: float, mib: float) -> RunFigures:
+    seen = outage(attempts(15, None, 17, pace=downtime / 2), 15, 17)
+    return RunFigures(seen, 1.0, 1.0, mib)
+
+
+def test_the_slope_per_gib_comes_from_the_medians_at_the_smallest_and_largest_size() -> None:
+    small, large, logical = Case("Copy", 100_000), Case("Copy", 14_000_000), Case("Logical", 100_000)
+    runs = {
+        small: [figures(4.0, 10.0), figures(6.0, 10.0), figures(5.0, 10.0)],
+        large: [figures(25.0, 1034.0), figures(27.0, 1034.0), figures(26.0, 1034.0)],
+        logical: [figures(20.0, 10.0)],  # one size only: no slope
+    }
+    (row,) = slope_rows(runs)
+    assert row.figure.startswith("Copy") and row.value == "21.0 s"  # (26 - 5) s over 1 GiB

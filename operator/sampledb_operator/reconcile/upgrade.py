@@ -25,8 +25,9 @@ going on, proves the new image can run pg_upgrade and rehearses the schema on th
 failure also ends the attempt without a rollback (nothing was touched). Copy's run Job runs
 pg_upgrade with the old major's binaries (`jobs/upgrade.py`). When Auto chose Copy and its check
 or run step failed (pg_upgrade refused the clusters: the old one is untouched and runs again),
-the next attempt starts at once with the Logical method. This module decides only: `reconcile/decide.py` calls it and
-`act/` carries out its plan.
+the next attempt starts at once with the Logical method.
+
+This module decides only: `reconcile/decide.py` calls it and `act/` carries out its plan.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ NEXT = {
 DESCRIPTION = {
     Phase.BACKING_UP: "taking the pre-upgrade backup",
     Phase.CHECKING: "checking the new image and the backup",
-    Phase.UPGRADING: "restoring into a new cluster (the database is down)",
+    Phase.UPGRADING: "moving the data into a new cluster (the database is down)",
     Phase.SWITCHING: "starting the new version",
     Phase.VERIFYING: "verifying the new version",
     Phase.ROLLING_BACK: "rolling back to the old version",
