@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -13,7 +14,7 @@ import pytest
 
 from sampledb_operator.act.executor import Executor
 from sampledb_operator.act.reconciler import Reconciler
-from sampledb_operator.k8s.api import ApiError, KubeApi
+from sampledb_operator.k8s.api import ApiError, Decode, KubeApi
 from sampledb_operator.observe.snapshot import Snapshot
 from sampledb_operator.reconcile.children import Action, Verb
 from sampledb_operator.reconcile.decide import FINALIZER
@@ -37,16 +38,17 @@ class FakeApi:
             self.bodies.append(body)
         return {"kind": kind, "metadata": {"name": name, "namespace": "team-a", "resourceVersion": "9"}}
 
-    def create(self, body: dict[str, Any]) -> dict[str, Any]:
-        return self._answer("create", body["kind"], body["metadata"]["name"], body)
+    # Answers go through the caller's `decode`, as the API server's JSON does.
+    def create(self, body: dict[str, Any], *, decode: Decode) -> dict[str, Any]:
+        return decode(json.dumps(self._answer("create", body["kind"], body["metadata"]["name"], body)).encode())
 
     def merge_patch(
-        self, kind: str, ns: str, name: str, body: dict[str, Any], *, status: bool = False
+        self, kind: str, ns: str, name: str, body: dict[str, Any], *, status: bool = False, decode: Decode
     ) -> dict[str, Any]:
-        return self._answer("status" if status else "patch", kind, name, body)
+        return decode(json.dumps(self._answer("status" if status else "patch", kind, name, body)).encode())
 
-    def json_patch(self, kind: str, ns: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
-        return self._answer("guarded", kind, name)
+    def json_patch(self, kind: str, ns: str, name: str, ops: list[dict[str, Any]], *, decode: Decode) -> dict[str, Any]:
+        return decode(json.dumps(self._answer("guarded", kind, name)).encode())
 
     def delete(
         self, kind: str, ns: str, name: str, *, propagation: str = "Background", grace_seconds: int | None = None

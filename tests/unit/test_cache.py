@@ -8,6 +8,7 @@ nobody names must reach none.
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
 from collections import defaultdict
@@ -45,22 +46,27 @@ class World:
     def __init__(self, objects: list[dict[str, Any]]) -> None:
         self.objects = objects
         self.streams: dict[str, queue.Queue[dict[str, Any]]] = defaultdict(queue.Queue)
+        self.handled: dict[str, int] = defaultdict(int)  # events an informer finished with, by kind
         self.closed = threading.Event()
 
-    def list_page(self, kind: str, namespace: str | None, *, labels: Mapping[str, str] | None = None, **_: Any) -> Any:
+    def list_page(
+        self, kind: str, namespace: str | None, *, labels: Mapping[str, str] | None = None, decode: Any, **_: Any
+    ) -> Any:
         items = [
             o
             for o in self.objects
             if o["kind"] == kind and all(o["metadata"]["labels"].get(k) == v for k, v in (labels or {}).items())
         ]
-        return {"metadata": {"resourceVersion": "1"}, "items": items}
+        return decode(json.dumps({"metadata": {"resourceVersion": "1"}, "items": items}).encode())  # as sent
 
-    def watch(self, kind: str, namespace: str | None, **_: Any) -> Iterator[dict[str, Any]]:
+    def watch(self, kind: str, namespace: str | None, *, decode: Any, **_: Any) -> Iterator[dict[str, Any]]:
         while not self.closed.is_set():
             try:
-                yield self.streams[kind].get(timeout=0.01)
+                event = self.streams[kind].get(timeout=0.01)
             except queue.Empty:
                 continue
+            yield decode(json.dumps(event).encode())
+            self.handled[kind] += 1  # the informer asks for the next event once it has handled this one
 
     def send(self, kind: str, changed: dict[str, Any], event: str = "MODIFIED") -> None:
         meta = changed["metadata"]
@@ -76,7 +82,6 @@ class Running:
         self.forgotten: list[Key] = []
         self.backups: list[Key] = []  # the backup flow's triggers
         self.stop = threading.Event()
-        self.markers = 0
         self.cache = ClusterCache(
             cast(KubeApi, self.world),
             Settings(),
@@ -99,14 +104,12 @@ class Running:
         self.world.closed.set()
 
     def woken_by(self, kind: str, changed: dict[str, Any], event: str = "MODIFIED") -> list[Key]:
-        """The SampleDBs a change wakes (an extra event on a watched kind marks the end of its effects)."""
+        """The SampleDBs a change wakes, once its informer has handled it (triggers are made while it does)."""
         self.triggered.clear()
+        handled = self.world.handled[kind]
         self.world.send(kind, changed, event)
-        self.markers += 1
-        marker = (NS, f"marker-{self.markers}")
-        self.world.send("SampleDB", sampledb(marker[1], {}), "ADDED")
-        wait_until(lambda: marker in self.triggered, 3, "the marker event")
-        return [key for key in self.triggered if key != marker]
+        wait_until(lambda: self.world.handled[kind] > handled, 3, f"the {kind} event to be handled")
+        return list(self.triggered)
 
 
 def node(name: str, **spec: Any) -> dict[str, Any]:

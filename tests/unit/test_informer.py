@@ -9,6 +9,7 @@ the tests wait on that instead of sleeping.
 from __future__ import annotations
 
 import itertools
+import json
 import queue
 import threading
 import time
@@ -94,7 +95,7 @@ class Stream:
                     return
                 if isinstance(item, BaseException):
                     raise item
-                yield item
+                yield self.call["decode"](json.dumps(item).encode())  # the informer's decoding, as a stream is read
                 self.consumed += 1
         finally:
             self.ended = True
@@ -127,7 +128,7 @@ class FakeApi:
             item = item()
         if isinstance(item, BaseException):
             raise item
-        return cast(dict[str, Any], item)
+        return cast(dict[str, Any], kwargs["decode"](json.dumps(item).encode()))  # as the page is read
 
     def watch(self, kind: str, namespace: str | None, **kwargs: Any) -> Iterator[dict[str, Any]]:
         stream = Stream({"kind": kind, "namespace": namespace, **kwargs}, self.closed)

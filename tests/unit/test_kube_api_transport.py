@@ -69,8 +69,8 @@ def server() -> Iterator[_Server]:
     httpd.server_close()
 
 
-def _api(server: _Server, tokens: list[str]) -> KubeApi:
-    configuration = client.Configuration(host=f"http://127.0.0.1:{server.server_address[1]}")
+def _api(server: _Server, tokens: list[str], prefix: str = "") -> KubeApi:
+    configuration = client.Configuration(host=f"http://127.0.0.1:{server.server_address[1]}{prefix}")
     configuration.api_key_prefix["BearerToken"] = "Bearer"
     configuration.api_key["BearerToken"] = "stale"  # as loaded at start; the hook refreshes it
 
@@ -98,6 +98,17 @@ def test_a_write_sends_its_json_body_once_with_the_current_token(server: _Server
     assert get["headers"]["authorization"] == "Bearer rotated"  # asked for again on every request
     assert get["headers"]["User-Agent"] == client.ApiClient().user_agent
     assert api.writes == {"PATCH": 1}
+
+
+def test_a_host_with_a_path_prefix_keeps_it_on_every_request(server: _Server) -> None:
+    """A kubeconfig may name an API server behind a path (a cluster manager's proxy)."""
+    api = _api(server, ["t"] * 3, prefix="/k8s/clusters/c-1/")
+    api.get("Secret", "ns", "creds")
+    list(api.watch("Pod", "ns", resource_version="7"))
+    assert [seen["path"] for seen in server.seen] == [
+        "/k8s/clusters/c-1/api/v1/namespaces/ns/secrets/creds",
+        "/k8s/clusters/c-1/api/v1/namespaces/ns/pods",
+    ]
 
 
 def test_a_refusal_is_an_api_error_with_the_server_message(server: _Server) -> None:

@@ -1416,6 +1416,23 @@ def test_a_projection_keeps_the_objects_paths_and_is_idempotent(worlds: dict[str
     assert kinds == KINDS
 
 
+def test_reading_only_what_is_kept_projects_the_same(worlds: dict[str, World]) -> None:
+    """The caches decode events and listings with `reader`: its projection must be the full decode's."""
+    read_paths = 0
+    for kind, obj in every_object(worlds["full"]):
+        raw = json.dumps(obj).encode()
+        read = projections.reader(kind)(raw)
+        assert project(kind, read) == project(kind, json.loads(raw)), kind
+        assert read["metadata"].get("resourceVersion") == obj["metadata"].get("resourceVersion")
+        assert "managedFields" not in read["metadata"]  # skipped, never decoded
+        read_paths += read != obj
+    assert read_paths  # objects hold what no projection keeps, and the reader left it out
+    # Values of another shape than the projection expects are decoded whole, as `keep` reads them.
+    odd = {"metadata": {"name": "x", "labels": None, "annotations": "x"}, "spec": None, "status": {"conditions": "x"}}
+    for kind in KEPT:
+        assert project(kind, projections.reader(kind)(json.dumps(odd).encode())) == project(kind, odd), kind
+
+
 def test_a_projection_shares_nothing_with_the_object() -> None:
     obj = sampledb_obj(FULL_SPEC, {"phase": "Ready", "conditions": [{"type": "Ready", "status": "True"}]})
     kept = project("SampleDB", obj)

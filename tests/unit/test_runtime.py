@@ -6,7 +6,7 @@ import asyncio
 import threading
 import time
 
-from sampledb_operator.runtime import Key, KeyedRunner
+from sampledb_operator.runtime import Key, KeyedRunner, Mailbox
 
 
 def test_bursts_coalesce_and_keys_never_overlap() -> None:
@@ -93,3 +93,45 @@ def test_triggers_that_may_wait_coalesce_into_one_pass_and_an_immediate_one_does
     # waits at most the delay); the rest of the burst coalesces into one more.
     assert len(a) == 2 and 0.2 <= a[0] < 0.3 and a[1] > 0.4
     assert len(b) == 1 and b[0] < 0.2
+
+
+def test_posted_calls_run_on_the_loop_in_order_with_one_wake_up_per_batch() -> None:
+    ran: list[tuple[int, int]] = []
+    on_loop: list[bool] = []
+    wakeups = 0
+
+    async def scenario() -> None:
+        nonlocal wakeups
+        loop = asyncio.get_running_loop()
+        loop_thread = threading.get_ident()
+        original = loop.call_soon_threadsafe
+
+        def counted(*args: object) -> asyncio.Handle:
+            nonlocal wakeups
+            wakeups += 1
+            return original(*args)  # type: ignore[arg-type]
+
+        loop.call_soon_threadsafe = counted  # type: ignore[method-assign]
+        mailbox = Mailbox(loop)
+
+        def record(thread: int, number: int) -> None:
+            on_loop.append(threading.get_ident() == loop_thread)
+            ran.append((thread, number))
+            if number == 3:
+                raise RuntimeError("a failing call must not stop the others")
+
+        def poster(thread: int) -> None:
+            for number in range(500):
+                mailbox.post(record, thread, number)
+
+        threads = [threading.Thread(target=poster, args=(t,)) for t in range(4)]
+        for thread in threads:
+            thread.start()
+        await asyncio.to_thread(lambda: [t.join() for t in threads])
+        await asyncio.sleep(0.05)
+
+    asyncio.run(scenario())
+    assert len(ran) == 2000 and all(on_loop)
+    for thread in range(4):
+        assert [n for t, n in ran if t == thread] == list(range(500))  # each thread's calls in order
+    assert 1 <= wakeups < 2000  # posts made while a wake-up was pending rode on it

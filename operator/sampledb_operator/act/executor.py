@@ -27,12 +27,23 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import msgspec
+
 from sampledb_operator.k8s.api import ApiError, KubeApi
+from sampledb_operator.observe.projections import KEPT, reader
 from sampledb_operator.reconcile.children import Action, Verb
 from sampledb_operator.reconcile.plan import Plan
 from sampledb_operator.reconcile.status import Problem
 
 logger = logging.getLogger(__name__)
+# A write's answer is read for the caches' write-through, which keeps the projection only.
+_READERS = {kind: reader(kind) for kind in KEPT}
+
+
+def _read(kind: str) -> Callable[[bytes], dict[str, Any]]:
+    return _READERS.get(kind, msgspec.json.decode)  # a kind not cached: whole
+
+
 WriteKey = tuple[str, str, str]
 
 
@@ -94,7 +105,12 @@ class Executor:
         meta = sampledb["metadata"]
         if plan.status is not None:
             written = self.api.merge_patch(
-                "SampleDB", meta["namespace"], meta["name"], {"status": plan.status}, status=True
+                "SampleDB",
+                meta["namespace"],
+                meta["name"],
+                {"status": plan.status},
+                status=True,
+                decode=_read("SampleDB"),
             )
             self.observer.remember("SampleDB", written)
         for event in plan.events:
@@ -103,13 +119,14 @@ class Executor:
     def _one(self, namespace: str, action: Action) -> None:
         if action.verb is Verb.CREATE:
             body = action.fill(self.password) if action.fill else action.body
-            self.observer.remember(action.kind, self.api.create(body))
+            self.observer.remember(action.kind, self.api.create(body, decode=_read(action.kind)))
         elif action.verb is Verb.PATCH:
-            self.observer.remember(action.kind, self.api.merge_patch(action.kind, namespace, action.name, action.body))
+            written = self.api.merge_patch(action.kind, namespace, action.name, action.body, decode=_read(action.kind))
+            self.observer.remember(action.kind, written)
         elif action.verb is Verb.GUARDED:
-            self.observer.remember(
-                action.kind, self.api.json_patch(action.kind, namespace, action.name, action.body["ops"])
-            )
+            ops = action.body["ops"]
+            written = self.api.json_patch(action.kind, namespace, action.name, ops, decode=_read(action.kind))
+            self.observer.remember(action.kind, written)
         elif action.verb is Verb.DELETE:
             answer = self.api.delete(
                 action.kind, namespace, action.name, grace_seconds=action.body.get("gracePeriodSeconds")
@@ -152,7 +169,7 @@ class Executor:
         """
         self.api.delete(action.kind, namespace, action.name, propagation="Orphan")
         if self.api.wait_deleted(action.kind, namespace, action.name):
-            self.observer.remember(action.kind, self.api.create(action.body))
+            self.observer.remember(action.kind, self.api.create(action.body, decode=_read(action.kind)))
         else:
             self.observer.forget_deleted(action.kind, namespace, action.name)
 

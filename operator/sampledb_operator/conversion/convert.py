@@ -52,29 +52,44 @@ class ConversionError(ValueError):
     """An object that cannot be converted; the message names the object and the problem."""
 
 
+def _tree(field_map: dict[str, tuple[str, ...]]) -> Obj:
+    """FIELD_MAP as a tree of the v1 spec: each leaf is the v1beta1 field's name."""
+    tree: Obj = {}
+    for field, path in field_map.items():
+        node = tree
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = field
+    return tree
+
+
+_FIELD_TREE = _tree(FIELD_MAP)
+
+
 def _split(spec: Obj) -> tuple[Obj, Obj]:
     """(the flat fields, the rest of `spec` without them, emptied parents left in place).
 
-    `spec` is unchanged: only the parents on a field's path (`postgres`, `postgres.upgrade`...)
-    are copied, each once.
+    `spec` is unchanged: only the objects a field is taken out of (`spec`, `postgres`,
+    `postgres.upgrade`...) are copied, each once. One walk of the tree, not one per field: this
+    runs for every object of a v1beta1 LIST (issue #15).
     """
-    rest = dict(spec)
     flat: Obj = {}
-    copied: set[tuple[str, ...]] = set()
-    for field, path in FIELD_MAP.items():
-        node: Any = rest
-        for depth, key in enumerate(path[:-1], start=1):
-            child = node.get(key)
-            if not isinstance(child, dict):
-                break
-            if path[:depth] not in copied:
-                child = node[key] = dict(child)
-                copied.add(path[:depth])
-            node = child
-        else:
-            if path[-1] in node:
-                flat[field] = node.pop(path[-1])
-    return flat, rest
+    return flat, _take(spec, _FIELD_TREE, flat)
+
+
+def _take(node: Obj, tree: Obj, flat: Obj) -> Obj:
+    """`node` without the fields of `tree`, which go into `flat`; `node` itself when nothing is taken."""
+    out: Obj | None = None
+    for key, sub in tree.items():
+        if key not in node:
+            continue
+        if isinstance(sub, str):
+            out = dict(node) if out is None else out
+            flat[sub] = out.pop(key)
+        elif isinstance(child := node[key], dict) and (taken := _take(child, sub, flat)) is not child:
+            out = dict(node) if out is None else out
+            out[key] = taken
+    return node if out is None else out
 
 
 def _set_path(tree: Obj, path: tuple[str, ...], value: Any) -> None:

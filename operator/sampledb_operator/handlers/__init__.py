@@ -23,7 +23,7 @@ from sampledb_operator.observe.cache import ClusterCache
 from sampledb_operator.reconcile.backup import BackupReconciler
 from sampledb_operator.reconcile.crds import maintain_crds
 from sampledb_operator.reconcile.decide import timestamp
-from sampledb_operator.runtime import Key, KeyedRunner
+from sampledb_operator.runtime import Key, KeyedRunner, Mailbox
 from sampledb_operator.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -78,20 +78,20 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.chunk_size = 200
     settings.queueing.idle_timeout = 0.5
     api = KubeApi(load_client())
-    loop = asyncio.get_running_loop()
+    mailbox = Mailbox(asyncio.get_running_loop())
     runner = KeyedRunner(_reconcile)
 
     def trigger(key: Key) -> None:  # from the informers' threads
-        loop.call_soon_threadsafe(runner.trigger, key)
+        mailbox.post(runner.trigger, key)
 
     def trigger_settled(key: Key) -> None:
-        loop.call_soon_threadsafe(runner.trigger, key, SETTLE_SECONDS)
+        mailbox.post(runner.trigger, key, SETTLE_SECONDS)
 
     def forget(key: Key) -> None:
-        loop.call_soon_threadsafe(_forget, key)
+        mailbox.post(_forget, key)
 
     def trigger_backup(key: Key) -> None:
-        loop.call_soon_threadsafe(backups.trigger, key)
+        mailbox.post(backups.trigger, key)
 
     cache = ClusterCache(
         api,

@@ -5,6 +5,8 @@ progress storage, posting) for every event of every watched object, and after it
 it replays the new listing as events without deleting the objects that vanished in the gap, so an
 index can keep a deleted object until the operator restarts. Here:
 
+- events and listed objects are decoded only as far as the projection reads (`read`: the rest of
+  the JSON is skipped without making Python objects of it);
 - each object is kept as its projection (only what some reader reads), encoded as compact JSON
   bytes: thousands of small dicts cost several times the memory of their bytes, equal bytes tell
   an unchanged object without a deep compare, and every read decodes a fresh dict no caller can
@@ -59,6 +61,7 @@ Key = tuple[str, str]  # (namespace or "", name)
 Project = Callable[[dict[str, Any]], dict[str, Any] | None]  # None: the object is not kept
 OnChange = Callable[[Key, dict[str, Any] | None, dict[str, Any] | None], None]  # (key, old, new projection)
 Index = Callable[[dict[str, Any]], str | None]  # the secondary index value of a projection
+Read = Callable[[bytes | msgspec.Raw], dict[str, Any]]  # an object's JSON, decoded as far as the projection reads
 
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 GONE = 410
@@ -78,6 +81,36 @@ def strip_server_fields(obj: dict[str, Any]) -> dict[str, Any]:
 # as fast; a pass decodes each object it reads, and every watch event is projected and encoded.
 _ENCODER = msgspec.json.Encoder(order="sorted")
 _DECODER = msgspec.json.Decoder()
+_FIELDS = msgspec.json.Decoder(dict[str, msgspec.Raw])
+OBJECT_EVENTS = ("ADDED", "MODIFIED", "DELETED")
+
+
+def _event_reader(read: Read) -> Callable[[bytes], dict[str, Any]]:
+    """A watch event's JSON line with its object decoded by `read` (an ERROR's status, a BOOKMARK: whole)."""
+
+    def decode(line: bytes) -> dict[str, Any]:
+        fields = _FIELDS.decode(line)
+        event_type = _DECODER.decode(fields["type"]) if "type" in fields else None
+        event: dict[str, Any] = {"type": event_type}
+        if "object" in fields:
+            event["object"] = (read if event_type in OBJECT_EVENTS else _DECODER.decode)(fields["object"])
+        return event
+
+    return decode
+
+
+def _page_reader(read: Read) -> Callable[[bytes], dict[str, Any]]:
+    """A LIST page's JSON with each item decoded by `read`."""
+    items = msgspec.json.Decoder(list[msgspec.Raw])
+
+    def decode(body: bytes) -> dict[str, Any]:
+        fields = _FIELDS.decode(body)
+        page: dict[str, Any] = {key: _DECODER.decode(value) for key, value in fields.items() if key != "items"}
+        if "items" in fields:
+            page["items"] = [read(item) for item in items.decode(fields["items"])]
+        return page
+
+    return decode
 
 
 def _encode(projection: dict[str, Any]) -> bytes:
@@ -149,6 +182,7 @@ class Informer:
         labels: Mapping[str, str] | None = None,
         fields: str | None = None,
         project: Project = strip_server_fields,
+        read: Read = _DECODER.decode,
         index: Index | None = None,
         on_change: OnChange | None = None,
         page_size: int = 250,
@@ -161,6 +195,7 @@ class Informer:
         self._labels = dict(labels) if labels else None
         self._fields = fields
         self._project = project
+        self._read_event, self._read_page = _event_reader(read), _page_reader(read)
         self._index = index
         self._on_change = on_change
         self._page_size = page_size
@@ -279,6 +314,7 @@ class Informer:
                     fields=self._fields,
                     limit=self._page_size,
                     cont=token,
+                    decode=self._read_page,
                 )
             except ApiError as err:
                 if err.status != GONE or not token:
@@ -354,6 +390,7 @@ class Informer:
             labels=self._labels,
             fields=self._fields,
             timeout_seconds=self._watch_timeout,
+            decode=self._read_event,
         )
         try:
             for event in stream:

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+import msgspec
+
 from sampledb_operator.jobs import backup
 from sampledb_operator.resources import config, pdb, secret, services, statefulset
 from sampledb_operator.resources.instance import Instance
@@ -114,8 +116,27 @@ def fingerprint(manifest: dict[str, Any], *, unhashed_spec_keys: tuple[str, ...]
     if "spec" in content and unhashed_spec_keys:
         content["spec"] = {k: v for k, v in content["spec"].items() if k not in unhashed_spec_keys}
     content["labels"] = manifest["metadata"].get("labels", {})
-    digest = hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode())
-    return digest.hexdigest()[:20]
+    return hashlib.sha256(canonical_json(content)).hexdigest()[:20]
+
+
+_SORTED = msgspec.json.Encoder(order="sorted")
+
+
+def canonical_json(value: Any) -> bytes:
+    """`json.dumps(value, sort_keys=True, separators=(",", ":"))`, byte for byte, several times faster.
+
+    Every child's fingerprint is computed on every pass, and a StatefulSet's template holds
+    kilobytes of scripts (issue #15: the stdlib encoder was about 5 % of the operator's CPU). The
+    digests must not change, or every child in every cluster would be patched once after an
+    upgrade of the operator. msgspec writes the same bytes for ASCII text but DEL, integers,
+    booleans and null; for non-ASCII text and DEL, which `json` escapes, the stdlib encoder is
+    used. Floats, which the two spell differently in exponent form (`1e+16`), are in no manifest:
+    the API models have none (test_builders checks the equality on every child of random specs).
+    """
+    encoded = _SORTED.encode(value)
+    if encoded.isascii() and b"\x7f" not in encoded:
+        return encoded
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
 
 
 def with_fingerprint(manifest: dict[str, Any], digest: str) -> dict[str, Any]:
