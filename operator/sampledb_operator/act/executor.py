@@ -30,18 +30,17 @@ from typing import Any, Protocol
 import msgspec
 
 from sampledb_operator.k8s.api import ApiError, KubeApi
-from sampledb_operator.observe.projections import KEPT, reader
+from sampledb_operator.observe.projections import READERS
 from sampledb_operator.reconcile.children import Action, Verb
 from sampledb_operator.reconcile.plan import Plan
 from sampledb_operator.reconcile.status import Problem
 
 logger = logging.getLogger(__name__)
-# A write's answer is read for the caches' write-through, which keeps the projection only.
-_READERS = {kind: reader(kind) for kind in KEPT}
 
 
 def _read(kind: str) -> Callable[[bytes], dict[str, Any]]:
-    return _READERS.get(kind, msgspec.json.decode)  # a kind not cached: whole
+    """How a write's answer is read: for the caches' write-through, which keeps the projection only."""
+    return READERS.get(kind, msgspec.json.decode)  # a kind not cached: whole
 
 
 WriteKey = tuple[str, str, str]

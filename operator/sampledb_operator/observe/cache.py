@@ -32,7 +32,7 @@ from typing import Any
 from sampledb_operator.api.backup import BackupPhase
 from sampledb_operator.k8s.api import KubeApi
 from sampledb_operator.observe.informer import Informer, Key
-from sampledb_operator.observe.projections import project, reader
+from sampledb_operator.observe.projections import READERS, project
 from sampledb_operator.observe.snapshot import Snapshot
 from sampledb_operator.reconcile.backup import BACKUP_LABEL
 from sampledb_operator.resources.instance import INSTANCE_LABEL, MANAGED_BY
@@ -135,7 +135,7 @@ class ClusterCache:
             labels=MANAGED if kind in OWNED else None,
             fields=SECRET_FIELDS if kind == "Secret" else None,
             project=lambda obj: project(kind, obj),
-            read=reader(kind),
+            read=READERS[kind],
             index=index_of(kind),
             on_change=lambda key, old, new: self._changed(kind, key, old, new),
         )

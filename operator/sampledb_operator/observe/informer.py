@@ -82,6 +82,7 @@ def strip_server_fields(obj: dict[str, Any]) -> dict[str, Any]:
 _ENCODER = msgspec.json.Encoder(order="sorted")
 _DECODER = msgspec.json.Decoder()
 _FIELDS = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_ITEMS = msgspec.json.Decoder(list[msgspec.Raw])
 OBJECT_EVENTS = ("ADDED", "MODIFIED", "DELETED")
 
 
@@ -101,13 +102,12 @@ def _event_reader(read: Read) -> Callable[[bytes], dict[str, Any]]:
 
 def _page_reader(read: Read) -> Callable[[bytes], dict[str, Any]]:
     """A LIST page's JSON with each item decoded by `read`."""
-    items = msgspec.json.Decoder(list[msgspec.Raw])
 
     def decode(body: bytes) -> dict[str, Any]:
         fields = _FIELDS.decode(body)
         page: dict[str, Any] = {key: _DECODER.decode(value) for key, value in fields.items() if key != "items"}
         if "items" in fields:
-            page["items"] = [read(item) for item in items.decode(fields["items"])]
+            page["items"] = [read(item) for item in _ITEMS.decode(fields["items"])]
         return page
 
     return decode

@@ -125,7 +125,7 @@ class Each:
 class Derived:
     """A key of the projection only, computed from the object it is in (e.g. a digest of dropped data).
 
-    `reads`: the keys of that object the computation reads (decoded for it, see `reader`).
+    `reads`: the keys of that object the computation reads (decoded for it, see `READERS`).
     """
 
     compute: Callable[[Object], Any]
@@ -329,18 +329,10 @@ READ: dict[str, Mapping[str, Keep]] = {
     kind: {**what, "metadata": {**what["metadata"], "resourceVersion": True}}  # type: ignore[dict-item]
     for kind, what in KEPT.items()
 }
-_DECODERS = {kind: msgspec.json.Decoder(_decoded_type(what, kind)) for kind, what in READ.items()}
 _ANY = msgspec.json.Decoder()
 
 
-def reader(kind: str) -> Callable[[bytes | msgspec.Raw], Object]:
-    """The decoder of an object of `kind` that reads what its projection and the informer need, and no more.
-
-    A value of another shape than the API's (e.g. a string where an object belongs) fails the
-    typed decode: the object is then decoded whole, and `keep` reads it as it reads any object.
-    """
-    decoder = _DECODERS[kind]
-
+def _reader(decoder: msgspec.json.Decoder[Any]) -> Callable[[bytes | msgspec.Raw], Object]:
     def read(raw: bytes | msgspec.Raw) -> Object:
         try:
             obj: Object = msgspec.to_builtins(decoder.decode(raw))
@@ -349,6 +341,14 @@ def reader(kind: str) -> Callable[[bytes | msgspec.Raw], Object]:
         return obj
 
     return read
+
+
+# Per kind, the decoder of an object that reads what its projection and the informer need, and no
+# more. A value of another shape than the API's (e.g. a string where an object belongs) fails the
+# typed decode: the object is then decoded whole, and `keep` reads it as it reads any object.
+READERS: dict[str, Callable[[bytes | msgspec.Raw], Object]] = {
+    kind: _reader(msgspec.json.Decoder(_decoded_type(what, kind))) for kind, what in READ.items()
+}
 
 
 def project(kind: str, obj: Object) -> Object:
